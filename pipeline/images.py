@@ -1,0 +1,110 @@
+"""Decode and encode images: PIL in, (3, H, W) float tensors out, PNG bytes back.
+
+Every failure is an `ImageError` naming the file and the reason, so that a batch job can turn it
+into a failed row. Decisions on odd inputs (documented in the README):
+
+- EXIF orientation is applied, so a phone photo comes out the right way up.
+- Any mode becomes RGB: palette and grayscale are expanded, transparency is composited on white,
+  CMYK is converted, 16-bit images are scaled down to 8 bits.
+- Animated images (GIF, APNG, WebP): the first frame is used.
+- PIL's decompression-bomb guard stays on: an image past twice `Image.MAX_IMAGE_PIXELS` is refused.
+- An image with a side shorter than 16 px is refused: VGG-19's four poolings leave nothing of it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .params import MIN_SIDE
+
+
+class ImageError(ValueError):
+    """An input image cannot be used; `reason` is short and meant for a failed row."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def decode(data: bytes | str | os.PathLike, name: str | None = None,
+           max_side: int | None = None) -> torch.Tensor:  # fmt: skip
+    """Image bytes or a path -> (3, H, W) float32 RGB in [0,1].
+
+    `max_side` shrinks large images while decoding (JPEG draft mode, then a high-quality
+    resize) so that a 40-megapixel photo never becomes a 500 MB tensor.
+    """
+    name = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with warnings.catch_warnings():
+            # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns; we refuse from 1x on.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                if max_side and img.format == "JPEG":
+                    img.draft("RGB", (max_side, max_side))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageError(name, "file not found") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except IsADirectoryError:
+        raise ImageError(name, "is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image (unrecognized or empty file)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated data, broken chunks, bad headers
+        raise ImageError(name, f"corrupt or truncated image ({exc})") from None
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageError(
+            name, f"too small: {rgb.size[0]}x{rgb.size[1]} px, VGG-19 needs >= {MIN_SIDE} px a side"
+        )
+    if max_side and max(rgb.size) > max_side:
+        rgb = ImageOps.contain(rgb, (max_side, max_side), Image.Resampling.LANCZOS)
+    array = np.asarray(rgb, dtype=np.float32) / 255.0  # (H, W, 3)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load(path: str | os.PathLike, max_side: int | None = None) -> torch.Tensor:
+    return decode(Path(path), name=str(path), max_side=max_side)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) float in [0,1] -> 8-bit RGB PIL image."""
+    array = (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).numpy(), "RGB")
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(png_bytes(image))

@@ -1,0 +1,67 @@
+"""Gatys losses: content MSE, Gram style loss (Gatys et al. 2017 normalization), total variation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix F F^T / (H W) per image: (B, C, H, W) -> (B, C, C).
+
+    Dividing by H*W (not C*H*W as some implementations do) follows Gatys et al. 2017, so that the
+    style loss keeps its scale when the image size changes.
+    """
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)  # (B, C, H*W)
+    return f @ f.transpose(1, 2) / (h * w)
+
+
+def layer_weight(channels: int) -> float:
+    """Per-layer style weight 1e3 / C^2 (Gatys et al. 2017): equalizes layers of different width."""
+    return 1e3 / channels**2
+
+
+def blend_grams(grams: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+                ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Several styles: their Gram targets averaged with weights normalized to sum to 1."""
+    if len(grams) != len(weights):
+        raise ValueError(f"style_blend: {len(weights)} weights for {len(grams)} styles")
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"style_blend: weights must be >= 0 and sum > 0, got {list(weights)}")
+    return {
+        name: sum(g[name] * (w / total) for g, w in zip(grams, weights, strict=True))
+        for name in grams[0]
+    }
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image mean squared error: (B, C, H, W) vs (B or 1, C, H, W) -> (B,)."""
+    return (features - target).pow(2).flatten(1).mean(1)
+
+
+def style_loss(grams: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+               ) -> torch.Tensor:  # fmt: skip
+    """Sum over layers of (1e3/C^2) * sum of squared Gram differences -> (B,)."""
+    total = 0.0
+    for name, g in grams.items():
+        diff = (g - targets[name]).pow(2).flatten(1).sum(1)
+        total = total + layer_weight(g.shape[-1]) * diff
+    return total
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels (size independent): (B, 3, H, W) -> (B,)."""
+    dx = (image[..., :, 1:] - image[..., :, :-1]).pow(2).flatten(1).mean(1)
+    dy = (image[..., 1:, :] - image[..., :-1, :]).pow(2).flatten(1).mean(1)
+    return dx + dy
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, h, w), antialiased when shrinking."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)

@@ -1,0 +1,179 @@
+"""Per-pair style-transfer parameters: the one source of every default and every list of choices.
+
+The CLI options, the preset loader, the job-spec validator and the error messages all derive from
+`StyleParams` and its field metadata, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "image")
+COLOR_MODES = ("none", "luminance", "histogram")
+POOLINGS = ("max", "avg")
+
+# VGG-19 has four 2x2 poolings before relu5_1: a side shorter than this leaves relu5_1 empty.
+MIN_SIDE = 16
+
+
+class ParamError(ValueError):
+    """A parameter has a bad value; the message names the field and what is allowed."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.field = name
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True)
+class StyleParams:
+    """Everything that determines one stylization besides the images themselves."""
+
+    # Coarse-to-fine as in Gatys et al. 2017 and crowsonkb: most iterations at low resolution, a
+    # short refinement at full size. Each level is (long side in px, iterations).
+    schedule: tuple[tuple[int, int], ...] = _f(
+        ((256, 150), (512, 100)),
+        "multi-scale schedule: (long side px, iterations) per level, coarse to fine",
+    )
+    # L-BFGS gives the best quality per iteration (jcjohnson/neural-style); Adam uses less memory.
+    optimizer: str = _f("lbfgs", "optimizer", OPTIMIZERS)
+    # Step size for Adam in [0,1] pixel units (crowsonkb uses 0.02); L-BFGS takes unit steps.
+    lr: float = _f(0.02, "Adam learning rate (pixel units in [0,1]); ignored by L-BFGS")
+    # With Caffe features (0-255 input), 1e3/C^2 layer weights and Gram / HW, the style term starts
+    # about 1e6x the content term; content weight 1e7 keeps the photo recognizable at 256-512 px
+    # (tuned by eye on chelsea/astronaut x starry_night/the_scream/wave, see configs/).
+    content_weight: float = _f(1e7, "weight of the content loss (MSE on relu4_2)")
+    style_weight: float = _f(1.0, "weight of the style loss (Gram, relu1_1..relu5_1)")
+    # A little TV smooths the high-frequency noise that L-BFGS leaves at full resolution.
+    tv_weight: float = _f(0.0, "weight of the total-variation loss (0 = off)")
+    # Sets the brush-stroke size: style image long side = output long side x style_scale.
+    style_scale: float = _f(1.0, "style image size relative to the output (stroke size)")
+    color: str = _f("none", "color preservation", COLOR_MODES)
+    # Content init converges in fewer iterations and is more stable than noise (Gatys 2017).
+    init: str = _f("content", "initial image of the first level", INITS)
+    seed: int = _f(0, "random seed (noise init, Adam); a CPU run repeats exactly")
+    # Max pooling as in the trained network; Gatys 2016 found average pooling a little smoother.
+    pooling: str = _f("max", "VGG pooling", POOLINGS)
+    # One trace point per iteration costs nothing extra: the losses are computed anyway.
+    trace_every: int = _f(1, "record the losses every N iterations")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ParamError(f.name, f"{value!r} is not one of {', '.join(choices)}")
+        object.__setattr__(self, "schedule", _check_schedule(self.schedule))
+        for name in ("content_weight", "style_weight", "tv_weight", "lr", "style_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ParamError(name, f"must be a number, got {value!r}")
+            if value != value or value < 0 or value == float("inf"):
+                raise ParamError(name, f"must be a finite number >= 0, got {value!r}")
+        if self.style_scale <= 0:
+            raise ParamError("style_scale", f"must be > 0, got {self.style_scale!r}")
+        if self.optimizer == "adam" and self.lr <= 0:
+            raise ParamError("lr", f"must be > 0 for adam, got {self.lr!r}")
+        for name in ("seed", "trace_every"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ParamError(name, f"must be an integer, got {getattr(self, name)!r}")
+        if self.trace_every < 1:
+            raise ParamError("trace_every", f"must be >= 1, got {self.trace_every}")
+
+    @property
+    def size(self) -> int:
+        """Long side of the output in pixels (the last level)."""
+        return self.schedule[-1][0]
+
+    @property
+    def iterations(self) -> int:
+        return sum(n for _, n in self.schedule)
+
+    def replace(self, **changes: Any) -> StyleParams:
+        return dataclasses.replace(self, **changes)
+
+    def resized(self, size: int) -> StyleParams:
+        """The same schedule scaled so that its last level has long side `size`."""
+        if not isinstance(size, int) or size < MIN_SIDE:
+            raise ParamError("size", f"must be an integer >= {MIN_SIDE}, got {size!r}")
+        factor = size / self.size
+        levels = [(max(MIN_SIDE, round(s * factor)), n) for s, n in self.schedule[:-1]]
+        return self.replace(schedule=(*levels, (size, self.schedule[-1][1])))
+
+    def with_iterations(self, iterations: int) -> StyleParams:
+        """The same schedule with `iterations` at the last (full-size) level."""
+        return self.replace(schedule=(*self.schedule[:-1], (self.size, iterations)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["schedule"] = [list(level) for level in self.schedule]
+        return d
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: StyleParams | None = None) -> StyleParams:
+        """Overrides on top of `base` (or the defaults); unknown keys are an error."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ParamError(
+                unknown[0], f"unknown parameter; known: {', '.join(cls.field_names())}"
+            )
+        values = {k: _coerce(k, v) for k, v in values.items()}
+        try:
+            return dataclasses.replace(base or cls(), **values)
+        except TypeError as exc:  # pragma: no cover - replace() only fails on unknown keys
+            raise ParamError("params", str(exc)) from exc
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """YAML reads `1e4` as a string; accept numeric strings for float fields."""
+    if name in ("content_weight", "style_weight", "tv_weight", "lr", "style_scale"):
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ParamError(name, f"must be a number, got {value!r}") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+    return value
+
+
+def _check_schedule(schedule: Any) -> tuple[tuple[int, int], ...]:
+    if isinstance(schedule, (str, bytes)) or not hasattr(schedule, "__iter__"):
+        raise ParamError("schedule", f"must be a list of [size, iterations], got {schedule!r}")
+    levels = []
+    for level in schedule:
+        try:
+            size, iterations = level
+        except (TypeError, ValueError):
+            raise ParamError(
+                "schedule", f"each level must be [size, iterations], got {level!r}"
+            ) from None
+        for what, v, low in (("size", size, MIN_SIDE), ("iterations", iterations, 0)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ParamError("schedule", f"level {what} must be an integer >= {low}, got {v!r}")
+        levels.append((size, iterations))
+    if not levels:
+        raise ParamError("schedule", "needs at least one level")
+    return tuple(levels)
+
+
+def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
+    """'128:100,256:50' -> ((128, 100), (256, 50)), for the command line."""
+    try:
+        levels = [tuple(int(x) for x in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        raise ParamError("schedule", f"expected SIZE:ITERS[,SIZE:ITERS...], got {text!r}") from None
+    return _check_schedule(levels)

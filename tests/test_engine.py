@@ -1,0 +1,112 @@
+"""The Gatys optimization on tiny images: it must really stylize, repeatably."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline import color
+from pipeline.engine import StylizeError
+from pipeline.params import ParamError
+
+from .conftest import make_content, make_style, tiny
+
+
+def test_total_loss_falls_and_trace_is_complete(stylizer, content, style):
+    result = stylizer.stylize(content, [style], params=tiny(schedule=((48, 10),)))
+    totals = [t.losses.total for t in result.trace]
+    assert len(result.trace) == 10 and result.iterations == 10
+    assert result.losses.total < 0.5 * totals[0]
+    assert result.image.shape == (3, 36, 48)  # 48x64 content, long side 48
+    assert 0.0 <= result.image.min() and result.image.max() <= 1.0
+    assert result.device == "cpu" and result.weights == "caffe"
+    assert result.params["schedule"] == [[48, 10]]
+
+
+def test_style_distance_falls_well_below_the_contents_own(stylizer, content, style):
+    result = stylizer.stylize(content, [style], params=tiny(schedule=((48, 30),)))
+    _, before = stylizer.distances(content, content, [style])
+    _, after = stylizer.distances(result.image, content, [style])
+    assert after < 0.2 * before
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_seeded_run_repeats_exactly(stylizer, content, style, optimizer):
+    params = tiny(init="noise", optimizer=optimizer, seed=7, schedule=((32, 5),))
+    a = stylizer.stylize(content, [style], params=params)
+    b = stylizer.stylize(content, [style], params=params)
+    c = stylizer.stylize(content, [style], params=params.replace(seed=8))
+    assert torch.equal(a.image, b.image)
+    assert [t.losses for t in a.trace] == [t.losses for t in b.trace]
+    assert not torch.equal(a.image, c.image)
+
+
+def test_multiscale_returns_requested_size_and_traces_every_level(stylizer, content, style):
+    params = tiny(schedule=((24, 3), (40, 2), (64, 2)))
+    result = stylizer.stylize(content, [style], params=params)
+    assert result.image.shape == (3, 48, 64)
+    assert [t.size for t in result.trace] == [24] * 3 + [40] * 2 + [64] * 2
+    assert [t.iteration for t in result.trace] == list(range(1, 8))
+
+
+def _mean_chroma(image: torch.Tensor) -> torch.Tensor:
+    return color.rgb_to_yiq(image.unsqueeze(0))[0, 1:].mean((1, 2))
+
+
+@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_color_preservation_keeps_the_contents_mean_color(stylizer, content, mode):
+    style = make_style() * torch.tensor([1.0, 0.2, 0.4]).view(3, 1, 1)  # a red-purple painting
+    params = tiny(schedule=((48, 15),))
+    plain = stylizer.stylize(content, [style], params=params)
+    kept = stylizer.stylize(content, [style], params=params.replace(color=mode))
+    small = torch.nn.functional.interpolate(content[None], size=(36, 48), mode="area")[0]
+    drift_plain = (_mean_chroma(plain.image) - _mean_chroma(small)).abs().max()
+    drift_kept = (_mean_chroma(kept.image) - _mean_chroma(small)).abs().max()
+    assert drift_kept < 0.02
+    assert drift_kept < 0.5 * drift_plain
+    # The mean RGB stays close too, not only the chroma.
+    assert (kept.image.mean((1, 2)) - small.mean((1, 2))).abs().max() < 0.06
+
+
+def test_style_targets_are_computed_once_per_style(stylizer, style):
+    params = tiny(schedule=((32, 2),))
+    stylizer.stylize(make_content(seed=1), [style], params=params)
+    hits = stylizer.target_hits
+    stylizer.stylize(make_content(seed=2), [style], params=params)
+    assert stylizer.target_hits == hits + 1
+
+
+def test_blend_of_two_styles_lies_between_them(stylizer, content):
+    a, b = make_style(seed=1), torch.rot90(make_style(seed=2), 1, (1, 2))
+    params = tiny(schedule=((48, 20),))
+    mix = stylizer.stylize(content, [a, b], params=params, style_blend=[3, 1]).image
+    only_a = stylizer.stylize(content, [a], params=params).image
+    _, mix_to_b = stylizer.distances(mix, content, [b])
+    _, a_to_b = stylizer.distances(only_a, content, [b])
+    assert mix_to_b < a_to_b
+
+
+def test_init_image_and_style_scale(stylizer, content, style):
+    start = torch.full_like(content, 0.5)
+    params = tiny(init="image", style_scale=0.5, schedule=((48, 2),))
+    result = stylizer.stylize(content, [style], params=params, init_image=start)
+    assert result.image.shape == (3, 36, 48)
+    with pytest.raises(ParamError, match="init"):
+        stylizer.stylize(content, [style], params=params)
+
+
+def test_non_finite_loss_is_a_clear_error(stylizer, content, style):
+    with pytest.raises(StylizeError, match="loss became"):
+        stylizer.stylize(content, [style], params=tiny(style_weight=1e38, schedule=((32, 2),)))
+
+
+def test_too_small_for_vgg_is_refused(stylizer, style):
+    with pytest.raises(StylizeError, match="at least 16 px"):
+        stylizer.stylize(make_content(h=20, w=200), [style], params=tiny(schedule=((64, 1),)))
+
+
+def test_bad_arguments_name_the_field(stylizer, content, style):
+    with pytest.raises(ParamError, match="style_blend"):
+        stylizer.stylize(content, [style], params=tiny(), style_blend=[1, 2])
+    with pytest.raises(ParamError, match="styles"):
+        stylizer.stylize(content, [], params=tiny())

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.params import ParamError, StyleParams, parse_schedule
+from pipeline.presets import load_preset, preset_names
+
+
+def test_presets_load_and_override_only_what_differs():
+    assert {"preview", "fast", "quality"} <= set(preset_names())
+    assert load_preset("quality").schedule == ((512, 500), (1024, 200))
+    preview = load_preset("preview")
+    assert preview.size <= 256
+    # A preset changes only what it names.
+    assert preview.optimizer == StyleParams().optimizer
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"color": "sepia"}, "color"),
+        ({"schedule": [[8, 10]]}, "schedule"),
+        ({"schedule": [[64, -1]]}, "schedule"),
+        ({"style_weight": -1.0}, "style_weight"),
+        ({"style_weight": "lots"}, "style_weight"),
+        ({"colour": "none"}, "colour"),
+    ],
+)
+def test_bad_values_name_the_field(values, field):
+    with pytest.raises(ParamError) as info:
+        StyleParams.from_dict(values)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ParamError, match="unknown preset 'nope'; known: .*preview"):
+        load_preset("nope")
+
+
+def test_schedule_helpers():
+    p = StyleParams(schedule=((128, 100), (256, 50)))
+    assert p.size == 256 and p.iterations == 150
+    assert p.resized(512).schedule == ((256, 100), (512, 50))
+    assert p.with_iterations(10).schedule == ((128, 100), (256, 10))
+    assert parse_schedule("64:10,128:5") == ((64, 10), (128, 5))
+    assert StyleParams.from_dict({"content_weight": "1e4"}).content_weight == 1e4
