@@ -165,6 +165,132 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_plan(args: argparse.Namespace) -> Any:
+    import dataclasses as dc
+
+    from .jobspec import load_spec
+    from .plan import make_plan
+
+    spec = load_spec(args.job)
+    if getattr(args, "output", None):
+        spec = dc.replace(spec, output=args.output)
+    return make_plan(spec)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .estimate import (
+        FLOP_PER_PIXEL_ITERATION,
+        GPU_FLOPS_ASSUMED,
+        measure_cpu_flops,
+        pixel_iterations,
+    )
+
+    plan = _load_plan(args)
+    spec = plan.spec
+    print(f"job {spec.name}  ({spec.source})")
+    print(f"  contents {len(plan.contents)}  styles {len(plan.styles)}  pairs {len(plan.pairs)}"
+          f"  pairing {spec.pairing}")  # fmt: skip
+    print("  pairs per artist/style:")
+    for name, n in plan.per_artist().items():
+        print(f"    {n:6d}  {name}")
+    print(f"  preset {spec.preset}, weights {spec.weights}; resolved parameters:")
+    for key, value in spec.params.to_dict().items():
+        print(f"    {key}: {value}")
+    per_pair = pixel_iterations(spec.params)
+    flop = per_pair * FLOP_PER_PIXEL_ITERATION * len(plan.pairs)
+    cpu = measure_cpu_flops()
+    print(f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
+          f"{flop / 1e12:.1f} TFLOP in all")  # fmt: skip
+    print(f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
+          f"measured), {_duration(flop / GPU_FLOPS_ASSUMED)} on one H100 "
+          f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective)")  # fmt: skip
+    print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import RunOptions, run_plan
+
+    plan = _load_plan(args)
+    options = RunOptions(
+        address=args.address,
+        actors=args.actors if args.actors is not None else plan.spec.resources.actors,
+        gpus_per_actor=(
+            args.gpus_per_actor
+            if args.gpus_per_actor is not None
+            else plan.spec.resources.gpus_per_actor
+        ),  # fmt: skip
+        device=args.device or plan.spec.resources.device,
+        force=args.force,
+        retry_failed=args.retry_failed,
+    )
+    progress = _RunProgress()
+    try:
+        summary = run_plan(plan, options, on_row=progress.row, on_start=progress.start)
+    finally:
+        progress.close()
+    print(
+        f"{summary.job}: {summary.done} done, {summary.failed} failed, {summary.skipped} "
+        f"already committed, of {summary.total} pairs in {_duration(summary.seconds)}"
+    )
+    for pair_id, error in summary.failures[:10]:
+        print(f"  failed {pair_id}: {error}")
+    if len(summary.failures) > 10:
+        print(f"  ... and {len(summary.failures) - 10} more (see the status column)")
+    print(f"results: {summary.output}/results/ (Parquet), images: {summary.output}/images/")
+    if not summary.complete:
+        print("incomplete: run the same command again to finish the remaining pairs")
+    return 0 if summary.complete and summary.failed == 0 else 1
+
+
+class _RunProgress:
+    """Pairs done / failed / total, pairs per hour and ETA, on a tqdm bar."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.started = 0.0
+
+    def start(self, summary: Any) -> None:
+        import time
+
+        from tqdm import tqdm
+
+        todo = summary.total - summary.skipped
+        self.started = time.time()
+        self.bar = tqdm(total=todo, unit="pair", dynamic_ncols=True,
+                        desc=f"{summary.job} ({summary.skipped} already done)")  # fmt: skip
+
+    def row(self, row: dict, summary: Any) -> None:
+        import time
+
+        per_hour = summary.ran / max(time.time() - self.started, 1e-6) * 3600
+        self.bar.set_postfix_str(f"done {summary.done} failed {summary.failed} "
+                                 f"{per_hour:.0f} pairs/h", refresh=False)  # fmt: skip
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .datasets import fetch
+
+    path = fetch(args.dataset, args.dest)
+    print(f"{args.dataset} unzipped into {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nst", description="Neural style transfer on Ray.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -182,6 +308,34 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_options(p)
     p.set_defaults(func=cmd_stylize)
 
+    p = sub.add_parser("plan", help="resolve a job spec and estimate it; computes nothing")
+    p.add_argument("job", help="job spec (YAML)")
+    p.add_argument("--output", help="override the spec's output")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a job spec on Ray (resumes; --force recomputes)")
+    p.add_argument("job", help="job spec (YAML)")
+    p.add_argument("--output", help="override the spec's output (folder or s3://bucket/prefix)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--actors", type=int, help="number of actors (default: one per GPU, or CPU/4)")
+    p.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        help="GPUs per actor: 1, a fraction, or 0 for CPU (default: 1 if GPUs exist)",
+    )
+    p.add_argument("--device", help="auto, cpu, cuda (default: the spec's, else auto)")
+    p.add_argument("--force", action="store_true", help="discard committed results, recompute all")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also rerun pairs that failed on bad input")  # fmt: skip
+    p.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",
+                                                                   required=True)  # fmt: skip
+    p = data.add_parser("fetch", help="download and unzip a Kaggle dataset (needs credentials)")
+    p.add_argument("dataset", choices=("artworks", "coco-val2017"))
+    p.add_argument("--dest", required=True, help="folder to unzip into")
+    p.set_defaults(func=cmd_fetch)
+
     p = sub.add_parser("demo", help="stylize the bundled demo pairs (no network, no credentials)")
     p.add_argument("-o", "--output", default="runs/demo", help="output folder (default: runs/demo)")
     _param_options(p, preset="preview")
@@ -191,8 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .datasets import FetchError
     from .engine import StylizeError
     from .images import ImageError
+    from .jobspec import SpecError
+    from .storage import StorageError
     from .vgg import WeightsError
 
     parser = build_parser()
@@ -201,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         return args.func(args)
-    except (ParamError, ImageError, WeightsError, StylizeError) as exc:
+    except (
+        ParamError,
+        ImageError,
+        WeightsError,
+        StylizeError,
+        SpecError,
+        FetchError,
+        StorageError,
+    ) as exc:
         print(f"nst: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import torch
 
 # name -> scikit-image loader; all bundled in the wheel (no pooch download).
 DEMO_CONTENTS = ("chelsea", "astronaut")
-DEMO_STYLES = ("ihc", "hubble_deep_field")
+DEMO_STYLES = ("immunohistochemistry", "retina")
 
 
 def demo_image(name: str) -> torch.Tensor:

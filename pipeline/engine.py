@@ -19,7 +19,7 @@ import torch
 
 from . import color, losses
 from .params import MIN_SIDE, ParamError, StyleParams
-from .vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_state
+from .vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_state, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class Stylizer:
         state, convention = load_state(weights)
         taps = tuple(dict.fromkeys(STYLE_LAYERS + CONTENT_LAYERS))
         self.net = VGGFeatures(state, convention, taps).to(self.device)
+        self.weights_sha256 = hashlib.sha256(weights_file(weights).read_bytes()).hexdigest()
         self.load_seconds = time.perf_counter() - started
         log.info("VGG-19 (%s) on %s in %.1fs", weights, self.device, self.load_seconds)
         # Gram targets by (style digest, size, pooling): every content of a job reuses its style's.

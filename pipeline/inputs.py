@@ -1,0 +1,42 @@
+"""Input images by reference: what a pair names, and how a worker reads it."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import torch
+
+from . import images
+from .demo import demo_image
+from .storage import Storage, StorageError, is_remote
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An input image: where to read it and what identifies it on any machine."""
+
+    uri: str  # a local path, an s3:// URI, or demo:<name>
+    identity: str  # stable across machines: relative path or catalogue identity
+    artist: str | None = None
+    genre: str | None = None
+    nationality: str | None = None
+
+
+def read_image(ref: ImageRef, max_side: int | None = None) -> torch.Tensor:
+    """(3, H, W) in [0,1]; any failure is an ImageError naming the URI."""
+    if ref.uri.startswith("demo:"):
+        image = demo_image(ref.uri.removeprefix("demo:"))
+        if max_side and max(image.shape[-2:]) > max_side:
+            return images.decode(images.png_bytes(image), name=ref.uri, max_side=max_side)
+        return image
+    if not is_remote(ref.uri):
+        return images.load(ref.uri, max_side=max_side)
+    parent, name = posixpath.split(ref.uri)
+    try:
+        data = Storage(parent).read_bytes(name)
+    except FileNotFoundError:
+        raise images.ImageError(ref.uri, "file not found") from None
+    except StorageError as exc:
+        raise images.ImageError(ref.uri, str(exc).split(": ", 1)[-1]) from None
+    return images.decode(data, name=ref.uri, max_side=max_side)

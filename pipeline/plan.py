@@ -1,0 +1,149 @@
+"""Resolve a job spec into sorted pairs with stable ids, without computing anything."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .catalog import Catalog, CatalogError
+from .demo import DEMO_CONTENTS, DEMO_STYLES
+from .inputs import ImageRef
+from .jobspec import JobSpec, SpecError
+from .storage import Storage, StorageError, is_remote
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+@dataclass(frozen=True)
+class Pair:
+    pair_id: str
+    content: ImageRef
+    style: ImageRef
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: JobSpec
+    contents: tuple[ImageRef, ...]
+    styles: tuple[ImageRef, ...]
+    pairs: tuple[Pair, ...]
+
+    def per_artist(self) -> dict[str, int]:
+        """Pairs per artist (or per style for plain images)."""
+        return dict(sorted(Counter(p.style.artist or p.style.identity for p in self.pairs).items()))
+
+
+def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:
+    """Hash of what determines the result; YAML order and machine paths do not enter it."""
+    params = spec.params.to_dict()
+    params.pop("trace_every")  # changes the record, not the image
+    key = {"content": content.identity, "style": style.identity, "params": params,
+           "weights": spec.weights}  # fmt: skip
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _images_under(source: str, what: str, root: str | None = None) -> list[ImageRef]:
+    """Images of a plain source: demo, a folder, a glob, or an s3:// prefix."""
+    if source == "demo":
+        names = DEMO_CONTENTS if what == "content" else DEMO_STYLES
+        return [ImageRef(uri=f"demo:{n}", identity=f"demo:{n}") for n in names]
+    if source == "coco-val2017":
+        if not root:
+            raise SpecError(
+                f"{what}.root: required for coco-val2017 (the unzipped coco2017 folder)"
+            )
+        source = f"{root.rstrip('/')}/val2017"
+    if not is_remote(source) and glob.has_magic(source):
+        parts = source.split("/")
+        fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        base = "/".join(parts[:fixed]) or ("/" if source.startswith("/") else ".")
+        files = sorted(f for f in glob.glob(source, recursive=True) if os.path.isfile(f))
+        return [
+            ImageRef(uri=os.path.abspath(f), identity=os.path.relpath(f, base).replace(os.sep, "/"))
+            for f in files
+            if f.lower().endswith(IMAGE_SUFFIXES)
+        ]
+    store = Storage(source)
+    try:
+        if not store.is_dir():
+            raise SpecError(f"{what}.source: {source}: no such folder or prefix")
+        keys = store.list()
+    except StorageError as exc:
+        raise SpecError(f"{what}.source: {exc}") from None
+    prefix = "coco-val2017:" if source.endswith("/val2017") and root else ""
+    return [
+        ImageRef(uri=store.uri_of(k), identity=prefix + k)
+        for k in keys
+        if k.lower().endswith(IMAGE_SUFFIXES) and not PurePosixPath(k).name.startswith(".")
+    ]
+
+
+def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[ImageRef]:
+    refs = sorted(refs, key=lambda r: r.identity)
+    if limit is None or len(refs) <= limit:
+        return refs
+    if seed is None:
+        return refs[:limit]
+    return sorted(random.Random(seed).sample(refs, limit), key=lambda r: r.identity)
+
+
+def resolve_contents(spec: JobSpec) -> list[ImageRef]:
+    c = spec.content
+    refs = _take(_images_under(c.source, "content", c.root), c.limit, c.sample_seed)
+    if not refs:
+        raise SpecError(f"{spec.source}: content.source: no images found in {c.source}")
+    return refs
+
+
+def resolve_styles(spec: JobSpec) -> list[ImageRef]:
+    s = spec.styles
+    if s.source:
+        refs = _images_under(s.source, "styles")
+    else:
+        try:
+            paintings = Catalog.open(Storage(s.catalog)).select(
+                artists=list(s.artists),
+                genres=list(s.genres),
+                nationalities=list(s.nationalities),
+                years=s.years,
+                per_artist=s.per_artist,
+                sample_seed=s.sample_seed,
+                use_resized=s.use_resized,
+            )
+        except (CatalogError, StorageError) as exc:
+            raise SpecError(f"{spec.source}: {exc}") from None
+        refs = [
+            ImageRef(
+                uri=p.uri,
+                identity=p.identity,
+                artist=p.artist,
+                genre=p.genre,
+                nationality=p.nationality,
+            )  # fmt: skip
+            for p in paintings
+        ]
+    refs = _take(refs, s.limit, s.sample_seed)
+    if not refs:
+        raise SpecError(f"{spec.source}: styles: no style images found")
+    return refs
+
+
+def make_plan(spec: JobSpec) -> Plan:
+    contents = resolve_contents(spec)
+    styles = resolve_styles(spec)
+    pairs = []
+    for content in contents:
+        if spec.pairing == "cross" or spec.styles_per_content >= len(styles):
+            chosen = styles
+        else:  # seeded per content, so adding contents never reshuffles the others
+            rng = random.Random(f"{spec.pairing_seed}:{content.identity}")
+            chosen = rng.sample(styles, spec.styles_per_content)
+        pairs += [Pair(pair_id(content, s, spec), content, s) for s in chosen]
+    pairs.sort(key=lambda p: (p.content.identity, p.style.identity))
+    return Plan(spec, tuple(contents), tuple(styles), tuple(pairs))

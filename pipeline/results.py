@@ -1,0 +1,202 @@
+"""A job's output: images at deterministic keys, Parquet result rows, the manifest, the marker.
+
+Layout under `<output>/<job name>/`:
+
+    images/<pair_id>.png        one per pair, written before its row
+    results/part-*.parquet      one row per pair (schema: RESULT_SCHEMA, documented in README)
+    manifest.json               resolved spec, versions, counts; rewritten at start and end
+    _SUCCESS                    written last, only when every pair is done or finally failed
+
+A rerun reads `results/` and skips what is committed. A row is committed when its Parquet part is
+written; an image without a row is simply recomputed (same key, same bytes for a seeded CPU run).
+At the end of a run the parts are compacted so that each pair has exactly one row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .storage import Storage
+
+TRACE_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("level", pa.int32()),
+            ("iteration", pa.int32()),
+            ("size", pa.int32()),
+            ("content", pa.float64()),
+            ("style", pa.float64()),
+            ("tv", pa.float64()),
+            ("total", pa.float64()),
+        ]
+    )
+)
+
+# One row per pair. The README's "Results schema" section documents each column.
+RESULT_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("job", pa.string()),
+        ("run_id", pa.string()),
+        ("status", pa.string()),  # done | failed
+        ("error_type", pa.string()),
+        ("error", pa.string()),
+        ("retriable", pa.bool_()),  # a failure a rerun should try again (worker died, storage)
+        ("content_uri", pa.string()),
+        ("content_id", pa.string()),
+        ("style_uri", pa.string()),
+        ("style_id", pa.string()),
+        ("artist", pa.string()),
+        ("genre", pa.string()),
+        ("nationality", pa.string()),
+        ("painting", pa.string()),
+        ("output_uri", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("iterations", pa.int32()),
+        ("loss_content", pa.float64()),
+        ("loss_style", pa.float64()),
+        ("loss_tv", pa.float64()),
+        ("loss_total", pa.float64()),
+        ("trace", TRACE_TYPE),
+        ("seed", pa.int64()),
+        ("preset", pa.string()),
+        ("params", pa.string()),  # JSON of the resolved StyleParams
+        ("weights", pa.string()),
+        ("weights_sha256", pa.string()),
+        ("device", pa.string()),
+        ("actor_id", pa.string()),
+        ("hostname", pa.string()),
+        ("seconds", pa.float64()),  # wall time of the pair in the worker, image I/O included
+        ("started_at", pa.timestamp("ms", tz="UTC")),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+        ("version", pa.string()),
+    ]
+)
+
+MARKER = "_SUCCESS"
+MANIFEST = "manifest.json"
+
+
+def image_key(pair_id: str) -> str:
+    """Keys derive only from the pair id (hex) and fixed names: nothing user-given steers them."""
+    if not pair_id.isalnum():
+        raise ValueError(f"pair id must be alphanumeric, got {pair_id!r}")
+    return f"images/{pair_id}.png"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+class ResultStore:
+    """The output folder (or prefix) of one job."""
+
+    def __init__(self, output: str, job: str):
+        self.root = Storage(output).child(job)
+
+    @property
+    def uri(self) -> str:
+        return self.root.uri
+
+    # -- rows --------------------------------------------------------------------------------
+
+    def part_keys(self) -> list[str]:
+        return [k for k in self.root.list("results") if k.endswith(".parquet")]
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """Every committed row, one per pair: a finished row beats a failed one, then the newest."""
+        tables = [
+            pq.read_table(io.BytesIO(self.root.read_bytes(k)), columns=columns)
+            for k in self.part_keys()
+        ]
+        if not tables:
+            return RESULT_SCHEMA.empty_table().select(columns or RESULT_SCHEMA.names)
+        return dedupe(pa.concat_tables(tables, promote_options="default"))
+
+    def committed(self) -> dict[str, tuple[str, bool]]:
+        """pair_id -> (status, retriable) of what is already in results/."""
+        t = self.read(["pair_id", "status", "retriable", "finished_at"])
+        return {
+            p: (s, bool(r))
+            for p, s, r in zip(
+                t["pair_id"].to_pylist(),
+                t["status"].to_pylist(),
+                t["retriable"].to_pylist(),
+                strict=True,
+            )
+        }
+
+    def write_part(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> str:
+        table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+        key = f"results/part-{run_id}-{seq:06d}.parquet"
+        self.root.write_bytes(key, _parquet_bytes(table))
+        return key
+
+    def compact(self, run_id: str) -> None:
+        """One part with one row per pair, replacing the parts it was read from."""
+        keys = self.part_keys()
+        if len(keys) <= 1:
+            return
+        table = self.read()
+        self.root.write_bytes(f"results/part-{run_id}-compacted.parquet", _parquet_bytes(table))
+        for k in keys:  # a crash here leaves duplicates that `read` (and the next run) drop
+            self.root.delete(k)
+
+    # -- images, manifest, marker ------------------------------------------------------------
+
+    def image_uri(self, pair_id: str) -> str:
+        return self.root.uri_of(image_key(pair_id))
+
+    def write_image(self, pair_id: str, png: bytes) -> str:
+        self.root.write_bytes(image_key(pair_id), png)
+        return self.image_uri(pair_id)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.root.write_bytes(MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.root.exists(MANIFEST):
+            return None
+        return json.loads(self.root.read_bytes(MANIFEST))
+
+    def complete(self) -> bool:
+        return self.root.exists(MARKER)
+
+    def mark_complete(self, summary: dict[str, Any]) -> None:
+        self.root.write_bytes(MARKER, json.dumps(summary, default=str).encode())
+
+    def clear_marker(self) -> None:
+        self.root.delete(MARKER)
+
+
+def dedupe(table: pa.Table) -> pa.Table:
+    """One row per pair_id: status done first, then the latest finished_at."""
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(
+        table.append_column("_done", pc.equal(table["status"], "done")),
+        sort_keys=[
+            ("pair_id", "ascending"),
+            ("_done", "descending"),
+            ("finished_at", "descending"),
+        ],
+    )
+    table = table.take(order)
+    ids = table["pair_id"].to_pylist()
+    keep = [i for i, p in enumerate(ids) if i == 0 or ids[i - 1] != p]
+    return table.take(pa.array(keep, pa.int64()))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
