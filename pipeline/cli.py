@@ -233,6 +233,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device or plan.spec.resources.device,
         force=args.force,
         retry_failed=args.retry_failed,
+        flush_rows=args.commit_every,
     )
     progress = _RunProgress()
     try:
@@ -292,6 +293,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .runner import RunOptions
+
     parser = argparse.ArgumentParser(prog="nst", description="Neural style transfer on Ray.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -327,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="discard committed results, recompute all")
     p.add_argument("--retry-failed", action="store_true",
                    help="also rerun pairs that failed on bad input")  # fmt: skip
+    p.add_argument("--commit-every", type=int, default=RunOptions.flush_rows, metavar="N",
+                   help="commit result rows to Parquet every N pairs (default: %(default)s; "
+                        "also every 60 s)")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",

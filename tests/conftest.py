@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import unicodedata
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
+from pipeline import images
 from pipeline.engine import Stylizer
 from pipeline.params import StyleParams
 
@@ -47,3 +53,59 @@ def tiny(**overrides) -> StyleParams:
     values = {"schedule": ((48, 8),)}
     values.update(overrides)
     return StyleParams(**values)
+
+
+SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "artists.csv"
+
+# Artists given image files in the generated tree, with how many paintings each.
+TREE_ARTISTS = {
+    "Claude Monet": 4,
+    "Pierre-Auguste Renoir": 2,
+    "Albrecht Dürer": 3,
+    "Rene Magritte": 2,
+    "Salvador Dali": 1,
+}
+
+
+def _jpeg(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images.save_png(make_style(24, 24, seed=seed), path.with_suffix(".png"))
+    Image.open(path.with_suffix(".png")).save(path, "JPEG")
+    path.with_suffix(".png").unlink()
+
+
+@pytest.fixture(scope="session")
+def artworks(tmp_path_factory) -> Path:
+    """The real artists.csv beside a tiny image tree in Kaggle's layout, quirks included."""
+    if not SHARED_CSV.is_file():
+        pytest.fail(
+            f"{SHARED_CSV} is missing: the tests need shared/data/artists.csv beside the repo"
+        )
+    root = tmp_path_factory.mktemp("best-artworks")
+    shutil.copy(SHARED_CSV, root / "artists.csv")
+    seed = 0
+    for artist, count in TREE_ARTISTS.items():
+        folder = artist.replace(" ", "_")
+        if artist == "Albrecht Dürer":
+            # zipfile decodes the NFD UTF-8 name as cp437; some copies add a second folder.
+            mangled = unicodedata.normalize("NFD", folder).encode("utf-8").decode("cp437")
+            folders = [mangled, unicodedata.normalize("NFC", folder)]
+        else:
+            folders = [folder]
+        for n in range(1, count + 1):
+            seed += 1
+            for f in folders:
+                _jpeg(root / "images" / "images" / f / f"{f}_{n}.jpg", seed)
+            _jpeg(root / "resized" / "resized" / f"{folders[0]}_{n}.jpg", seed)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """A small content folder with a subfolder and mixed extensions."""
+    root = tmp_path_factory.mktemp("photos")
+    images.save_png(make_content(40, 56, seed=1), root / "a.png")
+    images.save_png(make_content(48, 48, seed=2), root / "sub" / "b.png")
+    _jpeg(root / "sub" / "c.jpg", 3)
+    (root / "notes.txt").write_text("not an image")
+    return root

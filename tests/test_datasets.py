@@ -1,0 +1,46 @@
+"""`nst data fetch` never needs real credentials in tests and never shows a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def fetch(tmp_path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}
+    clean.update(HOME=str(tmp_path), **env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "data",
+            "fetch",
+            "artworks",
+            "--dest",
+            str(tmp_path / "dest"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=120,
+    )
+
+
+def test_no_credentials_says_how_to_provide_them(tmp_path):
+    proc = fetch(tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for hint in ("kaggle.json", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        assert hint in proc.stderr
+
+
+def test_unreachable_kaggle_is_a_clear_error(tmp_path):
+    # Credentials present but no route: the proxy on port 9 refuses at once.
+    proc = fetch(tmp_path, KAGGLE_USERNAME="someone", KAGGLE_KEY="0" * 32,
+                 HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("nst: error: download of ikarus777/best-artworks-of-all-time")
+    assert "0" * 32 not in proc.stderr + proc.stdout

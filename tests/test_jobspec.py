@@ -1,0 +1,134 @@
+"""Job specs: validation before any compute, and plans with stable pair ids."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from pipeline.jobspec import SpecError, load_spec, parse_spec
+from pipeline.plan import make_plan
+
+from .test_cli import nst
+
+
+def spec_dict(artworks, photos, **changes) -> dict:
+    d = {
+        "name": "t",
+        "content": {"source": str(photos)},
+        "styles": {
+            "catalog": str(artworks),
+            "artists": ["Claude Monet", "Albrecht Dürer"],
+            "per_artist": 2,
+        },  # fmt: skip
+        "preset": "preview",
+        "params": {"style_weight": "1e0", "schedule": [[32, 2]]},
+        "output": "runs",
+    }
+    d.update(changes)
+    return d
+
+
+def test_plan_crosses_contents_and_styles(artworks, photos):
+    plan = make_plan(parse_spec(spec_dict(artworks, photos)))
+    assert [c.identity for c in plan.contents] == ["a.png", "sub/b.png", "sub/c.jpg"]
+    assert len(plan.styles) == 4 and len(plan.pairs) == 12
+    assert plan.per_artist() == {"Albrecht Dürer": 6, "Claude Monet": 6}
+    assert plan.spec.params.style_weight == 1.0 and plan.spec.params.schedule == ((32, 2),)
+    assert len({p.pair_id for p in plan.pairs}) == 12
+
+
+def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(artworks, photos, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    d = spec_dict(artworks, photos)
+    ids = [p.pair_id for p in make_plan(parse_spec(d)).pairs]
+    reordered = dict(reversed(list(d.items())))
+    assert [p.pair_id for p in make_plan(parse_spec(reordered)).pairs] == ids
+    # The same spec from another directory, with a relative content path: same ids.
+    monkeypatch.chdir(photos.parent)
+    relative = spec_dict(artworks, photos, content={"source": photos.name})
+    assert [p.pair_id for p in make_plan(parse_spec(relative)).pairs] == ids
+    changed = spec_dict(artworks, photos, params={"style_weight": 2.0, "schedule": [[32, 2]]})
+    assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(changed)).pairs}
+    seeded = spec_dict(artworks, photos, params={"seed": 1, "schedule": [[32, 2]]})
+    assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(seeded)).pairs}
+
+
+def test_random_pairing_is_seeded_per_content(artworks, photos):
+    d = spec_dict(artworks, photos, pairing={"random": 2, "seed": 4})
+    plan = make_plan(parse_spec(d))
+    assert len(plan.pairs) == 6
+    again = make_plan(parse_spec(d))
+    assert plan.pairs == again.pairs
+    limited = make_plan(parse_spec({**d, "content": {"source": str(photos), "limit": 1}}))
+    first = [p for p in plan.pairs if p.content.identity == "a.png"]
+    assert list(limited.pairs) == first
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": 1}, r"colour: unknown key"),
+        ({"name": "a/b"}, r"name: use letters"),
+        ({"content": {"source": "x", "limt": 3}}, r"content.limt: unknown key"),
+        ({"content": {"source": "x", "limit": "ten"}}, r"content.limit: must be an integer"),
+        ({"content": {"source": "/nonexistent/photos"}}, r"content.source: .*no such folder"),
+        ({"preset": "turbo"}, r"preset: unknown preset 'turbo'; known: .*preview"),
+        ({"params": {"schedule": [[64, -5]]}}, r"params.schedule: level iterations must be"),
+        ({"params": {"optimizer": "sgd"}}, r"params.optimizer: 'sgd' is not one of lbfgs, adam"),
+        ({"pairing": "zip"}, r"pairing: must be 'cross'"),
+        ({"styles": {"artists": ["Claude Monet"]}}, r"styles: give exactly one of catalog"),
+    ],
+)
+def test_bad_specs_name_the_field(artworks, photos, change, message):
+    with pytest.raises(SpecError, match=message):
+        make_plan(parse_spec(spec_dict(artworks, photos, **change), "job.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("styles", "message"),
+    [
+        (
+            {"artists": ["Claude Monnet"]},
+            r"unknown artist 'Claude Monnet'; did you mean Claude Monet",
+        ),
+        ({"genres": ["Vaporwave"]}, r"select no artist"),
+        ({"per_artist": 0}, r"styles.per_artist: must be >= 1"),
+    ],
+)
+def test_bad_style_selections(artworks, photos, styles, message):
+    d = spec_dict(artworks, photos)
+    d["styles"] = {"catalog": str(artworks), **styles}
+    with pytest.raises(SpecError, match=message):
+        make_plan(parse_spec(d))
+
+
+def test_cli_plan_prints_breakdown_and_estimate_and_writes_nothing(artworks, photos, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(spec_dict(artworks, photos, output=str(tmp_path / "out"))))
+    proc = nst("plan", str(job))
+    assert proc.returncode == 0, proc.stderr
+    assert "contents 3  styles 4  pairs 12" in proc.stdout
+    assert "6  Albrecht Dürer" in proc.stdout
+    assert "on this machine's CPU" in proc.stdout and "on one H100" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_spec_is_exit_2_and_one_line(tmp_path):
+    proc = nst("plan", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"nst: error: {tmp_path / 'missing.yaml'}: job spec not found"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncontent: {source: demo}\nstyles: {source: demo}\nprest: fast\n")
+    proc = nst("plan", str(bad))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "prest: unknown key" in proc.stderr
+
+
+def test_repository_job_specs_parse():
+    jobs = os.path.join(os.path.dirname(__file__), "..", "jobs")
+    for name in sorted(os.listdir(jobs)):
+        spec = load_spec(os.path.join(jobs, name))
+        assert spec.name
+    assert len(make_plan(load_spec(os.path.join(jobs, "demo.yaml"))).pairs) == 4

@@ -1,0 +1,130 @@
+"""Jobs on a real local Ray: results, resume, failed rows, a killed driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from pipeline import images
+from pipeline.jobspec import parse_spec
+from pipeline.plan import make_plan
+from pipeline.results import RESULT_SCHEMA, ResultStore
+from pipeline.runner import RunOptions, run_plan
+
+from .conftest import make_content, make_style
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    # One fake GPU: GPU actors must schedule, and fall back to the CPU inside.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=500 * 2**20,
+             log_to_driver=False)  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    contents, styles = tmp_path / "contents", tmp_path / "styles"
+    images.save_png(make_content(40, 56, seed=1), contents / "one.png")
+    images.save_png(make_content(48, 40, seed=2), contents / "two.png")
+    images.save_png(make_style(48, 48, seed=1), styles / "s1.png")
+    images.save_png(make_style(40, 48, seed=2), styles / "s2.png")
+    return contents, styles
+
+
+def job(tmp_path, contents, styles, **changes) -> dict:
+    d = {
+        "name": "grid",
+        "content": {"source": str(contents)},
+        "styles": {"source": str(styles)},
+        "preset": "preview",
+        "params": {"schedule": [[32, 4], [48, 4]]},
+        "output": str(tmp_path / "out"),
+    }
+    d.update(changes)
+    return d
+
+
+def test_two_by_two_job_then_a_rerun_computes_nothing(tmp_path, inputs):
+    plan = make_plan(parse_spec(job(tmp_path, *inputs)))
+    summary = run_plan(plan, RunOptions(actors=2, gpus_per_actor=0))
+    assert (summary.done, summary.failed, summary.complete) == (4, 0, True)
+
+    out = tmp_path / "out" / "grid"
+    table = pd.read_parquet(out / "results")  # plain pandas, no project code
+    assert sorted(table.pair_id) == sorted(p.pair_id for p in plan.pairs)
+    assert set(table.status) == {"done"} and table.actor_id.nunique() == 2
+    for _, row in table.iterrows():
+        assert (out / "images" / f"{row.pair_id}.png").is_file()
+        assert row.output_uri.endswith(f"images/{row.pair_id}.png")
+        totals = [t["total"] for t in row.trace]
+        assert len(totals) == 8 and totals[-1] < totals[0]
+        assert row.loss_total < totals[0] and row.iterations == 8
+        assert (row.width, row.height) in {(48, 34), (40, 48)}
+        assert len(row.weights_sha256) == 64 and row.device == "cpu"
+    assert (out / "_SUCCESS").is_file() and (out / "manifest.json").is_file()
+    assert list(pd.read_parquet(out / "results").columns) == RESULT_SCHEMA.names
+
+    again = run_plan(plan, RunOptions(actors=2, gpus_per_actor=0))
+    assert (again.done, again.failed, again.skipped, again.complete) == (0, 0, 4, True)
+    assert len(pd.read_parquet(out / "results")) == 4
+
+
+def test_a_corrupt_input_is_one_failed_row(tmp_path, inputs):
+    contents, styles = inputs
+    (contents / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    plan = make_plan(parse_spec(job(tmp_path, contents, styles)))
+    # Default actor count on a (fake) GPU cluster: one per GPU.
+    summary = run_plan(plan, RunOptions())
+    assert (summary.done, summary.failed, summary.complete) == (4, 2, True)
+    table = ResultStore(str(tmp_path / "out"), "grid").read().to_pandas()
+    failed = table[table.status == "failed"]
+    assert set(failed.content_id) == {"broken.jpg"}
+    assert failed.error.str.contains("broken.jpg: corrupt or truncated").all()
+    assert not failed.retriable.any()
+    # A rerun leaves final failures alone; --retry-failed tries them again.
+    assert run_plan(plan, RunOptions()).ran == 0
+    assert run_plan(plan, RunOptions(retry_failed=True)).failed == 2
+    assert len(ResultStore(str(tmp_path / "out"), "grid").read()) == 6
+
+
+def _nst_run(spec_path, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(spec_path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_driver_killed_midway_then_rerun_finishes_each_pair_once(tmp_path, inputs):
+    contents, styles = inputs
+    images.save_png(make_content(40, 40, seed=3), contents / "three.png")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job(tmp_path, contents, styles,
+                                       params={"schedule": [[32, 10], [48, 10]]})))  # fmt: skip
+    out = tmp_path / "out" / "grid"
+    proc = _nst_run(spec, "--actors", "1", "--gpus-per-actor", "0", "--commit-every", "1")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "results").glob("*.parquet"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    proc.wait()
+    committed = len(pd.read_parquet(out / "results"))
+    assert 2 <= committed < 6, "the driver should die midway"
+    assert not (out / "_SUCCESS").exists()
+
+    proc = _nst_run(spec, "--actors", "1", "--gpus-per-actor", "0")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert f"{6 - committed} done, 0 failed, {committed} already committed, of 6 pairs" in stdout
+    table = pd.read_parquet(out / "results")
+    assert len(table) == 6 and table.pair_id.is_unique and set(table.status) == {"done"}
+    assert (out / "_SUCCESS").is_file()
