@@ -10,7 +10,7 @@ import torch
 
 # name -> scikit-image loader; all bundled in the wheel (no pooch download).
 DEMO_CONTENTS = ("chelsea", "astronaut")
-DEMO_STYLES = ("immunohistochemistry", "retina")
+DEMO_STYLES = ("immunohistochemistry", "grass")  # a stained tissue, a grayscale texture
 
 
 def demo_image(name: str) -> torch.Tensor:
@@ -19,5 +19,7 @@ def demo_image(name: str) -> torch.Tensor:
 
     if name not in DEMO_CONTENTS + DEMO_STYLES:
         raise ValueError(f"unknown demo image {name!r}; known: {DEMO_CONTENTS + DEMO_STYLES}")
-    array = getattr(skimage.data, name)()  # (H, W, 3) uint8
-    return torch.from_numpy(array[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+    array = torch.from_numpy(getattr(skimage.data, name)())  # (H, W, 3) or (H, W) uint8
+    if array.dim() == 2:
+        array = array.unsqueeze(-1).expand(-1, -1, 3)
+    return array[..., :3].permute(2, 0, 1).float().contiguous() / 255.0

@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
@@ -72,7 +75,8 @@ def test_two_by_two_job_then_a_rerun_computes_nothing(tmp_path, inputs):
         assert (row.width, row.height) in {(48, 34), (40, 48)}
         assert len(row.weights_sha256) == 64 and row.device == "cpu"
     assert (out / "_SUCCESS").is_file() and (out / "manifest.json").is_file()
-    assert list(pd.read_parquet(out / "results").columns) == RESULT_SCHEMA.names
+    schema = pq.read_schema(next((out / "results").glob("*.parquet")))
+    assert schema.remove_metadata().equals(RESULT_SCHEMA)
 
     again = run_plan(plan, RunOptions(actors=2, gpus_per_actor=0))
     assert (again.done, again.failed, again.skipped, again.complete) == (0, 0, 4, True)
@@ -128,3 +132,53 @@ def test_driver_killed_midway_then_rerun_finishes_each_pair_once(tmp_path, input
     table = pd.read_parquet(out / "results")
     assert len(table) == 6 and table.pair_id.is_unique and set(table.status) == {"done"}
     assert (out / "_SUCCESS").is_file()
+
+
+def _actor_pids(method: str = "PairActor.run") -> list[int]:
+    """Ray names its worker processes after what they run (ray::PairActor.run)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and method in (proc / "cmdline").read_text():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_worker_killed_mid_pair_is_restarted_and_the_pair_retried(tmp_path, inputs):
+    plan = make_plan(parse_spec(job(tmp_path, *inputs, params={"schedule": [[48, 40]]})))
+    kills: list[int] = []
+
+    def kill_twice() -> None:
+        deadline = time.time() + 120
+        while len(kills) < 2 and time.time() < deadline:
+            pids = [p for p in _actor_pids() if p not in kills]
+            if pids:
+                time.sleep(0.5)  # well inside the pair
+                os.kill(pids[0], signal.SIGKILL)
+                kills.append(pids[0])
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_twice)
+    killer.start()
+    summary = run_plan(plan, RunOptions(actors=1, gpus_per_actor=0))
+    killer.join()
+    assert len(kills) == 2
+    assert (summary.done, summary.failed, summary.complete) == (4, 0, True)
+    table = pd.read_parquet(tmp_path / "out" / "grid" / "results")
+    assert len(table) == 4 and table.pair_id.is_unique
+    assert table.actor_id.nunique() == 1  # the same actor, restarted
+
+
+def test_cli_summary_and_exit_code_report_failures(tmp_path, inputs):
+    contents, styles = inputs
+    (contents / "empty.png").write_bytes(b"")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job(tmp_path, contents, styles, params={"schedule": [[32, 2]]})))
+    proc = _nst_run(spec, "--gpus-per-actor", "0")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert "4 done, 2 failed, 0 already committed, of 6 pairs" in stdout
+    assert "empty.png: not an image" in stdout
+    assert f"results: {tmp_path / 'out' / 'grid'}/results/" in stdout
