@@ -9,7 +9,7 @@ import torch
 
 from . import images
 from .demo import demo_image
-from .storage import Storage, StorageError, is_remote
+from .storage import S3Settings, Storage, StorageError, is_remote
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class ImageRef:
     nationality: str | None = None
 
 
-def read_image(ref: ImageRef, max_side: int | None = None) -> torch.Tensor:
+def read_image(ref: ImageRef, max_side: int | None = None, s3: S3Settings | None = None
+               ) -> torch.Tensor:  # fmt: skip
     """(3, H, W) in [0,1]; any failure is an ImageError naming the URI."""
     if ref.uri.startswith("demo:"):
         image = demo_image(ref.uri.removeprefix("demo:"))
@@ -34,7 +35,7 @@ def read_image(ref: ImageRef, max_side: int | None = None) -> torch.Tensor:
         return images.load(ref.uri, max_side=max_side)
     parent, name = posixpath.split(ref.uri)
     try:
-        data = Storage(parent).read_bytes(name)
+        data = Storage(parent, s3).read_bytes(name)
     except FileNotFoundError:
         raise images.ImageError(ref.uri, "file not found") from None
     except StorageError as exc:

@@ -16,6 +16,7 @@ import yaml
 
 from .params import ParamError, StyleParams
 from .presets import DEFAULT_PRESET, load_preset
+from .storage import S3Settings
 
 PAIRINGS = ("cross", "random")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -55,6 +56,14 @@ class ResourcesSpec:
 
 
 @dataclass(frozen=True)
+class StorageSpec:
+    """S3-compatible endpoint; default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, then AWS."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     content: ContentSpec
@@ -68,7 +77,14 @@ class JobSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     weights: str = "caffe"
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    storage: StorageSpec = field(default_factory=StorageSpec)
     source: str = "<spec>"
+
+    def s3(self) -> S3Settings:
+        """Endpoint and region for every reader and writer of this job (credentials: the AWS
+        chain of the process that reads or writes, never stored in the spec)."""
+        env = S3Settings.from_env(self.storage.endpoint_url)
+        return S3Settings(env.endpoint_url, self.storage.region or env.region)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec, as saved in the manifest."""
@@ -85,6 +101,7 @@ class JobSpec:
             "weights": self.weights,
             "output": self.output,
             "resources": _asdict(self.resources),
+            "storage": _asdict(self.storage),
         }
 
 
@@ -157,7 +174,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
     """A mapping read from YAML -> a validated JobSpec (sources are not opened here)."""
     c = _Checker(source)
     top = c.mapping(data, "", ("name", "content", "styles", "pairing", "preset", "params",
-                               "output", "weights", "resources"))  # fmt: skip
+                               "output", "weights", "resources", "storage"))  # fmt: skip
     name = c.string(top.get("name"), "name", required=True)
     if not NAME_RE.match(name):
         raise c.fail("name", f"use letters, digits, '.', '_' and '-' only, got {name!r}")
@@ -215,6 +232,14 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         gpus_per_actor=c.number(raw.get("gpus_per_actor"), "resources.gpus_per_actor"),
         device=c.string(raw.get("device"), "resources.device") or "auto",
     )
+    raw = c.mapping(top.get("storage") or {}, "storage", ("endpoint_url", "region"))
+    storage = StorageSpec(
+        endpoint_url=c.string(raw.get("endpoint_url"), "storage.endpoint_url"),
+        region=c.string(raw.get("region"), "storage.region"),
+    )
+    if storage.endpoint_url and not storage.endpoint_url.startswith(("http://", "https://")):
+        raise c.fail("storage.endpoint_url", f"must start with http:// or https://, got "
+                     f"{storage.endpoint_url!r}")  # fmt: skip
     return JobSpec(
         name=name,
         content=content,
@@ -228,6 +253,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         overrides=dict(overrides),
         weights=c.string(top.get("weights"), "weights") or "caffe",
         resources=resources,
+        storage=storage,
         source=source,
     )
 

@@ -15,7 +15,7 @@ from .catalog import Catalog, CatalogError
 from .demo import DEMO_CONTENTS, DEMO_STYLES
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError
-from .storage import Storage, StorageError, is_remote
+from .storage import S3Settings, Storage, StorageError, is_remote
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -48,7 +48,7 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _images_under(source: str, what: str, root: str | None = None) -> list[ImageRef]:
+def _images_under(source: str, what: str, root: str | None, s3: S3Settings) -> list[ImageRef]:
     """Images of a plain source: demo, a folder, a glob, or an s3:// prefix."""
     if source == "demo":
         names = DEMO_CONTENTS if what == "content" else DEMO_STYLES
@@ -69,7 +69,7 @@ def _images_under(source: str, what: str, root: str | None = None) -> list[Image
             for f in files
             if f.lower().endswith(IMAGE_SUFFIXES)
         ]
-    store = Storage(source)
+    store = Storage(source, s3)
     try:
         if not store.is_dir():
             raise SpecError(f"{what}.source: {source}: no such folder or prefix")
@@ -95,7 +95,11 @@ def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[Ima
 
 def resolve_contents(spec: JobSpec) -> list[ImageRef]:
     c = spec.content
-    refs = _take(_images_under(c.source, "content", c.root), c.limit, c.sample_seed)
+    try:
+        found = _images_under(c.source, "content", c.root, spec.s3())
+    except SpecError as exc:
+        raise SpecError(f"{spec.source}: {exc}") from None
+    refs = _take(found, c.limit, c.sample_seed)
     if not refs:
         raise SpecError(f"{spec.source}: content.source: no images found in {c.source}")
     return refs
@@ -104,10 +108,13 @@ def resolve_contents(spec: JobSpec) -> list[ImageRef]:
 def resolve_styles(spec: JobSpec) -> list[ImageRef]:
     s = spec.styles
     if s.source:
-        refs = _images_under(s.source, "styles")
+        try:
+            refs = _images_under(s.source, "styles", None, spec.s3())
+        except SpecError as exc:
+            raise SpecError(f"{spec.source}: {exc}") from None
     else:
         try:
-            paintings = Catalog.open(Storage(s.catalog)).select(
+            paintings = Catalog.open(Storage(s.catalog, spec.s3())).select(
                 artists=list(s.artists),
                 genres=list(s.genres),
                 nationalities=list(s.nationalities),

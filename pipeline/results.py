@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .storage import Storage
+from .storage import S3Settings, Storage
 
 TRACE_TYPE = pa.list_(
     pa.struct(
@@ -100,8 +100,8 @@ def new_run_id() -> str:
 class ResultStore:
     """The output folder (or prefix) of one job."""
 
-    def __init__(self, output: str, job: str):
-        self.root = Storage(output).child(job)
+    def __init__(self, output: str, job: str, s3: S3Settings | None = None):
+        self.root = Storage(output, s3).child(job)
 
     @property
     def uri(self) -> str:

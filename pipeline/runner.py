@@ -24,6 +24,7 @@ from typing import Any
 from . import __version__
 from .plan import Pair, Plan
 from .results import ResultStore, new_run_id
+from .storage import StorageError
 from .worker import JobContext, PairWorker, base_row, fail_row
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def run_plan(plan: Plan, options: RunOptions | None = None,
     """Compute every pair of `plan` not yet committed; returns the counts."""
     options = options or RunOptions()
     spec = plan.spec
-    store = ResultStore(spec.output, spec.name)
+    store = ResultStore(spec.output, spec.name, spec.s3())
+    store.root.check_writable()  # before any compute: a clear error, not a failed job at dawn
     run_id = new_run_id()
     started = time.time()
     if options.force:
@@ -175,7 +177,8 @@ def run_plan(plan: Plan, options: RunOptions | None = None,
     store.write_manifest(_manifest(plan, run_id, "running", started_at=_iso(started)))
     if on_start:
         on_start(summary)
-    ctx = JobContext(spec.name, run_id, spec.output, spec.preset, spec.params, spec.weights)
+    ctx = JobContext(spec.name, run_id, spec.output, spec.preset, spec.params, spec.weights,
+                     spec.s3())  # fmt: skip
     if todo:
         _run_pairs(todo, ctx, options, store, summary, on_row)
     store.compact(run_id)
@@ -214,13 +217,22 @@ def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: Re
             pair = queue.popleft()
             in_flight[actor.run.remote(pair)] = (pair, actor, time.time())
 
-    def flush() -> None:
+    def flush(final: bool = False) -> None:
         nonlocal seq, last_flush
-        if buffer:
-            store.write_part(buffer, ctx.run_id, seq)
-            seq += 1
-            buffer.clear()
         last_flush = time.monotonic()
+        if not buffer:
+            return
+        try:
+            store.write_part(buffer, ctx.run_id, seq)
+        except StorageError as exc:
+            if final:
+                raise StorageError(f"{len(buffer)} result rows not committed ({exc}); their "
+                                   "pairs are redone by the next run") from None  # fmt: skip
+            log.warning("committing %d rows failed (%s); keeping them for the next try",
+                        len(buffer), exc)  # fmt: skip
+            return
+        seq += 1
+        buffer.clear()
 
     try:
         for _ in range(options.in_flight_per_actor):
@@ -248,7 +260,7 @@ def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: Re
             ):
                 flush()
     finally:
-        flush()  # also on Ctrl-C: what finished is committed
+        flush(final=True)  # also on Ctrl-C: what finished is committed
         for actor in actors:
             ray.kill(actor)
 

@@ -7,11 +7,22 @@ paths below it are relative, '/'-separated keys.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow.fs as pafs
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Beyond the SDK's own request retries: an endpoint that refuses connections for a while (a
+# restarting MinIO, a network blip) is retried with backoff for about a minute in all.
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
 
 class StorageError(RuntimeError):
@@ -63,8 +74,27 @@ class Storage:
 
     def __init__(self, root: str, s3: S3Settings | None = None):
         self.uri = str(root).rstrip("/") or "/"
-        self.fs, self.base = filesystem(self.uri, s3)
+        self.s3 = s3 or S3Settings.from_env()
+        self.fs, self.base = filesystem(self.uri, self.s3)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def _retry(self, what: str, key: str, action: Callable[[], T]) -> T:
+        """Run `action`, retrying transient remote errors; a StorageError names the object."""
+        delays = () if self.local else RETRY_DELAYS
+        for attempt in range(len(delays) + 1):
+            try:
+                return action()
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                if attempt == len(delays) or not _transient(exc):
+                    raise StorageError(
+                        f"{self.uri_of(key)}: cannot {what} ({_short(exc)})"
+                    ) from None
+                log.warning("%s %s failed (%s); retrying in %ss", what, self.uri_of(key),
+                            _short(exc), delays[attempt])  # fmt: skip
+                time.sleep(delays[attempt])
+        raise AssertionError("unreachable")
 
     def path(self, key: str = "") -> str:
         return posixpath.join(self.base, key) if key else self.base
@@ -74,23 +104,26 @@ class Storage:
 
     def child(self, key: str) -> Storage:
         sub = Storage.__new__(Storage)
-        sub.uri, sub.fs, sub.base, sub.local = self.uri_of(key), self.fs, self.path(key), self.local
+        sub.uri, sub.s3, sub.fs = self.uri_of(key), self.s3, self.fs
+        sub.base, sub.local = self.path(key), self.local
         return sub
 
     def read_bytes(self, key: str = "") -> bytes:
-        try:
+        def read() -> bytes:
             with self.fs.open_input_stream(self.path(key)) as f:
                 return f.read()
+
+        try:
+            return self._retry("read", key, read)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.uri_of(key)}: not found") from None
-        except OSError as exc:
-            raise StorageError(f"{self.uri_of(key)}: cannot read ({_short(exc)})") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write whole: locally to a temporary name then renamed; on S3 the multipart upload is
         invisible until closed. Either way a crash never leaves half an object."""
         path = self.path(key)
-        try:
+
+        def write() -> None:
             if self.local:
                 os.makedirs(posixpath.dirname(path), exist_ok=True)
                 tmp = f"{path}.tmp-{os.getpid()}"
@@ -100,38 +133,86 @@ class Storage:
             else:
                 with self.fs.open_output_stream(path) as f:
                     f.write(data)
-        except OSError as exc:
+
+        try:
+            self._retry("write", key, write)
+        except FileNotFoundError as exc:  # a local parent that vanished
             raise StorageError(f"{self.uri_of(key)}: cannot write ({_short(exc)})") from None
 
+    def _info(self, key: str) -> pafs.FileInfo:
+        return self._retry("stat", key, lambda: self.fs.get_file_info(self.path(key)))
+
     def exists(self, key: str = "") -> bool:
-        try:
-            return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
-        except OSError as exc:
-            raise StorageError(f"{self.uri_of(key)}: cannot stat ({_short(exc)})") from None
+        return self._info(key).type != pafs.FileType.NotFound
 
     def is_dir(self, key: str = "") -> bool:
-        try:
-            return self.fs.get_file_info(self.path(key)).type == pafs.FileType.Directory
-        except OSError as exc:
-            raise StorageError(f"{self.uri_of(key)}: cannot stat ({_short(exc)})") from None
+        return self._info(key).type == pafs.FileType.Directory
 
     def list(self, key: str = "", recursive: bool = True) -> list[str]:
         """Keys of the files below `key`, relative to this root, sorted."""
         selector = pafs.FileSelector(self.path(key), recursive=recursive, allow_not_found=True)
-        try:
-            infos = self.fs.get_file_info(selector)
-        except OSError as exc:
-            raise StorageError(f"{self.uri_of(key)}: cannot list ({_short(exc)})") from None
+        infos = self._retry("list", key, lambda: self.fs.get_file_info(selector))
         prefix = self.base.rstrip("/") + "/"
         return sorted(i.path.removeprefix(prefix) for i in infos if i.type == pafs.FileType.File)
 
     def delete(self, key: str) -> None:
         try:
-            self.fs.delete_file(self.path(key))
+            self._retry("delete", key, lambda: self.fs.delete_file(self.path(key)))
         except FileNotFoundError:
             pass
-        except OSError as exc:
-            raise StorageError(f"{self.uri_of(key)}: cannot delete ({_short(exc)})") from None
+
+    def check_writable(self) -> None:
+        """Before any compute: can we write here? A clear error naming bucket and endpoint."""
+        probe = ".nst-write-check"
+        if self.local:
+            self.write_bytes(probe, b"ok")
+            self.delete(probe)
+            return
+        import boto3
+        import botocore.exceptions as bex
+        from botocore.config import Config
+
+        bucket, _, prefix = self.base.partition("/")
+        key = posixpath.join(prefix, probe) if prefix else probe
+        endpoint = self.s3.endpoint_url or "AWS S3"
+        # A fresh session resolves the credential chain now (the default one caches it).
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.s3.endpoint_url,
+            region_name=self.s3.region,
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20
+            ),  # fmt: skip
+        )
+        where = f"output {self.uri} (bucket {bucket!r} at {endpoint})"
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=b"ok")
+            client.delete_object(Bucket=bucket, Key=key)
+        except bex.NoCredentialsError:
+            raise StorageError(f"{where}: no AWS credentials found (environment, profile, "
+                               "or instance role)") from None  # fmt: skip
+        except bex.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchBucket":
+                raise StorageError(f"{where}: the bucket does not exist") from None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+                raise StorageError(f"{where}: access denied ({code}): check the credentials "
+                                   "and their permissions") from None  # fmt: skip
+            raise StorageError(f"{where}: {code or 'error'} ({_short(exc)})") from None
+        except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
+            raise StorageError(f"{where}: endpoint unreachable ({_short(exc)})") from None
+        except bex.BotoCoreError as exc:
+            raise StorageError(f"{where}: {_short(exc)}") from None
+
+
+def _transient(exc: OSError) -> bool:
+    """Connection trouble and server errors are worth retrying; denied or invalid are not."""
+    text = str(exc)
+    permanent = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH",
+                 "NO_SUCH_BUCKET", "AccessDenied", "NoSuchBucket", "Permission denied")  # fmt: skip
+    if any(p in text for p in permanent) or isinstance(exc, PermissionError):
+        return False
+    return True
 
 
 def _short(exc: BaseException) -> str:

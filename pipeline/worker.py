@@ -26,7 +26,7 @@ from .inputs import ImageRef, read_image
 from .params import StyleParams
 from .plan import Pair
 from .results import ResultStore
-from .storage import StorageError
+from .storage import S3Settings, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class JobContext:
     preset: str
     params: StyleParams
     weights: str = "caffe"
+    s3: S3Settings = dataclasses.field(default_factory=S3Settings)
 
 
 class PairWorker:
@@ -51,7 +52,7 @@ class PairWorker:
                  max_pixels: int | None = None):  # fmt: skip
         self.ctx = ctx
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
-        self.store = ResultStore(ctx.output, ctx.job)
+        self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
         self.actor_id = actor_id
         self.hostname = socket.gethostname()
         # Refuse a pair whose largest level would exceed this many pixels (an OOM guard).
@@ -62,7 +63,7 @@ class PairWorker:
         """Decoded style images, kept for the next pairs of the same style."""
         if ref.uri not in self._styles:
             side = max(16, round(self.ctx.params.size * self.ctx.params.style_scale))
-            self._styles[ref.uri] = read_image(ref, max_side=side)
+            self._styles[ref.uri] = read_image(ref, max_side=side, s3=self.ctx.s3)
             if len(self._styles) > 8:
                 self._styles.popitem(last=False)
         self._styles.move_to_end(ref.uri)
@@ -72,7 +73,7 @@ class PairWorker:
         started = time.time()
         row = self._base_row(pair, started)
         try:
-            content = read_image(pair.content, max_side=self.ctx.params.size)
+            content = read_image(pair.content, max_side=self.ctx.params.size, s3=self.ctx.s3)
             style = self._style(pair.style)
             self._check_size(content)
             result = self.stylizer.stylize(content, [style], params=self.ctx.params)

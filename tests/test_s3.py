@@ -1,0 +1,235 @@
+"""S3 end to end against a real HTTP endpoint on 127.0.0.1: moto in server mode, with IAM
+authentication switched on, so that bad credentials are refused as a real S3 would."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+import moto.settings
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import ray
+import yaml
+from moto.server import ThreadedMotoServer
+
+from pipeline import images
+from pipeline.jobspec import parse_spec
+from pipeline.plan import make_plan
+from pipeline.results import image_key
+from pipeline.runner import RunOptions, run_plan
+from pipeline.storage import S3Settings, Storage, StorageError
+
+from .conftest import SHARED_CSV, make_content, make_style
+
+BUCKET = "nst-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Endpoint:
+    """A moto S3 server that can be stopped and started again on the same port, state kept."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    endpoint = Endpoint()
+    endpoint.start()
+    admin = dict(endpoint_url=endpoint.url, region_name="us-east-1", aws_access_key_id="admin",
+                 aws_secret_access_key="admin")  # fmt: skip
+    iam = boto3.client("iam", **admin)
+    iam.create_user(UserName="nst")
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}  # fmt: skip
+    iam.put_user_policy(UserName="nst", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="nst")["AccessKey"]
+    boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)
+    saved_auth = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is authenticated
+    env = {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],  # the planted secret we grep for
+        "AWS_ENDPOINT_URL": endpoint.url,
+        "AWS_REGION": "us-east-1",
+    }
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    # Workers of this Ray inherit the environment: the same settings reach every actor.
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20,
+             log_to_driver=False)  # fmt: skip
+    client = boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1")
+    yield endpoint, client, env
+    ray.shutdown()
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = saved_auth
+    for k, v in saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    endpoint.stop()
+
+
+def _upload_inputs(client, prefix: str, contents: int = 2) -> None:
+    for i in range(contents):
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/contents/c{i}.png",
+                          Body=images.png_bytes(make_content(40, 56, seed=i)))  # fmt: skip
+    for i in range(2):
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/styles/s{i}.png",
+                          Body=images.png_bytes(make_style(48, 48, seed=i)))  # fmt: skip
+
+
+def _job(prefix: str, **changes) -> dict:
+    d = {
+        "name": "s3job",
+        "content": {"source": f"s3://{BUCKET}/{prefix}/contents"},
+        "styles": {"source": f"s3://{BUCKET}/{prefix}/styles"},
+        "preset": "preview",
+        "params": {"schedule": [[32, 3], [48, 3]]},
+        "output": f"s3://{BUCKET}/{prefix}/runs",
+    }
+    d.update(changes)
+    return d
+
+
+def _all_keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_cli_job_reads_and_writes_s3_and_resumes(s3, tmp_path):
+    endpoint, client, env = s3
+    _upload_inputs(client, "a")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(_job("a")))
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(spec), "--actors", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 done, 0 failed, 0 already committed, of 4 pairs" in proc.stdout
+
+    # Read back with nothing but the endpoint and the credentials.
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{endpoint.port}", scheme="http",
+                           region="us-east-1")  # fmt: skip
+    table = pq.read_table(f"{BUCKET}/a/runs/s3job/results", filesystem=fs).to_pandas()
+    assert len(table) == 4 and set(table.status) == {"done"}
+    for _, row in table.iterrows():
+        assert row.output_uri == f"s3://{BUCKET}/a/runs/s3job/{image_key(row.pair_id)}"
+        body = client.get_object(Bucket=BUCKET, Key=f"a/runs/s3job/images/{row.pair_id}.png")
+        png = body["Body"].read()
+        assert images.decode(png).shape[-2:] == (row.height, row.width)
+    keys = _all_keys(client, "a/runs/")
+    assert all(k.startswith("a/runs/s3job/") for k in keys)
+    assert "a/runs/s3job/_SUCCESS" in keys and "a/runs/s3job/manifest.json" in keys
+
+    # Resume on S3: the rerun computes nothing.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "0 done, 0 failed, 4 already committed" in again.stdout
+
+    # The secret is nowhere in what the runs wrote or printed.
+    secret = env["AWS_SECRET_ACCESS_KEY"]
+    written = b"".join(client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys)
+    for text in (proc.stdout, proc.stderr, again.stdout, again.stderr):
+        assert secret not in text and env["AWS_ACCESS_KEY_ID"] not in text
+    assert secret.encode() not in written
+
+
+def test_catalogue_on_s3(s3):
+    _, client, _ = s3
+    client.put_object(Bucket=BUCKET, Key="cat/artists.csv", Body=SHARED_CSV.read_bytes())
+    for n in (1, 2):
+        client.put_object(Bucket=BUCKET, Key=f"cat/resized/resized/Claude_Monet_{n}.jpg",
+                          Body=images.png_bytes(make_style(24, 24, seed=n)))  # fmt: skip
+    spec = _job("a", styles={"catalog": f"s3://{BUCKET}/cat", "artists": ["Claude Monet"]})
+    plan = make_plan(parse_spec(spec))
+    assert [s.uri for s in plan.styles] == [
+        f"s3://{BUCKET}/cat/resized/resized/Claude_Monet_{n}.jpg" for n in (1, 2)
+    ]
+    assert plan.per_artist() == {"Claude Monet": 4}
+
+
+def test_endpoint_down_for_seconds_mid_job_loses_nothing(s3):
+    endpoint, client, _ = s3
+    _upload_inputs(client, "b", contents=3)
+    plan = make_plan(parse_spec(_job("b", params={"schedule": [[48, 12]]})))
+    outage: list[float] = []
+
+    def interrupt() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if any("/images/" in k for k in _all_keys(client, "b/runs/")):
+                endpoint.stop()
+                time.sleep(6)
+                endpoint.start()
+                outage.append(time.time())
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    summary = run_plan(plan, RunOptions(actors=1, flush_rows=1))
+    thread.join()
+    assert outage, "the endpoint was never stopped"
+    assert (summary.done, summary.failed, summary.complete) == (6, 0, True)
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{endpoint.port}", scheme="http",
+                           region="us-east-1")  # fmt: skip
+    table = pq.read_table(f"{BUCKET}/b/runs/s3job/results", filesystem=fs).to_pandas()
+    assert len(table) == 6 and table.pair_id.is_unique
+    images_written = [k for k in _all_keys(client, "b/runs/s3job/images/")]
+    assert len(images_written) == 6
+
+
+def test_bad_credentials_missing_bucket_unreachable_endpoint(s3, monkeypatch):
+    endpoint, _, env = s3
+    settings = S3Settings(endpoint.url, "us-east-1")
+    with pytest.raises(
+        StorageError, match="bucket 'no-such-bucket' at http://127.0.0.1.*does not exist"
+    ):
+        Storage("s3://no-such-bucket/out", settings).check_writable()
+
+    # moto checks the key id (not the signature): present a key it does not know.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "planted-secret-" + env["AWS_SECRET_ACCESS_KEY"])
+    with pytest.raises(StorageError, match=f"bucket '{BUCKET}' at .*access denied") as info:
+        Storage(f"s3://{BUCKET}/out", settings).check_writable()
+    assert env["AWS_SECRET_ACCESS_KEY"] not in str(info.value)
+    assert "AKIAUNKNOWNKEY000000" not in str(info.value)
+
+    dead = S3Settings(f"http://127.0.0.1:{_free_port()}", "us-east-1")
+    with pytest.raises(StorageError, match="endpoint unreachable"):
+        Storage(f"s3://{BUCKET}/out", dead).check_writable()
+
+
+def test_cli_refuses_an_unwritable_output_before_computing(s3, tmp_path):
+    _upload_inputs(s3[1], "a")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(_job("a", output="s3://no-such-bucket/runs")))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(spec)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert "no-such-bucket" in proc.stderr and "does not exist" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
