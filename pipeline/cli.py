@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         retry_failed=args.retry_failed,
         flush_rows=args.commit_every,
+        max_pixels=plan.spec.resources.max_pixels,
     )
     progress = _RunProgress()
     try:
@@ -244,6 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary.job}: {summary.done} done, {summary.failed} failed, {summary.skipped} "
         f"already committed, of {summary.total} pairs in {_duration(summary.seconds)}"
     )
+    if summary.failures:
+        reasons = Counter(error.split(":", 1)[0] for _, error in summary.failures)
+        print("failed by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
     for pair_id, error in summary.failures[:10]:
         print(f"  failed {pair_id}: {error}")
     if len(summary.failures) > 10:
@@ -355,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import StylizeError
     from .images import ImageError
     from .jobspec import SpecError
+    from .results import OutputLocked
     from .storage import StorageError
     from .vgg import WeightsError
 
@@ -372,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         SpecError,
         FetchError,
         StorageError,
+        OutputLocked,
     ) as exc:
         print(f"nst: error: {exc}", file=sys.stderr)
         return 2

@@ -35,11 +35,12 @@ class ImageError(ValueError):
 
 
 def decode(data: bytes | str | os.PathLike, name: str | None = None,
-           max_side: int | None = None) -> torch.Tensor:  # fmt: skip
+           max_side: int | None = None, max_pixels: int | None = None) -> torch.Tensor:  # fmt: skip
     """Image bytes or a path -> (3, H, W) float32 RGB in [0,1].
 
     `max_side` shrinks large images while decoding (JPEG draft mode, then a high-quality
-    resize) so that a 40-megapixel photo never becomes a 500 MB tensor.
+    resize) so that a 40-megapixel photo never becomes a 500 MB tensor. `max_pixels` refuses,
+    from the header alone, an image larger than a worker is set to hold.
     """
     name = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
     source = io.BytesIO(data) if isinstance(data, bytes) else data
@@ -48,11 +49,20 @@ def decode(data: bytes | str | os.PathLike, name: str | None = None,
             # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns; we refuse from 1x on.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
+                if max_pixels and img.width * img.height > max_pixels:
+                    raise TooLarge(
+                        name,
+                        f"{img.width}x{img.height} px ({img.width * img.height / 1e6:.1f} MP) "
+                        f"exceeds this worker's limit of {max_pixels / 1e6:.1f} MP "
+                        "(resources.max_pixels)",
+                    )
                 if max_side and img.format == "JPEG":
                     img.draft("RGB", (max_side, max_side))
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(name, "file not found") from None
     except PermissionError:
@@ -75,8 +85,13 @@ def decode(data: bytes | str | os.PathLike, name: str | None = None,
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def load(path: str | os.PathLike, max_side: int | None = None) -> torch.Tensor:
-    return decode(Path(path), name=str(path), max_side=max_side)
+class TooLarge(ImageError):
+    """Larger than the worker's memory guard allows (stands in for an out-of-memory)."""
+
+
+def load(path: str | os.PathLike, max_side: int | None = None, max_pixels: int | None = None
+         ) -> torch.Tensor:  # fmt: skip
+    return decode(Path(path), name=str(path), max_side=max_side, max_pixels=max_pixels)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -23,8 +23,8 @@ class ImageRef:
     nationality: str | None = None
 
 
-def read_image(ref: ImageRef, max_side: int | None = None, s3: S3Settings | None = None
-               ) -> torch.Tensor:  # fmt: skip
+def read_image(ref: ImageRef, max_side: int | None = None, s3: S3Settings | None = None,
+               max_pixels: int | None = None) -> torch.Tensor:  # fmt: skip
     """(3, H, W) in [0,1]; any failure is an ImageError naming the URI."""
     if ref.uri.startswith("demo:"):
         image = demo_image(ref.uri.removeprefix("demo:"))
@@ -32,7 +32,7 @@ def read_image(ref: ImageRef, max_side: int | None = None, s3: S3Settings | None
             return images.decode(images.png_bytes(image), name=ref.uri, max_side=max_side)
         return image
     if not is_remote(ref.uri):
-        return images.load(ref.uri, max_side=max_side)
+        return images.load(ref.uri, max_side=max_side, max_pixels=max_pixels)
     parent, name = posixpath.split(ref.uri)
     try:
         data = Storage(parent, s3).read_bytes(name)
@@ -40,4 +40,4 @@ def read_image(ref: ImageRef, max_side: int | None = None, s3: S3Settings | None
         raise images.ImageError(ref.uri, "file not found") from None
     except StorageError as exc:
         raise images.ImageError(ref.uri, str(exc).split(": ", 1)[-1]) from None
-    return images.decode(data, name=ref.uri, max_side=max_side)
+    return images.decode(data, name=ref.uri, max_side=max_side, max_pixels=max_pixels)

@@ -53,6 +53,7 @@ class ResourcesSpec:
     actors: int | None = None  # default: one per GPU, else a CPU default for the machine
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
     device: str = "auto"
+    max_pixels: int | None = None  # refuse input images above this many pixels (memory guard)
 
 
 @dataclass(frozen=True)
@@ -226,11 +227,13 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
         raise c.fail(where, str(exc).split(": ", 1)[1]) from None
 
-    raw = c.mapping(top.get("resources") or {}, "resources", ("actors", "gpus_per_actor", "device"))
+    raw = c.mapping(top.get("resources") or {}, "resources",
+                    ("actors", "gpus_per_actor", "device", "max_pixels"))  # fmt: skip
     resources = ResourcesSpec(
         actors=c.integer(raw.get("actors"), "resources.actors", 1),
         gpus_per_actor=c.number(raw.get("gpus_per_actor"), "resources.gpus_per_actor"),
         device=c.string(raw.get("device"), "resources.device") or "auto",
+        max_pixels=c.integer(raw.get("max_pixels"), "resources.max_pixels", 1),
     )
     raw = c.mapping(top.get("storage") or {}, "storage", ("endpoint_url", "region"))
     storage = StorageSpec(

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -25,6 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .storage import S3Settings, Storage
+
+log = logging.getLogger(__name__)
 
 TRACE_TYPE = pa.list_(
     pa.struct(
@@ -84,6 +89,13 @@ RESULT_SCHEMA = pa.schema(
 
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
+LOCK = "_LOCK"
+# A lock whose holder has not refreshed it for this long is stale (the holder refreshes every 30 s).
+LOCK_STALE_SECONDS = 120
+
+
+class OutputLocked(RuntimeError):
+    """Another run is writing the same output right now."""
 
 
 def image_key(pair_id: str) -> str:
@@ -151,6 +163,38 @@ class ResultStore:
         for k in keys:  # a crash here leaves duplicates that `read` (and the next run) drop
             self.root.delete(k)
 
+    # -- one writer at a time ---------------------------------------------------------------
+
+    def acquire_lock(self, run_id: str) -> None:
+        """Refuse to start while another live run writes this output; take over a dead one's.
+
+        Best effort (two runs starting in the same second can both pass), which is enough to
+        stop the common mistake of launching the same job twice.
+        """
+        if self.root.exists(LOCK):
+            try:
+                other = json.loads(self.root.read_bytes(LOCK))
+            except (ValueError, FileNotFoundError):
+                other = {}
+            if other and not _stale(other):
+                age = time.time() - float(other.get("heartbeat", 0))
+                raise OutputLocked(
+                    f"{self.uri} is being written by run {other.get('run_id')} (host "
+                    f"{other.get('host')}, pid {other.get('pid')}, seen {age:.0f} s ago); if that "
+                    f"run is dead, wait {LOCK_STALE_SECONDS} s or delete {self.root.uri_of(LOCK)}"
+                )
+            if other:
+                log.warning("taking over the stale lock of run %s", other.get("run_id"))
+        self.refresh_lock(run_id)
+
+    def refresh_lock(self, run_id: str) -> None:
+        mine = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "heartbeat": time.time()}  # fmt: skip
+        self.root.write_bytes(LOCK, json.dumps(mine).encode())
+
+    def release_lock(self) -> None:
+        self.root.delete(LOCK)
+
     # -- images, manifest, marker ------------------------------------------------------------
 
     def image_uri(self, pair_id: str) -> str:
@@ -176,6 +220,17 @@ class ResultStore:
 
     def clear_marker(self) -> None:
         self.root.delete(MARKER)
+
+
+def _stale(lock: dict[str, Any]) -> bool:
+    if lock.get("host") == socket.gethostname():
+        try:
+            os.kill(int(lock.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True  # its driver is gone (killed, crashed)
+        except (PermissionError, ValueError, OverflowError):
+            pass
+    return time.time() - float(lock.get("heartbeat", 0)) > LOCK_STALE_SECONDS
 
 
 def dedupe(table: pa.Table) -> pa.Table:

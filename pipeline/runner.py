@@ -29,6 +29,8 @@ from .worker import JobContext, PairWorker, base_row, fail_row
 
 log = logging.getLogger(__name__)
 
+LOCK_REFRESH_SECONDS = 30
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -163,6 +165,16 @@ def run_plan(plan: Plan, options: RunOptions | None = None,
     store = ResultStore(spec.output, spec.name, spec.s3())
     store.root.check_writable()  # before any compute: a clear error, not a failed job at dawn
     run_id = new_run_id()
+    store.acquire_lock(run_id)
+    try:
+        return _run(plan, options, store, run_id, on_row, on_start)
+    finally:
+        store.release_lock()
+
+
+def _run(plan: Plan, options: RunOptions, store: ResultStore, run_id: str,
+         on_row: Callable | None, on_start: Callable | None) -> RunSummary:  # fmt: skip
+    spec = plan.spec
     started = time.time()
     if options.force:
         for key in store.part_keys():
@@ -220,6 +232,10 @@ def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: Re
     def flush(final: bool = False) -> None:
         nonlocal seq, last_flush
         last_flush = time.monotonic()
+        try:
+            store.refresh_lock(ctx.run_id)
+        except StorageError as exc:
+            log.warning("refreshing the output lock failed (%s)", exc)
         if not buffer:
             return
         try:
@@ -255,10 +271,11 @@ def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: Re
                 if on_row:
                     on_row(row, summary)
                 submit(actor)
-            if len(buffer) >= options.flush_rows or (
-                buffer and time.monotonic() - last_flush > options.flush_seconds
-            ):
+            since = time.monotonic() - last_flush
+            if len(buffer) >= options.flush_rows or (buffer and since > options.flush_seconds):
                 flush()
+            elif since > LOCK_REFRESH_SECONDS:
+                flush()  # nothing to commit: refreshes the lock
     finally:
         flush(final=True)  # also on Ctrl-C: what finished is committed
         for actor in actors:

@@ -55,7 +55,7 @@ class PairWorker:
         self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
         self.actor_id = actor_id
         self.hostname = socket.gethostname()
-        # Refuse a pair whose largest level would exceed this many pixels (an OOM guard).
+        # Refuse input images of more pixels than this worker should decode (an OOM guard).
         self.max_pixels = max_pixels
         self._styles: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -63,7 +63,8 @@ class PairWorker:
         """Decoded style images, kept for the next pairs of the same style."""
         if ref.uri not in self._styles:
             side = max(16, round(self.ctx.params.size * self.ctx.params.style_scale))
-            self._styles[ref.uri] = read_image(ref, max_side=side, s3=self.ctx.s3)
+            self._styles[ref.uri] = read_image(ref, max_side=side, s3=self.ctx.s3,
+                                               max_pixels=self.max_pixels)  # fmt: skip
             if len(self._styles) > 8:
                 self._styles.popitem(last=False)
         self._styles.move_to_end(ref.uri)
@@ -73,9 +74,9 @@ class PairWorker:
         started = time.time()
         row = self._base_row(pair, started)
         try:
-            content = read_image(pair.content, max_side=self.ctx.params.size, s3=self.ctx.s3)
+            content = read_image(pair.content, max_side=self.ctx.params.size, s3=self.ctx.s3,
+                                 max_pixels=self.max_pixels)  # fmt: skip
             style = self._style(pair.style)
-            self._check_size(content)
             result = self.stylizer.stylize(content, [style], params=self.ctx.params)
             row["output_uri"] = self.store.write_image(pair.pair_id, images.png_bytes(result.image))
         except (ImageError, StylizeError, ValueError, *RETRIABLE) as exc:
@@ -105,15 +106,6 @@ class PairWorker:
             device=result.device,
         )
         return self._finish(row, started)
-
-    def _check_size(self, content: torch.Tensor) -> None:
-        if self.max_pixels is None:
-            return
-        h, w = content.shape[-2:]
-        scale = self.ctx.params.size / max(h, w)
-        pixels = round(h * scale) * round(w * scale)
-        if pixels > self.max_pixels:
-            raise StylizeError(f"{pixels} px exceeds this worker's limit of {self.max_pixels} px")
 
     def _base_row(self, pair: Pair, started: float) -> dict[str, Any]:
         return base_row(pair, self.ctx, started, weights_sha256=self.stylizer.weights_sha256,

@@ -146,25 +146,30 @@ def _actor_pids(method: str = "PairActor.run") -> list[int]:
     return pids
 
 
-def test_a_worker_killed_mid_pair_is_restarted_and_the_pair_retried(tmp_path, inputs):
+def test_a_worker_killed_mid_pair_three_times_is_restarted_and_retried(tmp_path, inputs):
     plan = make_plan(parse_spec(job(tmp_path, *inputs, params={"schedule": [[48, 40]]})))
+    images_dir = tmp_path / "out" / "grid" / "images"
     kills: list[int] = []
 
-    def kill_twice() -> None:
-        deadline = time.time() + 120
-        while len(kills) < 2 and time.time() < deadline:
+    def kill_three_times() -> None:
+        deadline = time.time() + 180
+        finished = 0
+        while len(kills) < 3 and time.time() < deadline:
+            done_now = len(list(images_dir.glob("*.png"))) if images_dir.exists() else 0
             pids = [p for p in _actor_pids() if p not in kills]
-            if pids:
+            # Kill once per finished pair, so no single pair exhausts its retries.
+            if pids and done_now >= finished:
                 time.sleep(0.5)  # well inside the pair
                 os.kill(pids[0], signal.SIGKILL)
                 kills.append(pids[0])
+                finished = done_now + 1
             time.sleep(0.1)
 
-    killer = threading.Thread(target=kill_twice)
+    killer = threading.Thread(target=kill_three_times)
     killer.start()
     summary = run_plan(plan, RunOptions(actors=1, gpus_per_actor=0))
     killer.join()
-    assert len(kills) == 2
+    assert len(kills) == 3
     assert (summary.done, summary.failed, summary.complete) == (4, 0, True)
     table = pd.read_parquet(tmp_path / "out" / "grid" / "results")
     assert len(table) == 4 and table.pair_id.is_unique

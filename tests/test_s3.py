@@ -175,7 +175,7 @@ def test_catalogue_on_s3(s3):
 def test_endpoint_down_for_seconds_mid_job_loses_nothing(s3):
     endpoint, client, _ = s3
     _upload_inputs(client, "b", contents=3)
-    plan = make_plan(parse_spec(_job("b", params={"schedule": [[48, 12]]})))
+    plan = make_plan(parse_spec(_job("b", params={"schedule": [[48, 20]]})))
     outage: list[float] = []
 
     def interrupt() -> None:
@@ -183,7 +183,7 @@ def test_endpoint_down_for_seconds_mid_job_loses_nothing(s3):
         while time.time() < deadline:
             if any("/images/" in k for k in _all_keys(client, "b/runs/")):
                 endpoint.stop()
-                time.sleep(6)
+                time.sleep(20)
                 endpoint.start()
                 outage.append(time.time())
                 return
