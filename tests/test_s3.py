@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import boto3
 import moto.settings
@@ -156,6 +157,8 @@ def test_cli_job_reads_and_writes_s3_and_resumes(s3, tmp_path):
     for text in (proc.stdout, proc.stderr, again.stdout, again.stderr):
         assert secret not in text and env["AWS_ACCESS_KEY_ID"] not in text
     assert secret.encode() not in written
+    logs = [f for f in Path("/tmp/ray/session_latest/logs").rglob("*") if f.is_file()]
+    assert logs and not any(secret.encode() in f.read_bytes() for f in logs)
 
 
 def test_catalogue_on_s3(s3):
