@@ -289,6 +289,60 @@ class _RunProgress:
             self.bar.close()
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from . import submit
+
+    run_args = []
+    for flag in ("output", "actors", "gpus_per_actor"):
+        if getattr(args, flag) is not None:
+            run_args += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    run_args += ["--force"] * args.force + ["--retry-failed"] * args.retry_failed
+    submission_id = submit.submit(args.job, args.address, run_args, args.submission_id)
+    print(submission_id)
+    if args.follow:
+        return _follow(args.address, submission_id)
+    return 0
+
+
+def _follow(address: str | None, submission_id: str) -> int:
+    from . import submit
+
+    for chunk in submit.follow(address, submission_id):
+        print(chunk, end="", flush=True)
+    state, message = submit.status(address, submission_id)
+    print(f"{submission_id}: {state} {message}".rstrip())
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import submit
+
+    state, message = submit.status(args.address, args.submission_id)
+    print(f"{args.submission_id}: {state} {message}".rstrip())
+    if state == "FAILED":
+        tail = submit.logs(args.address, args.submission_id).rstrip().splitlines()[-20:]
+        print("last log lines:")
+        print("\n".join(f"  {line}" for line in tail))
+    return {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}.get(state, 0)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from . import submit
+
+    if args.follow:
+        return _follow(args.address, args.submission_id)
+    print(submit.logs(args.address, args.submission_id), end="")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from . import submit
+
+    stopped = submit.stop(args.address, args.submission_id)
+    print(f"{args.submission_id}: {'stopping' if stopped else 'already finished'}")
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .datasets import fetch
 
@@ -340,6 +394,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "also every 60 s)")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
+    address_help = "Ray dashboard address, http://HEAD:8265 (default: $RAY_ADDRESS)"
+    p = sub.add_parser("submit", help="submit a job spec to a Ray cluster (Ray Jobs API)")
+    p.add_argument("job", help="job spec (YAML); validated here before submitting")
+    p.add_argument("--address", help=address_help)
+    p.add_argument("--submission-id", help="choose the id (a reused id is refused)")
+    p.add_argument("--output", help="override the spec's output (usually s3://...)")
+    p.add_argument("--actors", type=int, help="number of actors")
+    p.add_argument("--gpus-per-actor", type=float, help="GPUs per actor")
+    p.add_argument("--force", action="store_true", help="recompute every pair")
+    p.add_argument("--retry-failed", action="store_true", help="rerun pairs that failed")
+    p.add_argument("--follow", action="store_true", help="stream the logs until the job ends")
+    p.set_defaults(func=cmd_submit)
+    for name, func, text in (("status", cmd_status, "status of a submitted job"),
+                             ("logs", cmd_logs, "logs of a submitted job"),
+                             ("stop", cmd_stop, "stop a submitted job")):  # fmt: skip
+        p = sub.add_parser(name, help=text)
+        p.add_argument("submission_id")
+        p.add_argument("--address", help=address_help)
+        if name == "logs":
+            p.add_argument("--follow", action="store_true", help="stream until the job ends")
+        p.set_defaults(func=func)
+
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",
                                                                    required=True)  # fmt: skip
     p = data.add_parser("fetch", help="download and unzip a Kaggle dataset (needs credentials)")
@@ -362,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     from .jobspec import SpecError
     from .results import OutputLocked
     from .storage import StorageError
+    from .submit import SubmitError
     from .vgg import WeightsError
 
     parser = build_parser()
@@ -379,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         FetchError,
         StorageError,
         OutputLocked,
+        SubmitError,
     ) as exc:
         print(f"nst: error: {exc}", file=sys.stderr)
         return 2
