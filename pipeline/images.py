@@ -34,8 +34,12 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def decode(data: bytes | str | os.PathLike, name: str | None = None,
-           max_side: int | None = None, max_pixels: int | None = None) -> torch.Tensor:  # fmt: skip
+def decode(
+    data: bytes | str | os.PathLike,
+    name: str | None = None,
+    max_side: int | None = None,
+    max_pixels: int | None = None,
+) -> torch.Tensor:
     """Image bytes or a path -> (3, H, W) float32 RGB in [0,1].
 
     `max_side` shrinks large images while decoding (JPEG draft mode, then a high-quality
@@ -89,8 +93,9 @@ class TooLarge(ImageError):
     """Larger than the worker's memory guard allows (stands in for an out-of-memory)."""
 
 
-def load(path: str | os.PathLike, max_side: int | None = None, max_pixels: int | None = None
-         ) -> torch.Tensor:  # fmt: skip
+def load(
+    path: str | os.PathLike, max_side: int | None = None, max_pixels: int | None = None
+) -> torch.Tensor:
     return decode(Path(path), name=str(path), max_side=max_side, max_pixels=max_pixels)
 
 

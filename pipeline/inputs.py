@@ -23,8 +23,12 @@ class ImageRef:
     nationality: str | None = None
 
 
-def read_image(ref: ImageRef, max_side: int | None = None, s3: S3Settings | None = None,
-               max_pixels: int | None = None) -> torch.Tensor:  # fmt: skip
+def read_image(
+    ref: ImageRef,
+    max_side: int | None = None,
+    s3: S3Settings | None = None,
+    max_pixels: int | None = None,
+) -> torch.Tensor:
     """(3, H, W) in [0,1]; any failure is an ImageError naming the URI."""
     if ref.uri.startswith("demo:"):
         image = demo_image(ref.uri.removeprefix("demo:"))

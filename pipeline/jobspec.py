@@ -174,8 +174,22 @@ class _Checker:
 def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
     """A mapping read from YAML -> a validated JobSpec (sources are not opened here)."""
     c = _Checker(source)
-    top = c.mapping(data, "", ("name", "content", "styles", "pairing", "preset", "params",
-                               "output", "weights", "resources", "storage"))  # fmt: skip
+    top = c.mapping(
+        data,
+        "",
+        (
+            "name",
+            "content",
+            "styles",
+            "pairing",
+            "preset",
+            "params",
+            "output",
+            "weights",
+            "resources",
+            "storage",
+        ),
+    )
     name = c.string(top.get("name"), "name", required=True)
     if not NAME_RE.match(name):
         raise c.fail("name", f"use letters, digits, '.', '_' and '-' only, got {name!r}")
@@ -211,8 +225,9 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
     )
     if (styles.catalog is None) == (styles.source is None):
         raise c.fail("styles", "give exactly one of catalog (artists.csv) or source (images)")
-    if styles.source and (styles.artists or styles.genres or styles.nationalities or styles.years
-                          or styles.per_artist):  # fmt: skip
+    if styles.source and (
+        styles.artists or styles.genres or styles.nationalities or styles.years or styles.per_artist
+    ):
         raise c.fail("styles", "artists/genres/nationalities/years/per_artist need a catalog")
 
     pairing, k, seed = _pairing(c, top.get("pairing", "cross"))
@@ -227,8 +242,11 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
         raise c.fail(where, str(exc).split(": ", 1)[1]) from None
 
-    raw = c.mapping(top.get("resources") or {}, "resources",
-                    ("actors", "gpus_per_actor", "device", "max_pixels"))  # fmt: skip
+    raw = c.mapping(
+        top.get("resources") or {},
+        "resources",
+        ("actors", "gpus_per_actor", "device", "max_pixels"),
+    )
     resources = ResourcesSpec(
         actors=c.integer(raw.get("actors"), "resources.actors", 1),
         gpus_per_actor=c.number(raw.get("gpus_per_actor"), "resources.gpus_per_actor"),
@@ -241,8 +259,10 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         region=c.string(raw.get("region"), "storage.region"),
     )
     if storage.endpoint_url and not storage.endpoint_url.startswith(("http://", "https://")):
-        raise c.fail("storage.endpoint_url", f"must start with http:// or https://, got "
-                     f"{storage.endpoint_url!r}")  # fmt: skip
+        raise c.fail(
+            "storage.endpoint_url",
+            f"must start with http:// or https://, got {storage.endpoint_url!r}",
+        )
     return JobSpec(
         name=name,
         content=content,

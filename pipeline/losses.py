@@ -24,8 +24,9 @@ def layer_weight(channels: int) -> float:
     return 1e3 / channels**2
 
 
-def blend_grams(grams: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-                ) -> dict[str, torch.Tensor]:  # fmt: skip
+def blend_grams(
+    grams: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
     """Several styles: their Gram targets averaged with weights normalized to sum to 1."""
     if len(grams) != len(weights):
         raise ValueError(f"style_blend: {len(weights)} weights for {len(grams)} styles")
@@ -43,8 +44,9 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (features - target).pow(2).flatten(1).mean(1)
 
 
-def style_loss(grams: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-               ) -> torch.Tensor:  # fmt: skip
+def style_loss(
+    grams: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     """Sum over layers of (1e3/C^2) * sum of squared Gram differences -> (B,)."""
     total = 0.0
     for name, g in grams.items():

@@ -106,7 +106,10 @@ class StyleParams:
         if not isinstance(size, int) or size < MIN_SIDE:
             raise ParamError("size", f"must be an integer >= {MIN_SIDE}, got {size!r}")
         factor = size / self.size
-        levels = [(max(MIN_SIDE, round(s * factor)), n) for s, n in self.schedule[:-1]]
+        # A warm-up level under 2 x MIN_SIDE carries no layout and would refuse non-square
+        # images: it is dropped.
+        levels = [(round(s * factor), n) for s, n in self.schedule[:-1]]
+        levels = [(s, n) for s, n in levels if s >= 2 * MIN_SIDE]
         return self.replace(schedule=(*levels, (size, self.schedule[-1][1])))
 
     def with_iterations(self, iterations: int) -> StyleParams:

@@ -43,8 +43,12 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:
     """Hash of what determines the result; YAML order and machine paths do not enter it."""
     params = spec.params.to_dict()
     params.pop("trace_every")  # changes the record, not the image
-    key = {"content": content.identity, "style": style.identity, "params": params,
-           "weights": spec.weights}  # fmt: skip
+    key = {
+        "content": content.identity,
+        "style": style.identity,
+        "params": params,
+        "weights": spec.weights,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -132,7 +136,7 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
                 artist=p.artist,
                 genre=p.genre,
                 nationality=p.nationality,
-            )  # fmt: skip
+            )
             for p in paintings
         ]
     refs = _take(refs, s.limit, s.sample_seed)

@@ -188,8 +188,12 @@ class ResultStore:
         self.refresh_lock(run_id)
 
     def refresh_lock(self, run_id: str) -> None:
-        mine = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "heartbeat": time.time()}  # fmt: skip
+        mine = {
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat": time.time(),
+        }
         self.root.write_bytes(LOCK, json.dumps(mine).encode())
 
     def release_lock(self) -> None:

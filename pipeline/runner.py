@@ -30,6 +30,9 @@ from .worker import JobContext, PairWorker, base_row, fail_row
 log = logging.getLogger(__name__)
 
 LOCK_REFRESH_SECONDS = 30
+# A pair whose actor died under it is sent again, up to this many attempts in all; a pair that
+# kills its worker every time (a real out-of-memory) then becomes a retriable failed row.
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,9 @@ def ensure_ray(address: str | None) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # address None: ray.init() joins RAY_ADDRESS when set, else starts a local Ray for this run.
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=True)  # fmt: skip
+    ray.init(
+        address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True
+    )
 
 
 def start_actors(ctx: JobContext, options: RunOptions) -> list[Any]:
@@ -121,7 +125,9 @@ def start_actors(ctx: JobContext, options: RunOptions) -> list[Any]:
         num_cpus=0,
         num_gpus=per_actor,
         max_restarts=-1,
-        max_task_retries=2,
+        # Ray resends a pair whose actor died once the actor is back. It charges a retry to the
+        # pair queued behind the one that killed the actor too, hence more than one or two.
+        max_task_retries=MAX_ATTEMPTS - 1,
     )
     log.info("starting %d actor(s), %.2f GPU and %d threads each", count, per_actor, threads)
     return [remote.remote(ctx, options.device, threads, options.max_pixels) for _ in range(count)]
@@ -139,13 +145,13 @@ def _manifest(plan: Plan, run_id: str, status: str, **extra: Any) -> dict[str, A
             "contents": len(plan.contents),
             "styles": len(plan.styles),
             "pairs": len(plan.pairs),
-        },  # fmt: skip
+        },
         "versions": {
             "nst": __version__,
             "torch": torch.__version__,
             "ray": _ray_version(),
             "python": platform.python_version(),
-        },  # fmt: skip
+        },
         **extra,
     }
 
@@ -156,9 +162,12 @@ def _ray_version() -> str:
     return ray.__version__
 
 
-def run_plan(plan: Plan, options: RunOptions | None = None,
-             on_row: Callable[[dict[str, Any], RunSummary], None] | None = None,
-             on_start: Callable[[RunSummary], None] | None = None) -> RunSummary:  # fmt: skip
+def run_plan(
+    plan: Plan,
+    options: RunOptions | None = None,
+    on_row: Callable[[dict[str, Any], RunSummary], None] | None = None,
+    on_start: Callable[[RunSummary], None] | None = None,
+) -> RunSummary:
     """Compute every pair of `plan` not yet committed; returns the counts."""
     options = options or RunOptions()
     spec = plan.spec
@@ -172,8 +181,14 @@ def run_plan(plan: Plan, options: RunOptions | None = None,
         store.release_lock()
 
 
-def _run(plan: Plan, options: RunOptions, store: ResultStore, run_id: str,
-         on_row: Callable | None, on_start: Callable | None) -> RunSummary:  # fmt: skip
+def _run(
+    plan: Plan,
+    options: RunOptions,
+    store: ResultStore,
+    run_id: str,
+    on_row: Callable | None,
+    on_start: Callable | None,
+) -> RunSummary:
     spec = plan.spec
     started = time.time()
     if options.force:
@@ -183,14 +198,16 @@ def _run(plan: Plan, options: RunOptions, store: ResultStore, run_id: str,
     todo = [p for p in plan.pairs if needs_run(committed.get(p.pair_id), options.retry_failed)]
     # Pairs sharing a style run back to back, so each actor reuses its Gram targets.
     todo.sort(key=lambda p: (p.style.identity, p.content.identity))
-    summary = RunSummary(spec.name, store.uri, run_id, total=len(plan.pairs),
-                         skipped=len(plan.pairs) - len(todo))  # fmt: skip
+    summary = RunSummary(
+        spec.name, store.uri, run_id, total=len(plan.pairs), skipped=len(plan.pairs) - len(todo)
+    )
     store.clear_marker()
     store.write_manifest(_manifest(plan, run_id, "running", started_at=_iso(started)))
     if on_start:
         on_start(summary)
-    ctx = JobContext(spec.name, run_id, spec.output, spec.preset, spec.params, spec.weights,
-                     spec.s3())  # fmt: skip
+    ctx = JobContext(
+        spec.name, run_id, spec.output, spec.preset, spec.params, spec.weights, spec.s3()
+    )
     if todo:
         _run_pairs(todo, ctx, options, store, summary, on_row)
     store.compact(run_id)
@@ -205,15 +222,29 @@ def _run(plan: Plan, options: RunOptions, store: ResultStore, run_id: str,
         "this_run": {"done": summary.done, "failed": summary.failed, "skipped": summary.skipped},
     }
     status = "complete" if summary.complete else "incomplete"
-    store.write_manifest(_manifest(plan, run_id, status, started_at=_iso(started),
-                                   finished_at=_iso(time.time()), results=counts))  # fmt: skip
+    store.write_manifest(
+        _manifest(
+            plan,
+            run_id,
+            status,
+            started_at=_iso(started),
+            finished_at=_iso(time.time()),
+            results=counts,
+        )
+    )
     if summary.complete:
         store.mark_complete({"run_id": run_id, "finished_at": _iso(time.time()), **counts})
     return summary
 
 
-def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: ResultStore,
-               summary: RunSummary, on_row: Callable | None) -> None:  # fmt: skip
+def _run_pairs(
+    todo: list[Pair],
+    ctx: JobContext,
+    options: RunOptions,
+    store: ResultStore,
+    summary: RunSummary,
+    on_row: Callable | None,
+) -> None:
     import ray
     from ray.exceptions import RayError
 
@@ -242,10 +273,13 @@ def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: Re
             store.write_part(buffer, ctx.run_id, seq)
         except StorageError as exc:
             if final:
-                raise StorageError(f"{len(buffer)} result rows not committed ({exc}); their "
-                                   "pairs are redone by the next run") from None  # fmt: skip
-            log.warning("committing %d rows failed (%s); keeping them for the next try",
-                        len(buffer), exc)  # fmt: skip
+                raise StorageError(
+                    f"{len(buffer)} result rows not committed ({exc}); their "
+                    "pairs are redone by the next run"
+                ) from None
+            log.warning(
+                "committing %d rows failed (%s); keeping them for the next try", len(buffer), exc
+            )
             return
         seq += 1
         buffer.clear()
@@ -260,7 +294,7 @@ def _run_pairs(todo: list[Pair], ctx: JobContext, options: RunOptions, store: Re
                 pair, actor, sent = in_flight.pop(ref)
                 try:
                     row = ray.get(ref)
-                except RayError as exc:  # the actor died on this pair more often than retried
+                except RayError as exc:  # its actor died MAX_ATTEMPTS times under it
                     row = fail_row(base_row(pair, ctx, sent), exc, True, sent)
                 buffer.append(row)
                 if row["status"] == "done":

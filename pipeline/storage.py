@@ -91,8 +91,13 @@ class Storage:
                     raise StorageError(
                         f"{self.uri_of(key)}: cannot {what} ({_short(exc)})"
                     ) from None
-                log.warning("%s %s failed (%s); retrying in %ss", what, self.uri_of(key),
-                            _short(exc), delays[attempt])  # fmt: skip
+                log.warning(
+                    "%s %s failed (%s); retrying in %ss",
+                    what,
+                    self.uri_of(key),
+                    _short(exc),
+                    delays[attempt],
+                )
                 time.sleep(delays[attempt])
         raise AssertionError("unreachable")
 
@@ -155,6 +160,12 @@ class Storage:
         prefix = self.base.rstrip("/") + "/"
         return sorted(i.path.removeprefix(prefix) for i in infos if i.type == pafs.FileType.File)
 
+    def dirs(self, key: str = "") -> list[str]:
+        """Names of the folders (prefixes) directly below `key`, sorted."""
+        selector = pafs.FileSelector(self.path(key), recursive=False, allow_not_found=True)
+        infos = self._retry("list", key, lambda: self.fs.get_file_info(selector))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
     def delete(self, key: str) -> None:
         try:
             self._retry("delete", key, lambda: self.fs.delete_file(self.path(key)))
@@ -182,22 +193,24 @@ class Storage:
             region_name=self.s3.region,
             config=Config(
                 retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20
-            ),  # fmt: skip
+            ),
         )
         where = f"output {self.uri} (bucket {bucket!r} at {endpoint})"
         try:
             client.put_object(Bucket=bucket, Key=key, Body=b"ok")
             client.delete_object(Bucket=bucket, Key=key)
         except bex.NoCredentialsError:
-            raise StorageError(f"{where}: no AWS credentials found (environment, profile, "
-                               "or instance role)") from None  # fmt: skip
+            raise StorageError(
+                f"{where}: no AWS credentials found (environment, profile, or instance role)"
+            ) from None
         except bex.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":
                 raise StorageError(f"{where}: the bucket does not exist") from None
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-                raise StorageError(f"{where}: access denied ({code}): check the credentials "
-                                   "and their permissions") from None  # fmt: skip
+                raise StorageError(
+                    f"{where}: access denied ({code}): check the credentials and their permissions"
+                ) from None
             raise StorageError(f"{where}: {code or 'error'} ({_short(exc)})") from None
         except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
             raise StorageError(f"{where}: endpoint unreachable ({_short(exc)})") from None
@@ -208,8 +221,15 @@ class Storage:
 def _transient(exc: OSError) -> bool:
     """Connection trouble and server errors are worth retrying; denied or invalid are not."""
     text = str(exc)
-    permanent = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH",
-                 "NO_SUCH_BUCKET", "AccessDenied", "NoSuchBucket", "Permission denied")  # fmt: skip
+    permanent = (
+        "ACCESS_DENIED",
+        "INVALID_ACCESS_KEY_ID",
+        "SIGNATURE_DOES_NOT_MATCH",
+        "NO_SUCH_BUCKET",
+        "AccessDenied",
+        "NoSuchBucket",
+        "Permission denied",
+    )
     if any(p in text for p in permanent) or isinstance(exc, PermissionError):
         return False
     return True

@@ -21,8 +21,13 @@ from pathlib import Path
 from .jobspec import load_spec
 
 # Non-secret settings forwarded to the job; credentials come from the cluster's own chain.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-                 "AWS_PROFILE")  # fmt: skip
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -58,8 +63,9 @@ def entrypoint(spec_in_working_dir: str, run_args: list[str]) -> str:
     return shlex.join(["python", "-m", "pipeline.cli", "run", spec_in_working_dir, *run_args])
 
 
-def submit(spec_path: str, address: str | None, run_args: list[str],
-           submission_id: str | None = None) -> str:  # fmt: skip
+def submit(
+    spec_path: str, address: str | None, run_args: list[str], submission_id: str | None = None
+) -> str:
     spec_file = Path(spec_path)
     spec = load_spec(spec_file)  # validate here, before anything reaches the cluster
     client = _client(address)

@@ -24,8 +24,29 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 # torchvision's configuration "E" (VGG-19): channels per conv, "M" for a pooling.
-_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-        512, 512, 512, 512, "M")  # fmt: skip
+_CFG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

@@ -48,8 +48,13 @@ class JobContext:
 
 
 class PairWorker:
-    def __init__(self, ctx: JobContext, device: str = "auto", actor_id: str = "local",
-                 max_pixels: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        ctx: JobContext,
+        device: str = "auto",
+        actor_id: str = "local",
+        max_pixels: int | None = None,
+    ):
         self.ctx = ctx
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
         self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
@@ -63,8 +68,9 @@ class PairWorker:
         """Decoded style images, kept for the next pairs of the same style."""
         if ref.uri not in self._styles:
             side = max(16, round(self.ctx.params.size * self.ctx.params.style_scale))
-            self._styles[ref.uri] = read_image(ref, max_side=side, s3=self.ctx.s3,
-                                               max_pixels=self.max_pixels)  # fmt: skip
+            self._styles[ref.uri] = read_image(
+                ref, max_side=side, s3=self.ctx.s3, max_pixels=self.max_pixels
+            )
             if len(self._styles) > 8:
                 self._styles.popitem(last=False)
         self._styles.move_to_end(ref.uri)
@@ -74,8 +80,12 @@ class PairWorker:
         started = time.time()
         row = self._base_row(pair, started)
         try:
-            content = read_image(pair.content, max_side=self.ctx.params.size, s3=self.ctx.s3,
-                                 max_pixels=self.max_pixels)  # fmt: skip
+            content = read_image(
+                pair.content,
+                max_side=self.ctx.params.size,
+                s3=self.ctx.s3,
+                max_pixels=self.max_pixels,
+            )
             style = self._style(pair.style)
             result = self.stylizer.stylize(content, [style], params=self.ctx.params)
             row["output_uri"] = self.store.write_image(pair.pair_id, images.png_bytes(result.image))
@@ -100,7 +110,7 @@ class PairWorker:
                     "iteration": t.iteration,
                     "size": t.size,
                     **dataclasses.asdict(t.losses),
-                }  # fmt: skip
+                }
                 for t in result.trace
             ],
             device=result.device,
@@ -108,12 +118,19 @@ class PairWorker:
         return self._finish(row, started)
 
     def _base_row(self, pair: Pair, started: float) -> dict[str, Any]:
-        return base_row(pair, self.ctx, started, weights_sha256=self.stylizer.weights_sha256,
-                        device=str(self.stylizer.device), actor_id=self.actor_id,
-                        hostname=self.hostname)  # fmt: skip
+        return base_row(
+            pair,
+            self.ctx,
+            started,
+            weights_sha256=self.stylizer.weights_sha256,
+            device=str(self.stylizer.device),
+            actor_id=self.actor_id,
+            hostname=self.hostname,
+        )
 
-    def _failed(self, row: dict[str, Any], exc: BaseException, retriable: bool,
-                started: float) -> dict[str, Any]:  # fmt: skip
+    def _failed(
+        self, row: dict[str, Any], exc: BaseException, retriable: bool, started: float
+    ) -> dict[str, Any]:
         return fail_row(row, exc, retriable, started)
 
     def _finish(self, row: dict[str, Any], started: float) -> dict[str, Any]:
@@ -144,8 +161,9 @@ def base_row(pair: Pair, ctx: JobContext, started: float, **extra: Any) -> dict[
     }
 
 
-def fail_row(row: dict[str, Any], exc: BaseException, retriable: bool, started: float
-             ) -> dict[str, Any]:  # fmt: skip
+def fail_row(
+    row: dict[str, Any], exc: BaseException, retriable: bool, started: float
+) -> dict[str, Any]:
     row.update(status="failed", error_type=type(exc).__name__, error=str(exc), retriable=retriable)
     return finish_row(row, started)
 

@@ -13,8 +13,13 @@ from .conftest import make_content, make_style
 
 
 def nst(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_help_lists_choices_and_defaults():
@@ -29,9 +34,22 @@ def test_stylize_writes_png_and_metadata(tmp_path):
     images.save_png(make_style(seed=1), tmp_path / "s1.png")
     images.save_png(make_style(seed=2), tmp_path / "s2.png")
     out = tmp_path / "out" / "r.png"
-    proc = nst("stylize", str(tmp_path / "c.png"), str(tmp_path / "s1.png"),
-               str(tmp_path / "s2.png"), "--style-blend", "0.7,0.3", "--schedule", "32:3,48:2",
-               "--color", "luminance", "--seed", "3", "-o", str(out))  # fmt: skip
+    proc = nst(
+        "stylize",
+        str(tmp_path / "c.png"),
+        str(tmp_path / "s1.png"),
+        str(tmp_path / "s2.png"),
+        "--style-blend",
+        "0.7,0.3",
+        "--schedule",
+        "32:3,48:2",
+        "--color",
+        "luminance",
+        "--seed",
+        "3",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert images.load(out).shape == (3, 36, 48)
     meta = json.loads(out.with_suffix(".json").read_text())
@@ -43,8 +61,9 @@ def test_stylize_writes_png_and_metadata(tmp_path):
 def test_bad_input_is_one_clear_line(tmp_path):
     (tmp_path / "c.jpg").write_text("not an image")
     images.save_png(make_style(), tmp_path / "s.png")
-    proc = nst("stylize", str(tmp_path / "c.jpg"), str(tmp_path / "s.png"), "-o",
-               str(tmp_path / "o.png"))  # fmt: skip
+    proc = nst(
+        "stylize", str(tmp_path / "c.jpg"), str(tmp_path / "s.png"), "-o", str(tmp_path / "o.png")
+    )
     assert proc.returncode == 2
     assert (
         proc.stderr.strip() == f"nst: error: {tmp_path / 'c.jpg'}: not an image "

@@ -20,7 +20,7 @@ def fetch(tmp_path, **env) -> subprocess.CompletedProcess:
             "artworks",
             "--dest",
             str(tmp_path / "dest"),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         env=clean,
@@ -38,8 +38,13 @@ def test_no_credentials_says_how_to_provide_them(tmp_path):
 
 def test_unreachable_kaggle_is_a_clear_error(tmp_path):
     # Credentials present but no route: the proxy on port 9 refuses at once.
-    proc = fetch(tmp_path, KAGGLE_USERNAME="someone", KAGGLE_KEY="0" * 32,
-                 HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")  # fmt: skip
+    proc = fetch(
+        tmp_path,
+        KAGGLE_USERNAME="someone",
+        KAGGLE_KEY="0" * 32,
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("nst: error: download of ikarus777/best-artworks-of-all-time")

@@ -21,7 +21,7 @@ def spec_dict(artworks, photos, **changes) -> dict:
             "catalog": str(artworks),
             "artists": ["Claude Monet", "Albrecht Dürer"],
             "per_artist": 2,
-        },  # fmt: skip
+        },
         "preset": "preview",
         "params": {"style_weight": "1e0", "schedule": [[32, 2]]},
         "output": "runs",
@@ -39,8 +39,9 @@ def test_plan_crosses_contents_and_styles(artworks, photos):
     assert len({p.pair_id for p in plan.pairs}) == 12
 
 
-def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(artworks, photos, tmp_path,
-                                                                      monkeypatch):  # fmt: skip
+def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(
+    artworks, photos, tmp_path, monkeypatch
+):
     d = spec_dict(artworks, photos)
     ids = [p.pair_id for p in make_plan(parse_spec(d)).pairs]
     reordered = dict(reversed(list(d.items())))

@@ -43,6 +43,7 @@ def test_schedule_helpers():
     p = StyleParams(schedule=((128, 100), (256, 50)))
     assert p.size == 256 and p.iterations == 150
     assert p.resized(512).schedule == ((256, 100), (512, 50))
+    assert p.resized(48).schedule == ((48, 50),)  # a 24 px warm-up is dropped
     assert p.with_iterations(10).schedule == ((128, 100), (256, 10))
     assert parse_schedule("64:10,128:5") == ((64, 10), (128, 5))
     assert StyleParams.from_dict({"content_weight": "1e4"}).content_weight == 1e4

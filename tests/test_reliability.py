@@ -26,8 +26,9 @@ from .conftest import make_content, make_style
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20,
-             log_to_driver=False)  # fmt: skip
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
+    )
     yield
     ray.shutdown()
 
@@ -83,8 +84,13 @@ def test_bad_inputs_become_failed_rows_and_odd_ones_work(tmp_path):
     expected = _bad_and_odd_inputs(contents)
     images.save_png(make_style(48, 48, seed=1), styles / "s1.png")
     images.save_png(make_style(48, 48, seed=2), styles / "missing.png")
-    spec = {"name": "bad", "content": {"source": str(contents)}, "styles": {"source": str(styles)},
-            "params": {"schedule": [[32, 1]]}, "output": str(tmp_path / "out")}  # fmt: skip
+    spec = {
+        "name": "bad",
+        "content": {"source": str(contents)},
+        "styles": {"source": str(styles)},
+        "params": {"schedule": [[32, 1]]},
+        "output": str(tmp_path / "out"),
+    }
     plan = make_plan(parse_spec(spec))
     (contents / "deleted.png").unlink()
     (styles / "missing.png").unlink()  # a style entry whose image is gone
@@ -115,9 +121,13 @@ def test_nan_loss_fails_the_pair_and_the_actor_goes_on(tmp_path):
     for i in range(3):
         images.save_png(make_content(32, 32, seed=i), contents / f"{i}.png")
     images.save_png(make_style(32, 32), styles / "s.png")
-    spec = {"name": "nan", "content": {"source": str(contents)}, "styles": {"source": str(styles)},
-            "params": {"schedule": [[32, 2]], "style_weight": 1e38},
-            "output": str(tmp_path / "o")}  # fmt: skip
+    spec = {
+        "name": "nan",
+        "content": {"source": str(contents)},
+        "styles": {"source": str(styles)},
+        "params": {"schedule": [[32, 2]], "style_weight": 1e38},
+        "output": str(tmp_path / "o"),
+    }
     summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
     assert (summary.done, summary.failed, summary.complete) == (0, 3, True)
     table = ResultStore(str(tmp_path / "o"), "nan").read().to_pandas()
@@ -130,9 +140,14 @@ def test_a_pair_over_the_memory_limit_fails_and_the_job_continues(tmp_path):
     images.save_png(make_content(32, 40), contents / "small.png")
     images.save_png(make_content(400, 500), contents / "huge.png")
     images.save_png(make_style(32, 32), styles / "s.png")
-    spec = {"name": "oom", "content": {"source": str(contents)}, "styles": {"source": str(styles)},
-            "params": {"schedule": [[32, 2]]}, "output": str(tmp_path / "o"),
-            "resources": {"max_pixels": 100_000}}  # fmt: skip
+    spec = {
+        "name": "oom",
+        "content": {"source": str(contents)},
+        "styles": {"source": str(styles)},
+        "params": {"schedule": [[32, 2]]},
+        "output": str(tmp_path / "o"),
+        "resources": {"max_pixels": 100_000},
+    }
     plan = make_plan(parse_spec(spec))
     summary = run_plan(plan, RunOptions(actors=1, max_pixels=plan.spec.resources.max_pixels))
     assert (summary.done, summary.failed) == (1, 1)
@@ -144,14 +159,24 @@ def test_a_pair_over_the_memory_limit_fails_and_the_job_continues(tmp_path):
 def test_file_names_cannot_steer_keys_outside_the_output(tmp_path):
     contents, styles = tmp_path / "c", tmp_path / "s"
     # (Hidden files, starting with '.', are not inputs at all.)
-    tricky = ["x..png", "x..\u2215..\u2215escape.png", "\u202egnp.exe.png", "a b;rm -rf.png",
-              "/tmp/abs.png".replace("/", "\u2044") ]  # fmt: skip
+    tricky = [
+        "x..png",
+        "x..\u2215..\u2215escape.png",
+        "\u202egnp.exe.png",
+        "a b;rm -rf.png",
+        "/tmp/abs.png".replace("/", "\u2044"),
+    ]
     for i, name in enumerate(tricky):
         images.save_png(make_content(32, 32, seed=i), contents / name)
     images.save_png(make_style(32, 32), styles / "s..\u2215..\u2215style.png")
     out = tmp_path / "o"
-    spec = {"name": "keys", "content": {"source": str(contents)}, "styles": {"source": str(styles)},
-            "params": {"schedule": [[32, 1]]}, "output": str(out)}  # fmt: skip
+    spec = {
+        "name": "keys",
+        "content": {"source": str(contents)},
+        "styles": {"source": str(styles)},
+        "params": {"schedule": [[32, 1]]},
+        "output": str(out),
+    }
     before = set(tmp_path.rglob("*"))
     summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
     assert summary.done == len(tricky)
@@ -162,22 +187,39 @@ def test_file_names_cannot_steer_keys_outside_the_output(tmp_path):
 
 
 def _nst(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, timeout=300, **kw)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def test_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
     images.save_png(make_content(32, 32), tmp_path / "c" / "a.png")
     images.save_png(make_style(32, 32), tmp_path / "s" / "s.png")
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({
-        "name": "locked", "content": {"source": str(tmp_path / "c")},
-        "styles": {"source": str(tmp_path / "s")}, "params": {"schedule": [[32, 1]]},
-        "output": str(tmp_path / "o"), "resources": {"actors": 1}}))  # fmt: skip
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "name": "locked",
+                "content": {"source": str(tmp_path / "c")},
+                "styles": {"source": str(tmp_path / "s")},
+                "params": {"schedule": [[32, 1]]},
+                "output": str(tmp_path / "o"),
+                "resources": {"actors": 1},
+            }
+        )
+    )
     lock = tmp_path / "o" / "locked" / LOCK
     lock.parent.mkdir(parents=True)
-    live = {"run_id": "other-run", "host": socket.gethostname(), "pid": os.getpid(),
-            "heartbeat": time.time()}  # fmt: skip
+    live = {
+        "run_id": "other-run",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "heartbeat": time.time(),
+    }
     lock.write_text(json.dumps(live))
     proc = _nst("run", str(job))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

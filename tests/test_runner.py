@@ -28,8 +28,13 @@ from .conftest import make_content, make_style
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     # One fake GPU: GPU actors must schedule, and fall back to the CPU inside.
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=500 * 2**20,
-             log_to_driver=False)  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        object_store_memory=500 * 2**20,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
@@ -104,16 +109,20 @@ def test_a_corrupt_input_is_one_failed_row(tmp_path, inputs):
 def _nst_run(spec_path, *extra) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(spec_path), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_driver_killed_midway_then_rerun_finishes_each_pair_once(tmp_path, inputs):
     contents, styles = inputs
     images.save_png(make_content(40, 40, seed=3), contents / "three.png")
     spec = tmp_path / "job.yaml"
-    spec.write_text(yaml.safe_dump(job(tmp_path, contents, styles,
-                                       params={"schedule": [[32, 10], [48, 10]]})))  # fmt: skip
+    spec.write_text(
+        yaml.safe_dump(job(tmp_path, contents, styles, params={"schedule": [[32, 10], [48, 10]]}))
+    )
     out = tmp_path / "out" / "grid"
     proc = _nst_run(spec, "--actors", "1", "--gpus-per-actor", "0", "--commit-every", "1")
     deadline = time.time() + 240

@@ -61,12 +61,18 @@ def s3():
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     endpoint = Endpoint()
     endpoint.start()
-    admin = dict(endpoint_url=endpoint.url, region_name="us-east-1", aws_access_key_id="admin",
-                 aws_secret_access_key="admin")  # fmt: skip
+    admin = dict(
+        endpoint_url=endpoint.url,
+        region_name="us-east-1",
+        aws_access_key_id="admin",
+        aws_secret_access_key="admin",
+    )
     iam = boto3.client("iam", **admin)
     iam.create_user(UserName="nst")
-    policy = {"Version": "2012-10-17",
-              "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}  # fmt: skip
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
     iam.put_user_policy(UserName="nst", PolicyName="s3", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="nst")["AccessKey"]
     boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)
@@ -81,8 +87,9 @@ def s3():
     saved_env = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     # Workers of this Ray inherit the environment: the same settings reach every actor.
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20,
-             log_to_driver=False)  # fmt: skip
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
+    )
     client = boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1")
     yield endpoint, client, env
     ray.shutdown()
@@ -97,11 +104,17 @@ def s3():
 
 def _upload_inputs(client, prefix: str, contents: int = 2) -> None:
     for i in range(contents):
-        client.put_object(Bucket=BUCKET, Key=f"{prefix}/contents/c{i}.png",
-                          Body=images.png_bytes(make_content(40, 56, seed=i)))  # fmt: skip
+        client.put_object(
+            Bucket=BUCKET,
+            Key=f"{prefix}/contents/c{i}.png",
+            Body=images.png_bytes(make_content(40, 56, seed=i)),
+        )
     for i in range(2):
-        client.put_object(Bucket=BUCKET, Key=f"{prefix}/styles/s{i}.png",
-                          Body=images.png_bytes(make_style(48, 48, seed=i)))  # fmt: skip
+        client.put_object(
+            Bucket=BUCKET,
+            Key=f"{prefix}/styles/s{i}.png",
+            Body=images.png_bytes(make_style(48, 48, seed=i)),
+        )
 
 
 def _job(prefix: str, **changes) -> dict:
@@ -133,8 +146,9 @@ def test_cli_job_reads_and_writes_s3_and_resumes(s3, tmp_path):
     assert "4 done, 0 failed, 0 already committed, of 4 pairs" in proc.stdout
 
     # Read back with nothing but the endpoint and the credentials.
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{endpoint.port}", scheme="http",
-                           region="us-east-1")  # fmt: skip
+    fs = pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{endpoint.port}", scheme="http", region="us-east-1"
+    )
     table = pq.read_table(f"{BUCKET}/a/runs/s3job/results", filesystem=fs).to_pandas()
     assert len(table) == 4 and set(table.status) == {"done"}
     for _, row in table.iterrows():
@@ -165,8 +179,11 @@ def test_catalogue_on_s3(s3):
     _, client, _ = s3
     client.put_object(Bucket=BUCKET, Key="cat/artists.csv", Body=SHARED_CSV.read_bytes())
     for n in (1, 2):
-        client.put_object(Bucket=BUCKET, Key=f"cat/resized/resized/Claude_Monet_{n}.jpg",
-                          Body=images.png_bytes(make_style(24, 24, seed=n)))  # fmt: skip
+        client.put_object(
+            Bucket=BUCKET,
+            Key=f"cat/resized/resized/Claude_Monet_{n}.jpg",
+            Body=images.png_bytes(make_style(24, 24, seed=n)),
+        )
     spec = _job("a", styles={"catalog": f"s3://{BUCKET}/cat", "artists": ["Claude Monet"]})
     plan = make_plan(parse_spec(spec))
     assert [s.uri for s in plan.styles] == [
@@ -198,8 +215,9 @@ def test_endpoint_down_for_seconds_mid_job_loses_nothing(s3):
     thread.join()
     assert outage, "the endpoint was never stopped"
     assert (summary.done, summary.failed, summary.complete) == (6, 0, True)
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{endpoint.port}", scheme="http",
-                           region="us-east-1")  # fmt: skip
+    fs = pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{endpoint.port}", scheme="http", region="us-east-1"
+    )
     table = pq.read_table(f"{BUCKET}/b/runs/s3job/results", filesystem=fs).to_pandas()
     assert len(table) == 6 and table.pair_id.is_unique
     images_written = [k for k in _all_keys(client, "b/runs/s3job/images/")]
@@ -231,8 +249,12 @@ def test_cli_refuses_an_unwritable_output_before_computing(s3, tmp_path):
     _upload_inputs(s3[1], "a")
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(_job("a", output="s3://no-such-bucket/runs")))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(spec)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "no-such-bucket" in proc.stderr and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

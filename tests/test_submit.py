@@ -30,9 +30,18 @@ def head(tmp_path_factory):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     dashboard = _free_port()
     temp = tmp_path_factory.mktemp("ray")
-    cmd = [str(BIN / "ray"), "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}",
-           f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        f"--port={_free_port()}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp}",
+        f"--dashboard-port={dashboard}",
+        "--disable-usage-stats",
+    ]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 60
@@ -45,13 +54,17 @@ def head(tmp_path_factory):
                 raise
             time.sleep(1)
     yield address
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                   timeout=120)  # fmt: skip
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def _nst(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 def _wait(address: str, submission_id: str, timeout: float = 300) -> str:
@@ -65,9 +78,14 @@ def _wait(address: str, submission_id: str, timeout: float = 300) -> str:
 
 
 def _spec(tmp_path: Path, **changes) -> Path:
-    d = {"name": "cluster", "content": {"source": "demo"}, "styles": {"source": "demo"},
-         "params": {"schedule": [[32, 2]]}, "output": str(tmp_path / "out"),
-         "resources": {"actors": 1}}  # fmt: skip
+    d = {
+        "name": "cluster",
+        "content": {"source": "demo"},
+        "styles": {"source": "demo"},
+        "params": {"schedule": [[32, 2]]},
+        "output": str(tmp_path / "out"),
+        "resources": {"actors": 1},
+    }
     d.update(changes)
     path = tmp_path / "spec" / "job.yaml"
     path.parent.mkdir()

