@@ -65,9 +65,10 @@ def finished_job(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(finished_job):
+def server(finished_job, artworks):
     settings = Settings(
         jobs=str(finished_job),
+        catalog=str(artworks),
         actors=1,
         max_size=64,
         max_upload_bytes=300_000,
@@ -155,6 +156,23 @@ def test_bad_uploads_and_controls_are_refused_clearly(server, files, form, statu
     )
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
+
+
+def test_a_painting_picked_from_the_catalogue_as_style(server):
+    artists = requests.get(f"{server}/api/catalog/paintings", timeout=30).json()["artists"]
+    assert "Albrecht Dürer" in artists and len(artists) == 50
+    paintings = requests.get(
+        f"{server}/api/catalog/paintings", params={"artist": "Albrecht Dürer"}, timeout=30
+    ).json()["paintings"]
+    assert [p["number"] for p in paintings] == [1, 2, 3]
+    files = [("content", ("c.png", _png(make_content(40, 56)), "image/png"))]
+    data = {"preset": "preview", "size": "32", "iterations": "2", "paintings": paintings[0]["id"]}
+    response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
+    assert response.status_code == 200, response.text
+    assert _wait(server, response.json()["task_id"])["status"] == "done"
+    data["paintings"] = "artworks:resized:../../etc/passwd:1"
+    response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
+    assert response.status_code == 404 and "no painting" in response.json()["detail"]
 
 
 def test_openapi_schema_documents_the_api(server):
