@@ -191,6 +191,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .estimate import (
         FLOP_PER_PIXEL_ITERATION,
         GPU_FLOPS_ASSUMED,
+        effective_params,
         measure_cpu_flops,
         pixel_iterations,
     )
@@ -208,17 +209,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"  preset {spec.preset}, weights {spec.weights}; resolved parameters:")
     for key, value in spec.params.to_dict().items():
         print(f"    {key}: {value}")
-    per_pair = pixel_iterations(spec.params)
+    if spec.dataset is not None:
+        d = spec.dataset
+        print(
+            f"  dataset mode: {len(plan.pairs)} files into {spec.name}/dataset/ ({d.format}, "
+            f"{d.size_policy} {d.size} px, {d.styles_per_content} style(s) per content)"
+        )
+    per_pair = pixel_iterations(effective_params(spec.params, spec.dataset))
     flop = per_pair * FLOP_PER_PIXEL_ITERATION * len(plan.pairs)
     cpu = measure_cpu_flops()
     print(
         f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
         f"{flop / 1e12:.1f} TFLOP in all"
     )
+    gpus = args.gpus
     print(
         f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
-        f"measured), {_duration(flop / GPU_FLOPS_ASSUMED)} on one H100 "
-        f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective)"
+        f"measured), {_duration(flop / GPU_FLOPS_ASSUMED / gpus)} on {gpus} H100 GPU(s) "
+        f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective each)"
     )
     print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")
     return 0
@@ -367,7 +375,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
     from .storage import S3Settings
 
-    where = write_report(args.job_output, S3Settings.from_env(), limit=args.limit)
+    where = write_report(args.job_output, S3Settings.from_env(), limit=args.limit, mmd=args.mmd)
     print(f"wrote {where}/index.html, contact_sheet.png, losses.png")
     return 0
 
@@ -424,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="resolve a job spec and estimate it; computes nothing")
     p.add_argument("job", help="job spec (YAML)")
     p.add_argument("--output", help="override the spec's output")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs for the estimate (default: 1)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a job spec on Ray (resumes; --force recomputes)")
@@ -477,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="contact sheet, loss plot and HTML summary of a job")
     p.add_argument("job_output", help="the job's output folder, e.g. runs/demo or s3://b/p/demo")
     p.add_argument("--limit", type=int, default=24, help="pairs on the contact sheet (default: 24)")
+    p.add_argument(
+        "--mmd",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the MMD to the paintings (default: on for dataset jobs)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="web app: upload and stylize, browse job results")

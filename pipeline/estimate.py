@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from .dataset import DatasetSpec
 from .params import StyleParams
 
 # VGG-19 up to relu5_1, forward plus the input gradient: about 1.44 MFLOP per pixel per iteration
@@ -15,6 +16,15 @@ FLOP_PER_PIXEL_ITERATION = 1.44e6
 # effective. A planning figure, not a measurement; the benchmark issue measures it.
 GPU_FLOPS_ASSUMED = 100e12
 ASPECT = 0.75  # contents assumed 4:3 (COCO's typical) when not opened
+
+
+def effective_params(params: StyleParams, dataset: DatasetSpec | None) -> StyleParams:
+    """The parameters a typical pair runs with (dataset mode resizes per its size policy)."""
+    if dataset is None:
+        return params
+    if dataset.size_policy == "shorter":
+        return params.resized(round(dataset.size / ASPECT))
+    return params.resized(dataset.size)
 
 
 def pixel_iterations(params: StyleParams) -> float:

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from .params import ParamError, StyleParams
+from .dataset import FORMATS, SIZE_POLICIES, DatasetSpec
+from .params import MIN_SIDE, ParamError, StyleParams
 from .presets import DEFAULT_PRESET, load_preset
 from .storage import S3Settings
 
@@ -79,6 +80,7 @@ class JobSpec:
     weights: str = "caffe"
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
+    dataset: DatasetSpec | None = None  # dataset mode: a mirrored, stylized copy of the tree
     source: str = "<spec>"
 
     def s3(self) -> S3Settings:
@@ -103,6 +105,7 @@ class JobSpec:
             "output": self.output,
             "resources": _asdict(self.resources),
             "storage": _asdict(self.storage),
+            "dataset": None if self.dataset is None else _asdict(self.dataset),
         }
 
 
@@ -188,6 +191,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
             "weights",
             "resources",
             "storage",
+            "dataset",
         ),
     )
     name = c.string(top.get("name"), "name", required=True)
@@ -231,6 +235,11 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         raise c.fail("styles", "artists/genres/nationalities/years/per_artist need a catalog")
 
     pairing, k, seed = _pairing(c, top.get("pairing", "cross"))
+    dataset = _dataset(c, top.get("dataset"))
+    if dataset is not None:
+        if "pairing" in top:
+            raise c.fail("pairing", "not used in dataset mode: set dataset.styles_per_content")
+        pairing, k, seed = "random", dataset.styles_per_content, dataset.seed
 
     preset = c.string(top.get("preset"), "preset") or DEFAULT_PRESET
     overrides = top.get("params") or {}
@@ -277,6 +286,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
         weights=c.string(top.get("weights"), "weights") or "caffe",
         resources=resources,
         storage=storage,
+        dataset=dataset,
         source=source,
     )
 
@@ -292,6 +302,31 @@ def _pairing(c: _Checker, value: Any) -> tuple[str, int, int]:
             raise c.fail("pairing.random", "is required: styles per content")
         return "random", k, c.integer(raw.get("seed"), "pairing.seed") or 0
     raise c.fail("pairing", f"must be 'cross' or {{random: K, seed: S}}, got {value!r}")
+
+
+def _dataset(c: _Checker, value: Any) -> DatasetSpec | None:
+    if value is None:
+        return None
+    raw = c.mapping(value, "dataset", tuple(DatasetSpec.__dataclass_fields__))
+    d = DatasetSpec()
+    fmt = c.string(raw.get("format"), "dataset.format") or d.format
+    policy = c.string(raw.get("size_policy"), "dataset.size_policy") or d.size_policy
+    if fmt not in FORMATS:
+        raise c.fail("dataset.format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    if policy not in SIZE_POLICIES:
+        raise c.fail("dataset.size_policy", f"{policy!r} is not one of {', '.join(SIZE_POLICIES)}")
+    quality = c.integer(raw.get("quality"), "dataset.quality", 1)
+    if quality is not None and quality > 100:
+        raise c.fail("dataset.quality", f"must be 1..100, got {quality}")
+    k = c.integer(raw.get("styles_per_content"), "dataset.styles_per_content", 1)
+    return DatasetSpec(
+        styles_per_content=d.styles_per_content if k is None else k,
+        seed=c.integer(raw.get("seed"), "dataset.seed") or 0,
+        format=fmt,
+        quality=d.quality if quality is None else quality,
+        size_policy=policy,
+        size=c.integer(raw.get("size"), "dataset.size", MIN_SIDE) or d.size,
+    )
 
 
 def load_spec(path: str | Path) -> JobSpec:

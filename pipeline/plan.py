@@ -49,6 +49,8 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:
         "params": params,
         "weights": spec.weights,
     }
+    if spec.dataset is not None:  # size policy and format change the output file
+        key["dataset"] = vars(spec.dataset)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import math
 from collections import Counter
 from typing import Any
@@ -111,9 +112,18 @@ def loss_plot(rows: list[dict[str, Any]], width: int = 640, height: int = 360) -
     return plot
 
 
-def summary_html(job: str, rows: list[dict[str, Any]]) -> str:
+def summary_html(
+    job: str, rows: list[dict[str, Any]], figures: dict[str, Any] | None = None
+) -> str:
     status = Counter(r["status"] for r in rows)
     artists = Counter(r.get("artist") or r["style_id"] for r in rows if r["status"] == "done")
+    genres = Counter(
+        g.strip()
+        for r in rows
+        if r["status"] == "done"
+        for g in (r.get("genre") or "").split(",")
+        if g.strip()
+    )
     esc = html.escape
     body = [
         f"<h1>{esc(job)}</h1>",
@@ -121,7 +131,11 @@ def summary_html(job: str, rows: list[dict[str, Any]]) -> str:
         '<img src="contact_sheet.png" alt="contact sheet"> <img src="losses.png" alt="losses">',
         "<h2>By artist</h2><ul>",
         *(f"<li>{esc(a)}: {n}</li>" for a, n in sorted(artists.items())),
-        "</ul><h2>Pairs</h2><table><tr><th>pair</th><th>content</th><th>style</th><th>artist</th>"
+        "</ul><h2>By genre</h2><ul>",
+        *(f"<li>{esc(g)}: {n}</li>" for g, n in sorted(genres.items())),
+        "</ul>",
+        *_figures_html(figures),
+        "<h2>Pairs</h2><table><tr><th>pair</th><th>content</th><th>style</th><th>artist</th>"
         "<th>status</th><th>loss</th><th>seconds</th></tr>",
     ]
     for r in rows:
@@ -146,8 +160,62 @@ def summary_html(job: str, rows: list[dict[str, Any]]) -> str:
     )
 
 
-def write_report(job_uri: str, s3: S3Settings | None = None, limit: int = 24) -> str:
-    """Write the report files; returns the report folder's URI."""
+def domain_figures(
+    rows: list[dict[str, Any]],
+    s3: S3Settings | None = None,
+    sample: int = 64,
+    weights: str = "caffe",
+) -> dict[str, Any]:
+    """MMD of the outputs and of the original contents to the job's paintings (lower: closer
+    to the art domain), on up to `sample` pairs."""
+    from .domain import features, mmd2
+    from .engine import Stylizer
+
+    done = [r for r in rows if r["status"] == "done"][:sample]
+    contents = sorted({r["content_uri"] for r in done})
+    paintings = sorted({r["style_uri"] for r in done})
+    if len(done) < 2 or len(contents) < 2 or len(paintings) < 2:
+        return {"note": "MMD needs at least 2 outputs, 2 contents and 2 paintings"}
+    stylizer = Stylizer(weights=weights)
+
+    def load(uris: list[str]) -> list[Any]:
+        return [read_image(ImageRef(uri=u, identity=u), max_side=512, s3=s3) for u in uris]
+
+    outputs = load([r["output_uri"] for r in done])
+    side = max(max(o.shape[-2:]) for o in outputs)  # everything at the outputs' scale
+    art = features(stylizer, load(paintings), side)
+    out = features(stylizer, outputs, side)
+    original = features(stylizer, load(contents), side)
+    return {
+        "feature_side": side,
+        "mmd2_outputs_to_paintings": mmd2(out, art),
+        "mmd2_contents_to_paintings": mmd2(original, art),
+        "outputs": len(done),
+        "contents": len(contents),
+        "paintings": len(paintings),
+    }
+
+
+def _figures_html(figures: dict[str, Any] | None) -> list[str]:
+    if not figures:
+        return []
+    if "note" in figures:
+        return [f"<h2>Distance to the art domain</h2><p>{html.escape(figures['note'])}</p>"]
+    return [
+        "<h2>Distance to the art domain</h2>",
+        "<p>Squared MMD between VGG-19 style statistics and the job's paintings (lower is "
+        f"closer), on {figures['outputs']} outputs, {figures['contents']} contents and "
+        f"{figures['paintings']} paintings:</p><ul>",
+        f"<li>stylized outputs: {figures['mmd2_outputs_to_paintings']:.4f}</li>",
+        f"<li>original contents: {figures['mmd2_contents_to_paintings']:.4f}</li></ul>",
+    ]
+
+
+def write_report(
+    job_uri: str, s3: S3Settings | None = None, limit: int = 24, mmd: bool | None = None
+) -> str:
+    """Write the report files; returns the report folder's URI. `mmd` (default: on for dataset
+    jobs) adds the domain figures."""
     output, job = split_job_uri(job_uri)
     store = ResultStore(output, job, s3)
     table = store.read()
@@ -157,7 +225,13 @@ def write_report(job_uri: str, s3: S3Settings | None = None, limit: int = 24) ->
     done = [r for r in rows if r["status"] == "done"][:limit]
     store.root.write_bytes("report/contact_sheet.png", _png(contact_sheet(done, s3)))
     store.root.write_bytes("report/losses.png", _png(loss_plot(done)))
-    store.root.write_bytes("report/index.html", summary_html(job, rows).encode())
+    manifest = store.read_manifest() or {}
+    if mmd is None:
+        mmd = bool((manifest.get("spec") or {}).get("dataset"))
+    figures = domain_figures(rows, s3) if mmd else None
+    if figures is not None:
+        store.root.write_bytes("report/domain.json", json.dumps(figures, indent=2).encode())
+    store.root.write_bytes("report/index.html", summary_html(job, rows, figures).encode())
     return store.root.uri_of("report")
 
 

@@ -64,6 +64,7 @@ RESULT_SCHEMA = pa.schema(
         ("nationality", pa.string()),
         ("painting", pa.string()),
         ("output_uri", pa.string()),
+        ("dataset_path", pa.string()),  # dataset mode: the file's path in the mirrored tree
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("iterations", pa.int32()),
@@ -90,6 +91,7 @@ RESULT_SCHEMA = pa.schema(
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 LOCK = "_LOCK"
+MAPPING = "mapping.parquet"
 # A lock whose holder has not refreshed it for this long is stale (the holder refreshes every 30 s).
 LOCK_STALE_SECONDS = 120
 
@@ -198,6 +200,29 @@ class ResultStore:
 
     def release_lock(self) -> None:
         self.root.delete(LOCK)
+
+    def write_mapping(self) -> str:
+        """Dataset mode: output file -> content, painting, artist, genre, losses (the labels)."""
+        table = self.read()
+        done = table.filter(pc.equal(table["status"], "done"))
+        columns = [
+            "dataset_path",
+            "content_id",
+            "content_uri",
+            "style_id",
+            "style_uri",
+            "artist",
+            "genre",
+            "nationality",
+            "painting",
+            "loss_content",
+            "loss_style",
+            "loss_total",
+            "pair_id",
+        ]
+        done = done.select(columns).sort_by("dataset_path")
+        self.root.write_bytes(MAPPING, _parquet_bytes(done))
+        return self.root.uri_of(MAPPING)
 
     # -- images, manifest, marker ------------------------------------------------------------
 

@@ -206,11 +206,20 @@ def _run(
     if on_start:
         on_start(summary)
     ctx = JobContext(
-        spec.name, run_id, spec.output, spec.preset, spec.params, spec.weights, spec.s3()
+        spec.name,
+        run_id,
+        spec.output,
+        spec.preset,
+        spec.params,
+        spec.weights,
+        spec.s3(),
+        spec.dataset,
     )
     if todo:
         _run_pairs(todo, ctx, options, store, summary, on_row)
     store.compact(run_id)
+    if spec.dataset is not None:
+        store.write_mapping()
     final = store.committed()
     summary.complete = all(
         p.pair_id in final and not needs_run(final[p.pair_id], False) for p in plan.pairs

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, images
+from . import __version__, dataset, images
 from .engine import StylizeError, Stylizer
 from .images import ImageError
 from .inputs import ImageRef, read_image
@@ -45,6 +45,7 @@ class JobContext:
     params: StyleParams
     weights: str = "caffe"
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
+    dataset: dataset.DatasetSpec | None = None
 
 
 class PairWorker:
@@ -67,7 +68,10 @@ class PairWorker:
     def _style(self, ref: ImageRef) -> torch.Tensor:
         """Decoded style images, kept for the next pairs of the same style."""
         if ref.uri not in self._styles:
-            side = max(16, round(self.ctx.params.size * self.ctx.params.style_scale))
+            size = self.ctx.params.size
+            if self.ctx.dataset is not None:  # `shorter` makes the long side up to ~2 N
+                size = max(size, 2 * self.ctx.dataset.size)
+            side = max(16, round(size * self.ctx.params.style_scale))
             self._styles[ref.uri] = read_image(
                 ref, max_side=side, s3=self.ctx.s3, max_pixels=self.max_pixels
             )
@@ -80,21 +84,26 @@ class PairWorker:
         started = time.time()
         row = self._base_row(pair, started)
         try:
-            content = read_image(
-                pair.content,
-                max_side=self.ctx.params.size,
-                s3=self.ctx.s3,
-                max_pixels=self.max_pixels,
-            )
-            style = self._style(pair.style)
-            result = self.stylizer.stylize(content, [style], params=self.ctx.params)
-            row["output_uri"] = self.store.write_image(pair.pair_id, images.png_bytes(result.image))
+            if self.ctx.dataset is None:
+                content = read_image(
+                    pair.content,
+                    max_side=self.ctx.params.size,
+                    s3=self.ctx.s3,
+                    max_pixels=self.max_pixels,
+                )
+                result = self.stylizer.stylize(
+                    content, [self._style(pair.style)], params=self.ctx.params
+                )
+                image = result.image
+                row["output_uri"] = self.store.write_image(pair.pair_id, images.png_bytes(image))
+            else:
+                result, image = self._dataset_pair(pair, row)
         except (ImageError, StylizeError, ValueError, *RETRIABLE) as exc:
             return self._failed(row, exc, isinstance(exc, RETRIABLE), started)
         except Exception as exc:  # a bug or an unexpected input: still a row, never a lost job
             log.exception("pair %s failed", pair.pair_id)
             return self._failed(row, exc, False, started)
-        h, w = result.image.shape[-2:]
+        h, w = image.shape[-2:]
         row.update(
             status="done",
             width=w,
@@ -116,6 +125,19 @@ class PairWorker:
             device=result.device,
         )
         return self._finish(row, started)
+
+    def _dataset_pair(self, pair: Pair, row: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+        """Dataset mode: size policy in, the mirrored file out (no images/<pair_id>.png)."""
+        spec = self.ctx.dataset
+        dest = dataset.dest_path(pair.content.identity, pair.style.identity, spec)
+        content = read_image(pair.content, s3=self.ctx.s3, max_pixels=self.max_pixels)
+        content, params, final = dataset.prepare(content, spec, self.ctx.params)
+        result = self.stylizer.stylize(content, [self._style(pair.style)], params=params)
+        image = dataset.finish(result.image, final)
+        key = f"dataset/{dest}"
+        self.store.root.write_bytes(key, dataset.encode(image, spec))
+        row.update(output_uri=self.store.root.uri_of(key), dataset_path=dest)
+        return result, image
 
     def _base_row(self, pair: Pair, started: float) -> dict[str, Any]:
         return base_row(

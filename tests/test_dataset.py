@@ -1,0 +1,172 @@
+"""Dataset mode: a mirrored, stylized tree, a mapping table, resume, and the MMD figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import torch
+from PIL import Image
+
+from pipeline import images
+from pipeline.dataset import DatasetSpec, UnsafePath, dest_path
+from pipeline.jobspec import SpecError, parse_spec
+from pipeline.plan import make_plan
+from pipeline.runner import RunOptions, run_plan
+
+from .conftest import SHARED_CSV, make_content, make_style
+
+PAINTINGS = SHARED_CSV.parent / "paintings"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """Contents in subfolders with mixed extensions and aspect ratios."""
+    root = tmp_path / "coco"
+    images.save_png(make_content(40, 56, seed=1), root / "train" / "0001.png")
+    (root / "train" / "sub").mkdir()
+    images.to_pil(make_content(48, 36, seed=2)).save(root / "train" / "sub" / "0002.jpg")
+    (root / "val").mkdir()
+    images.to_pil(make_content(44, 44, seed=3)).save(root / "val" / "0003.jpeg")
+    return root
+
+
+@pytest.fixture
+def styles(tmp_path) -> Path:
+    for i in range(3):
+        images.save_png(make_style(40, 40, seed=i), tmp_path / "styles" / f"paint{i}.png")
+    return tmp_path / "styles"
+
+
+def _spec(tree, styles, out, **dataset) -> dict:
+    return {
+        "name": "stylized",
+        "content": {"source": str(tree)},
+        "styles": {"source": str(styles)},
+        "params": {"schedule": [[32, 2]]},
+        "output": str(out),
+        "dataset": {"size": 32, **dataset},
+    }
+
+
+def test_mirrored_tree_with_two_styles_each_then_a_rerun_computes_nothing(tree, styles, tmp_path):
+    plan = make_plan(parse_spec(_spec(tree, styles, tmp_path / "out", styles_per_content=2)))
+    assert len(plan.pairs) == 6
+    summary = run_plan(plan, RunOptions(actors=1))
+    assert (summary.done, summary.failed, summary.complete) == (6, 0, True)
+
+    out = tmp_path / "out" / "stylized" / "dataset"
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    stems = {"train/0001", "train/sub/0002", "val/0003"}
+    assert len(files) == 6 and all(f.endswith(".jpg") for f in files)
+    for stem in stems:
+        mine = [f for f in files if f.startswith(stem + "__paint")]
+        assert len(mine) == 2, files
+    for f in files:
+        assert min(Image.open(out / f).size) == 32  # shorter side scaled to N
+
+    mapping = pd.read_parquet(tmp_path / "out" / "stylized" / "mapping.parquet")
+    assert sorted(mapping.dataset_path) == files
+    inputs = pd.DataFrame({"content_id": ["train/0001.png", "train/sub/0002.jpg", "val/0003.jpeg"]})
+    joined = inputs.merge(mapping, on="content_id")
+    assert len(joined) == 6 and joined.style_id.str.startswith("paint").all()
+    assert (joined.loss_total > 0).all()
+
+    again = run_plan(plan, RunOptions(actors=1))
+    assert (again.ran, again.skipped) == (0, 6)
+    assert not (tmp_path / "out" / "stylized" / "images").exists()  # only the mirrored tree
+
+
+def test_crop_png_and_keep_policies(tree, styles, tmp_path):
+    crop = make_plan(
+        parse_spec(_spec(tree, styles, tmp_path / "a", format="png", size_policy="crop"))
+    )
+    assert run_plan(crop, RunOptions(actors=1)).done == 3
+    out = tmp_path / "a" / "stylized" / "dataset"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == [
+        "train/0001.png",
+        "train/sub/0002.png",
+        "val/0003.png",
+    ]
+    assert all(Image.open(p).size == (32, 32) for p in out.rglob("*.png"))
+
+    keep = make_plan(
+        parse_spec(_spec(tree, styles, tmp_path / "b", size_policy="keep", quality=95))
+    )
+    assert run_plan(keep, RunOptions(actors=1)).done == 3
+    out = tmp_path / "b" / "stylized" / "dataset"
+    assert Image.open(out / "train" / "0001.jpg").size == (56, 40)  # the original size
+    assert Image.open(out / "train" / "sub" / "0002.jpg").size == (36, 48)
+
+
+def test_unsafe_relative_paths_are_refused():
+    spec = DatasetSpec(styles_per_content=2)
+    assert (
+        dest_path("coco-val2017:000000000139.jpg", "artworks:resized:claude monet:12", spec)
+        == "val2017/000000000139__claude_monet_12.jpg"
+    )
+    for bad in ("../x.jpg", "/etc/passwd", "a/../../b.jpg", "a\\b.jpg", "a//b.jpg"):
+        with pytest.raises(UnsafePath):
+            dest_path(bad, "s.png", spec)
+
+
+def test_dataset_spec_validation():
+    base = {"name": "d", "content": {"source": "demo"}, "styles": {"source": "demo"}}
+    for dataset, message in (
+        ({"format": "gif"}, "dataset.format"),
+        ({"size_policy": "fit"}, "dataset.size_policy"),
+        ({"quality": 101}, "dataset.quality"),
+        ({"styles_per_content": 0}, "dataset.styles_per_content"),
+        ({"colour": 1}, "dataset.colour"),
+    ):
+        with pytest.raises(SpecError, match=message):
+            parse_spec({**base, "dataset": dataset})
+    with pytest.raises(SpecError, match="pairing: not used in dataset mode"):
+        parse_spec({**base, "dataset": {}, "pairing": "cross"})
+
+
+@pytest.mark.skipif(not PAINTINGS.is_dir(), reason="needs shared/data/paintings")
+def test_report_mmd_of_outputs_is_lower_than_of_the_contents(tmp_path):
+    """A small real example: four photos stylized with the three public-domain paintings."""
+    import skimage.data
+
+    photos = tmp_path / "photos"
+    for name in ("chelsea", "astronaut", "coffee", "rocket"):
+        array = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255
+        images.save_png(array, photos / f"{name}.png")
+    spec = {
+        "name": "art",
+        "content": {"source": str(photos)},
+        "styles": {"source": str(PAINTINGS)},
+        "params": {"schedule": [[64, 40]]},
+        "output": str(tmp_path / "out"),
+        "dataset": {"size": 64, "styles_per_content": 2},
+    }
+    summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
+    assert summary.done == 8
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "report", str(tmp_path / "out" / "art")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "out" / "art" / "report" / "domain.json").read_text())
+    assert figures["outputs"] == 8 and figures["paintings"] == 3
+    assert figures["mmd2_outputs_to_paintings"] < figures["mmd2_contents_to_paintings"]
+    html = (tmp_path / "out" / "art" / "report" / "index.html").read_text()
+    assert "Distance to the art domain" in html
