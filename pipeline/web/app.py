@@ -7,10 +7,12 @@ pair ids must be rows of that job, and images are read from the URIs the job rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,10 +77,21 @@ def create_app(settings: Settings) -> FastAPI:
     from ..runner import ensure_ray
     from .studio import StudioActor
 
-    app = FastAPI(title="nst", description="Neural style transfer: stylize and browse results.")
     state: dict[str, Any] = {"tasks": {}, "actors": [], "tables": {}}
 
-    @app.on_event("startup")
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        start_actors()
+        yield
+        for actor in state["actors"]:
+            ray.kill(actor)
+
+    app = FastAPI(
+        title="nst",
+        description="Neural style transfer: stylize and browse results.",
+        lifespan=lifespan,
+    )
+
     def start_actors() -> None:
         ensure_ray(None)
         cpus = int(ray.cluster_resources().get("CPU", 1))

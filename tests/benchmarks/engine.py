@@ -1,0 +1,92 @@
+"""Engine benchmark: seconds per iteration and peak memory by size, optimizer and device, and the
+seconds per pair that each preset implies.
+
+Per-iteration cost is the slope between a short and a longer run of the same configuration, so
+network loading, Gram targets and image set-up are not counted in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from pipeline.demo import demo_image  # noqa: E402
+from pipeline.engine import Stylizer  # noqa: E402
+from pipeline.params import StyleParams  # noqa: E402
+from pipeline.presets import load_preset, preset_names  # noqa: E402
+
+
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark
+
+
+def seconds_per_iteration(
+    stylizer: Stylizer, size: int, optimizer: str, short: int, long: int
+) -> tuple[float, float]:
+    content, style = demo_image("astronaut"), demo_image("immunohistochemistry")  # square
+    times = []
+    if stylizer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for n in (short, long):
+        params = StyleParams(schedule=((size, n),), optimizer=optimizer)
+        if stylizer.device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        stylizer.stylize(content, [style], params=params)
+        if stylizer.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return (times[1] - times[0]) / (long - short), peak_mb(stylizer.device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="128,256,512,1024")
+    parser.add_argument("--optimizers", default="lbfgs,adam")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    stylizer = Stylizer(device=args.device)
+    gpu = stylizer.device.type == "cuda"
+    print(
+        f"machine: {machine()}; device {stylizer.device}; VGG-19 load {stylizer.load_seconds:.1f} s"
+    )
+    print("| size px | optimizer | s / iteration | peak memory MB |")
+    print("| --- | --- | --- | --- |")
+    per_iter: dict[tuple[int, str], float] = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        for optimizer in args.optimizers.split(","):
+            short, long = (5, 25) if gpu else ((2, 6) if size <= 512 else (1, 3))
+            stylizer.stylize(
+                demo_image("astronaut"),
+                [demo_image("grass")],
+                params=StyleParams(schedule=((size, 1),)),
+            )  # warm-up
+            s, mb = seconds_per_iteration(stylizer, size, optimizer, short, long)
+            per_iter[(size, optimizer)] = s
+            print(f"| {size} | {optimizer} | {s:.3f} | {mb:.0f} |", flush=True)
+    measured = sorted({s for s, _ in per_iter})
+    print()
+    print("| preset | schedule | s / pair (lbfgs, square content, from the rows above) |")
+    print("| --- | --- | --- |")
+    for name in preset_names():
+        params = load_preset(name)
+        total = 0.0
+        for size, iters in params.schedule:
+            # cost ~ pixels: scale the nearest measured size
+            ref = min(measured, key=lambda m: abs(m - size))
+            total += iters * per_iter[(ref, "lbfgs")] * (size / ref) ** 2
+        print(f"| {name} | {params.schedule} | {total:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
