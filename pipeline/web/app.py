@@ -159,6 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
         actor = next(state["next"])
         ref = actor.stylize.remote(task_id, content_bytes, style_bytes, params.to_dict(), None)
         state["tasks"][task_id] = Task(actor, ref, time.time())
+        _forget_old(state["tasks"])
         return {"task_id": task_id}
 
     async def _task(task_id: str) -> Task:
@@ -310,6 +311,22 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=502)
 
     return app
+
+
+KEEP_TASKS = 200  # finished results kept in memory for download; older ones are dropped
+
+
+def _forget_old(tasks: dict[str, Task]) -> None:
+    """A long-running server must not keep every result PNG: drop the oldest finished tasks."""
+    now = time.time()
+    finished = [
+        tid
+        for tid, t in tasks.items()
+        if t.result is not None or t.error is not None or now - t.created > 3600
+    ]
+    for tid in finished[: max(0, len(tasks) - KEEP_TASKS)]:
+        task = tasks.pop(tid)
+        task.actor.forget.remote(tid)
 
 
 async def _upload(file: UploadFile, what: str, settings: Settings) -> bytes:
