@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import unicodedata
 from pathlib import Path
@@ -13,6 +14,30 @@ from PIL import Image
 from pipeline import images
 from pipeline.engine import Stylizer
 from pipeline.params import StyleParams
+
+
+@contextlib.contextmanager
+def local_ray(**kwargs):
+    """A real local Ray for one test module: 2 CPUs, a small object store (notes/ray.md)."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=500 * 2**20,
+        log_to_driver=False,
+        **kwargs,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_module():
+    with local_ray():
+        yield
 
 
 @pytest.fixture(scope="session")

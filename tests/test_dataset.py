@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 import torch
 from PIL import Image
 
@@ -24,13 +23,7 @@ from .conftest import SHARED_CSV, make_content, make_style
 PAINTINGS = SHARED_CSV.parent / "paintings"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(
-        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
-    )
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_module")
 
 
 @pytest.fixture

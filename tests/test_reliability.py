@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import ray
 import yaml
 from PIL import Image
 
@@ -23,14 +22,7 @@ from pipeline.runner import RunOptions, run_plan
 
 from .conftest import make_content, make_style
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(
-        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
-    )
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_module")
 
 
 def _rgb(w: int = 40, h: int = 24) -> Image.Image:

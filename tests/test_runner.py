@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import ray
 import yaml
 
 from pipeline import images
@@ -22,21 +21,14 @@ from pipeline.plan import make_plan
 from pipeline.results import RESULT_SCHEMA, ResultStore
 from pipeline.runner import RunOptions, run_plan
 
-from .conftest import make_content, make_style
+from .conftest import local_ray, make_content, make_style
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def ray_with_a_fake_gpu():
     # One fake GPU: GPU actors must schedule, and fall back to the CPU inside.
-    ray.init(
-        num_cpus=2,
-        num_gpus=1,
-        include_dashboard=False,
-        object_store_memory=500 * 2**20,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
+    with local_ray(num_gpus=1):
+        yield
 
 
 @pytest.fixture

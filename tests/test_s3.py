@@ -18,7 +18,6 @@ import moto.settings
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import ray
 import yaml
 from moto.server import ThreadedMotoServer
 
@@ -29,7 +28,7 @@ from pipeline.results import image_key
 from pipeline.runner import RunOptions, run_plan
 from pipeline.storage import S3Settings, Storage, StorageError
 
-from .conftest import SHARED_CSV, make_content, make_style
+from .conftest import SHARED_CSV, local_ray, make_content, make_style
 
 BUCKET = "nst-test"
 
@@ -87,12 +86,9 @@ def s3():
     saved_env = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     # Workers of this Ray inherit the environment: the same settings reach every actor.
-    ray.init(
-        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
-    )
     client = boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1")
-    yield endpoint, client, env
-    ray.shutdown()
+    with local_ray():
+        yield endpoint, client, env
     moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = saved_auth
     for k, v in saved_env.items():
         if v is None:

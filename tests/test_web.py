@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import requests
 import torch
 import uvicorn
@@ -25,7 +24,7 @@ from pipeline.plan import make_plan
 from pipeline.runner import RunOptions, run_plan
 from pipeline.web.app import Settings, create_app
 
-from .conftest import make_content, make_style
+from .conftest import local_ray, make_content, make_style
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = Path(os.environ.get("NST_SCREENSHOTS", "/tmp/nst-screenshots"))
@@ -49,9 +48,6 @@ def finished_job(tmp_path_factory) -> Path:
     for i in range(2):
         images.save_png(make_style(40, 40, seed=i), root / "s" / f"s{i}.png")
     (root / "c" / "broken.png").write_bytes(b"not a png")
-    ray.init(
-        num_cpus=2, include_dashboard=False, object_store_memory=500 * 2**20, log_to_driver=False
-    )
     spec = {
         "name": "gallery",
         "content": {"source": str(root / "c")},
@@ -59,9 +55,9 @@ def finished_job(tmp_path_factory) -> Path:
         "params": {"schedule": [[32, 3]]},
         "output": str(root / "runs"),
     }
-    run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
-    yield root / "runs"
-    ray.shutdown()
+    with local_ray():
+        run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
+        yield root / "runs"
 
 
 @pytest.fixture(scope="module")
