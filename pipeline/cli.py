@@ -19,12 +19,12 @@ from .presets import DEFAULT_PRESET, load_preset, preset_names
 _SPECIAL = {"schedule", "trace_every"}
 
 
-def _param_options(parser: argparse.ArgumentParser, preset: str = DEFAULT_PRESET) -> None:
+def _param_options(parser: argparse.ArgumentParser) -> None:
     """One option per `StyleParams` field, derived from the dataclass (defaults, choices, help)."""
     group = parser.add_argument_group("style parameters (override the preset)")
     group.add_argument(
         "--preset",
-        default=preset,
+        default=DEFAULT_PRESET,
         help=f"preset name or YAML path; known: {', '.join(preset_names())} (default: %(default)s)",
     )
     group.add_argument("--size", type=int, help="output long side in px (scales the schedule)")
@@ -153,25 +153,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     record = result_record(result, content=args.content, styles=args.styles, style_blend=blend)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out} ({result.seconds:.1f}s, {result.iterations} iterations on {result.device})")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DEMO_CONTENTS, DEMO_STYLES, demo_image
-    from .engine import Stylizer
-
-    params = _resolve_params(args)
-    stylizer = Stylizer(weights=args.weights, device=args.device)
-    out = Path(args.output)
-    for c in DEMO_CONTENTS:
-        for s in DEMO_STYLES:
-            path = out / f"{c}__{s}.png"
-            result = _stylize_one(
-                stylizer, demo_image(c), [demo_image(s)], params, path, f"{c} x {s}"
-            )
-            record = result_record(result, content=f"skimage:{c}", styles=[f"skimage:{s}"])
-            path.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    print(f"wrote {len(DEMO_CONTENTS) * len(DEMO_STYLES)} results to {out}/")
     return 0
 
 
@@ -512,11 +493,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, help="folder to unzip into")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("demo", help="stylize the bundled demo pairs (no network, no credentials)")
-    p.add_argument("-o", "--output", default="runs/demo", help="output folder (default: runs/demo)")
-    _param_options(p, preset="preview")
-    _engine_options(p)
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
