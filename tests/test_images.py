@@ -114,3 +114,16 @@ def test_missing_tiny_and_bomb(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ImageError, match="decompression bomb"):
         images.load(_save(_rgb(), tmp_path / "bomb.png", "PNG"))
+
+
+def test_unreadable_file_names_the_reason(tmp_path, monkeypatch):
+    # Tests run as root in CI, where chmod 000 does not stop a read: raise the OS's own error.
+    path = tmp_path / "locked.png"
+    _save(_rgb(), path, "PNG")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageError, match="locked.png: permission denied"):
+        images.load(path)
