@@ -101,15 +101,7 @@ def result_record(result: Any, **provenance: Any) -> dict[str, Any]:
         "device": result.device,
         "weights": result.weights,
         "params": result.params,
-        "trace": [
-            {
-                "level": t.level,
-                "iteration": t.iteration,
-                "size": t.size,
-                **dataclasses.asdict(t.losses),
-            }
-            for t in result.trace
-        ],
+        "trace": result.trace_records(),
         "code_version": __version__,
         **provenance,
     }

@@ -69,6 +69,13 @@ class StylizeResult:
     weights: str
     params: dict[str, Any]
 
+    def trace_records(self) -> list[dict[str, Any]]:
+        """The loss trace as plain rows (the Parquet `trace` column, the CLI's JSON)."""
+        return [
+            {"level": t.level, "iteration": t.iteration, "size": t.size, **vars(t.losses)}
+            for t in self.trace
+        ]
+
 
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":

@@ -119,10 +119,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.permute(1, 2, 0).numpy(), "RGB")
 
 
-def png_bytes(image: torch.Tensor) -> bytes:
+def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    to_pil(image).save(buffer, "PNG")
+    image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    return encode_png(to_pil(image))
 
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:

@@ -4,7 +4,6 @@ a loss-curve plot and an HTML summary, written to `<output>/<job>/report/`."""
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 from collections import Counter
@@ -223,8 +222,8 @@ def write_report(
         raise StorageError(f"{store.uri}: no results to report on")
     rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
     done = [r for r in rows if r["status"] == "done"][:limit]
-    store.root.write_bytes("report/contact_sheet.png", _png(contact_sheet(done, s3)))
-    store.root.write_bytes("report/losses.png", _png(loss_plot(done)))
+    store.root.write_bytes("report/contact_sheet.png", images.encode_png(contact_sheet(done, s3)))
+    store.root.write_bytes("report/losses.png", images.encode_png(loss_plot(done)))
     manifest = store.read_manifest() or {}
     if mmd is None:
         mmd = bool((manifest.get("spec") or {}).get("dataset"))
@@ -233,9 +232,3 @@ def write_report(
         store.root.write_bytes("report/domain.json", json.dumps(figures, indent=2).encode())
     store.root.write_bytes("report/index.html", summary_html(job, rows, figures).encode())
     return store.root.uri_of("report")
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()

@@ -88,9 +88,6 @@ class PairActor:
     def run(self, pair: Pair) -> dict[str, Any]:
         return self.worker.run(pair)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def ensure_ray(address: str | None) -> None:
     import ray

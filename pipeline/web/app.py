@@ -229,7 +229,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/catalog/image")
     def catalog_image(id: str) -> Response:
         return Response(
-            _png(thumbnail_bytes(_painting_bytes(settings, id))), media_type="image/png"
+            images.encode_png(thumbnail_of(_painting_bytes(settings, id))), media_type="image/png"
         )
 
     # -- jobs -------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, "no image")
         side = max(32, min(side, 1024))
         image = await asyncio.to_thread(thumbnail, row[uri_column[which]], settings.s3, side)
-        return Response(_png(image), media_type="image/png")
+        return Response(images.encode_png(image), media_type="image/png")
 
     @app.exception_handler(StorageError)
     async def storage_error(_request: Any, exc: StorageError) -> JSONResponse:
@@ -380,15 +380,8 @@ def _painting_bytes(settings: Settings, identity: str) -> bytes:
     raise HTTPException(404, f"no painting {identity!r} in the catalogue")
 
 
-def thumbnail_bytes(data: bytes, side: int = 160) -> Image.Image:
-    image = images.to_pil(images.decode(data, max_side=side))
-    return image
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+def thumbnail_of(data: bytes, side: int = 160) -> Image.Image:
+    return images.to_pil(images.decode(data, max_side=side))
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ class StudioActor:
                 image = progress.image[0].detach().cpu()
                 small = images.to_pil(image)
                 small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-                state["preview"] = _png(small)
+                state["preview"] = images.encode_png(small)
 
         result = self.stylizer.stylize(c, s, params=p, style_blend=blend, callback=report)
         self.state[task_id]["status"] = "done"
@@ -88,11 +88,3 @@ class StudioActor:
     @ray.method(concurrency_group="control")
     def forget(self, task_id: str) -> None:
         self.state.pop(task_id, None)
-
-
-def _png(image: Any) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
