@@ -99,10 +99,10 @@ class PairWorker:
             else:
                 result, image = self._dataset_pair(pair, row)
         except (ImageError, StylizeError, ValueError, *RETRIABLE) as exc:
-            return self._failed(row, exc, isinstance(exc, RETRIABLE), started)
+            return fail_row(row, exc, isinstance(exc, RETRIABLE), started)
         except Exception as exc:  # a bug or an unexpected input: still a row, never a lost job
             log.exception("pair %s failed", pair.pair_id)
-            return self._failed(row, exc, False, started)
+            return fail_row(row, exc, False, started)
         h, w = image.shape[-2:]
         row.update(
             status="done",
@@ -113,18 +113,12 @@ class PairWorker:
             loss_style=result.losses.style,
             loss_tv=result.losses.tv,
             loss_total=result.losses.total,
-            trace=[
-                {
-                    "level": t.level,
-                    "iteration": t.iteration,
-                    "size": t.size,
-                    **dataclasses.asdict(t.losses),
-                }
-                for t in result.trace
-            ],
+            trace=result.trace_records(),
             device=result.device,
+            # What actually ran: dataset mode resizes the schedule per pair.
+            params=json.dumps(result.params, sort_keys=True),
         )
-        return self._finish(row, started)
+        return finish_row(row, started)
 
     def _dataset_pair(self, pair: Pair, row: dict[str, Any]) -> tuple[Any, torch.Tensor]:
         """Dataset mode: size policy in, the mirrored file out (no images/<pair_id>.png)."""
@@ -149,14 +143,6 @@ class PairWorker:
             actor_id=self.actor_id,
             hostname=self.hostname,
         )
-
-    def _failed(
-        self, row: dict[str, Any], exc: BaseException, retriable: bool, started: float
-    ) -> dict[str, Any]:
-        return fail_row(row, exc, retriable, started)
-
-    def _finish(self, row: dict[str, Any], started: float) -> dict[str, Any]:
-        return finish_row(row, started)
 
 
 def base_row(pair: Pair, ctx: JobContext, started: float, **extra: Any) -> dict[str, Any]:

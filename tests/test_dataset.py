@@ -78,6 +78,9 @@ def test_mirrored_tree_with_two_styles_each_then_a_rerun_computes_nothing(tree, 
     joined = inputs.merge(mapping, on="content_id")
     assert len(joined) == 6 and joined.style_id.str.startswith("paint").all()
     assert (joined.loss_total > 0).all()
+    results = pd.read_parquet(tmp_path / "out" / "stylized" / "results")
+    ran = results[results.content_id == "train/0001.png"].params.map(json.loads)
+    assert all(p["schedule"] == [[45, 2]] for p in ran)  # 40x56 with its shorter side at 32
 
     again = run_plan(plan, RunOptions(actors=1))
     assert (again.ran, again.skipped) == (0, 6)
