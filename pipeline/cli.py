@@ -391,7 +391,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "stylize",
         help="stylize one content image with one or more styles",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("content", help="content image")
     p.add_argument("styles", nargs="+", metavar="style", help="style image(s)")

@@ -7,6 +7,8 @@ one `Stylizer` and call it pair after pair.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -19,7 +21,7 @@ import torch
 
 from . import color, losses
 from .params import MIN_SIDE, ParamError, StyleParams
-from .vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_state, weights_file
+from .vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, file_sha256, load_state, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,31 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX on Linux. oneDNN emulates bf16 on older AVX-512 CPUs, more slowly than
+    fp32, so "supported" is not enough."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """Resolve "auto" to what this device runs fastest without losing the result."""
+    if precision == "bf16" and device.type == "mps":
+        raise ParamError("precision", "bf16 is not supported on mps; use fp32")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if _cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
 def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
     """(H, W) scaled so that max(H, W) == long_side; refuses sides VGG's poolings cannot take."""
     h, w = int(shape[-2]), int(shape[-1])
@@ -113,7 +140,7 @@ class Stylizer:
         state, convention = load_state(weights)
         taps = tuple(dict.fromkeys(STYLE_LAYERS + CONTENT_LAYERS))
         self.net = VGGFeatures(state, convention, taps).to(self.device)
-        self.weights_sha256 = hashlib.sha256(weights_file(weights).read_bytes()).hexdigest()
+        self.weights_sha256 = file_sha256(weights_file(weights))
         self.load_seconds = time.perf_counter() - started
         log.info("VGG-19 (%s) on %s in %.1fs", weights, self.device, self.load_seconds)
         # Gram targets by (style digest, size, pooling): every content of a job reuses its style's.
@@ -123,15 +150,28 @@ class Stylizer:
 
     # -- targets -------------------------------------------------------------------------------
 
-    def style_grams(self, style: torch.Tensor, size: tuple[int, int], pooling: str) -> Grams:
+    def features(
+        self, x: torch.Tensor, pooling: str, precision: str = "fp32"
+    ) -> dict[str, torch.Tensor]:
+        """VGG taps of `x`, always float32; with "bf16" the network itself runs in bfloat16
+        (autocast), so Gram matrices and losses computed from the taps stay in float32."""
+        bf16 = precision == "bf16"
+        ctx = torch.autocast(self.device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            feats = self.net(x, pooling=pooling)
+        return {k: v.float() for k, v in feats.items()} if bf16 else feats
+
+    def style_grams(
+        self, style: torch.Tensor, size: tuple[int, int], pooling: str, precision: str = "fp32"
+    ) -> Grams:
         """Gram targets of one style image (1, 3, H, W) at `size`, cached across pairs."""
-        key = (_digest(style), size, pooling)
+        key = (_digest(style), size, pooling, precision)
         if key in self._targets:
             self._targets.move_to_end(key)
             self.target_hits += 1
             return self._targets[key]
         with torch.no_grad():
-            feats = self.net(losses.resize(style.to(self.device), size), pooling=pooling)
+            feats = self.features(losses.resize(style.to(self.device), size), pooling, precision)
             grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
         self._targets[key] = grams
         if len(self._targets) > self._target_cache:
@@ -145,6 +185,7 @@ class Stylizer:
         blend: Sequence[float],
         size: int,
         params: StyleParams,
+        precision: str,
     ) -> tuple[torch.Tensor, torch.Tensor, Grams]:
         """Content at this level, its relu4_2 target, and the blended Gram targets."""
         c = losses.resize(content, fit(content.shape, size, "content"))
@@ -157,10 +198,10 @@ class Stylizer:
                 s = color.match_color(s, c)
             elif params.color == "luminance":
                 s = color.luminance(s)
-            grams.append(self.style_grams(s, s_size, params.pooling))
+            grams.append(self.style_grams(s, s_size, params.pooling, precision))
         seen = color.luminance(c) if params.color == "luminance" else c
         with torch.no_grad():
-            target = self.net(seen, pooling=params.pooling)[CONTENT_LAYERS[0]]
+            target = self.features(seen, params.pooling, precision)[CONTENT_LAYERS[0]]
         return c, target, losses.blend_grams(grams, blend)
 
     def distances(
@@ -172,7 +213,7 @@ class Stylizer:
         pooling: str = "max",
     ) -> tuple[float, float]:
         """Unweighted (content, style) distances of `image` at its own size, by the losses that
-        the optimization uses: one yardstick for our outputs and any other tool's."""
+        the optimization uses, in float32: one yardstick for our outputs and any other tool's."""
         x = self._batch(image)
         size = tuple(x.shape[-2:])
         blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
@@ -203,6 +244,8 @@ class Stylizer:
     ) -> StylizeResult:
         """Stylize `content` (3, H, W) with one or more `styles`, blended by `style_blend`."""
         params = params or StyleParams()
+        precision = pick_precision(params.precision, self.device)
+        params = params.replace(precision=precision)  # the result records what ran
         if not styles:
             raise ParamError("styles", "at least one style image is needed")
         blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
@@ -220,7 +263,9 @@ class Stylizer:
         trace: list[TracePoint] = []
         done = 0
         for level, (size, iterations) in enumerate(params.schedule):
-            c, content_target, grams = self._level_targets(content, styles, blend, size, params)
+            c, content_target, grams = self._level_targets(
+                content, styles, blend, size, params, precision
+            )
             if x is None:
                 x = self._init(c, params, gen, init_image)
             else:
@@ -268,7 +313,7 @@ class Stylizer:
     def _losses(
         self, x: torch.Tensor, content_target: torch.Tensor, grams: Grams, params: StyleParams
     ) -> tuple[torch.Tensor, ...]:
-        feats = self.net(x, pooling=params.pooling)
+        feats = self.features(x, params.pooling, params.precision)
         lc = params.content_weight * losses.content_loss(feats[CONTENT_LAYERS[0]], content_target)
         g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
         ls = params.style_weight * losses.style_loss(g, grams)
