@@ -40,6 +40,14 @@ def ray_module():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache(tmp_path_factory):
+    """Dequantized weights cached per test session (not in ~/.cache); Ray workers inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NST_CACHE_DIR", str(tmp_path_factory.mktemp("nst-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def stylizer() -> Stylizer:
     return Stylizer(weights="caffe", device="cpu")

