@@ -161,6 +161,9 @@ def _load_plan(args: argparse.Namespace) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import pick_precision
     from .estimate import (
         FLOP_PER_PIXEL_ITERATION,
         GPU_FLOPS_ASSUMED,
@@ -190,7 +193,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     per_pair = pixel_iterations(effective_params(spec.params, spec.dataset))
     flop = per_pair * FLOP_PER_PIXEL_ITERATION * len(plan.pairs)
-    cpu = measure_cpu_flops()
+    precision = pick_precision(spec.params.precision, torch.device("cpu"))
+    cpu = measure_cpu_flops(precision=precision)
     print(
         f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
         f"{flop / 1e12:.1f} TFLOP in all"
@@ -198,7 +202,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     gpus = args.gpus
     print(
         f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
-        f"measured), {_duration(flop / GPU_FLOPS_ASSUMED / gpus)} on {gpus} H100 GPU(s) "
+        f"measured in {precision}), "
+        f"{_duration(flop / GPU_FLOPS_ASSUMED / gpus)} on {gpus} H100 GPU(s) "
         f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective each)"
     )
     print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")
@@ -411,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", help="job spec (YAML)")
     p.add_argument("--output", help="override the spec's output (folder or s3://bucket/prefix)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--actors", type=int, help="number of actors (default: one per GPU, or CPU/4)")
+    p.add_argument("--actors", type=int, help="number of actors (default: one per GPU, or CPU/2)")
     p.add_argument(
         "--gpus-per-actor",
         type=float,

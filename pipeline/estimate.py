@@ -32,15 +32,16 @@ def pixel_iterations(params: StyleParams) -> float:
     return sum(size * size * ASPECT * iters for size, iters in params.schedule)
 
 
-def measure_cpu_flops(seconds: float = 1.0) -> float:
+def measure_cpu_flops(seconds: float = 1.0, precision: str = "fp32") -> float:
     """FLOP/s of this machine on the real workload: a random-weight VGG-19 forward+backward at
-    96 px (no weights to load), timed for about `seconds`."""
+    96 px (no weights to load), in `precision` ("fp32" or "bf16"), timed for about `seconds`."""
     net = _random_vgg()
     x = torch.rand(1, 3, 96, 96, requires_grad=True)
     runs, started = 0, time.perf_counter()
     while runs < 2 or time.perf_counter() - started < seconds:
-        out = net(x)
-        sum(v.square().mean() for v in out.values()).backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            out = net(x)
+        sum(v.float().square().mean() for v in out.values()).backward()
         runs += 1
     elapsed = time.perf_counter() - started
     return runs * 96 * 96 * FLOP_PER_PIXEL_ITERATION / elapsed

@@ -114,7 +114,11 @@ def start_actors(ctx: JobContext, options: RunOptions) -> list[Any]:
     elif per_actor > 0:
         count = max(1, int(gpus // per_actor))  # one per GPU (or per GPU fraction)
     else:
-        count = max(1, cpus // 4)  # CPU: torch uses several threads per actor; 4 cores each
+        # CPU: one actor per 2 cores, at least 2. Measured on 2 cores (tests/benchmarks/
+        # RESULTS.md): 2 actors x 1 thread ran a 16-pair job 1.22x faster than 1 x 2 threads
+        # (torch's second thread adds ~80 %; the rest is probably one actor's decoding, encoding
+        # and Python overlapping the other's compute). An actor holds ~1-2 GB: not one per core.
+        count = max(min(2, cpus), cpus // 2)
     threads = max(1, cpus // count)
     remote = ray.remote(PairActor).options(
         # num_cpus=0: actors must not hold CPU slots, or small machines deadlock (notes/ray.md);

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 import yaml
 
+from pipeline.engine import pick_precision
 from pipeline.jobspec import SpecError, load_spec, parse_spec
 from pipeline.plan import make_plan
 
@@ -113,6 +115,8 @@ def test_cli_plan_prints_breakdown_and_estimate_and_writes_nothing(artworks, pho
     assert "contents 3  styles 4  pairs 12" in proc.stdout
     assert "6  Albrecht Dürer" in proc.stdout
     assert "on this machine's CPU" in proc.stdout and "on 1 H100 GPU(s)" in proc.stdout
+    expected = pick_precision("auto", torch.device("cpu"))  # the spec leaves precision to auto
+    assert f"GFLOP/s measured in {expected})" in proc.stdout
     assert not (tmp_path / "out").exists()
 
 
