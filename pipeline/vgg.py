@@ -206,6 +206,7 @@ def _write_cached(path: Path, state: dict[str, torch.Tensor]) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
+        os.chmod(tmp, 0o644)  # public weights: readable by other users (a container's runtime uid)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # read-only, full disk
         log.warning("cannot cache dequantized weights in %s (%s)", path.parent, exc)

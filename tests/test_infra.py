@@ -71,5 +71,6 @@ def test_dockerfile_installs_the_project_and_its_weights():
     text = (INFRA / "Dockerfile").read_text()
     assert "FROM rayproject/ray:2.60.0" in text
     assert "pip install --no-cache-dir -e ." in text and "load_caffe_state" in text
+    assert "ENV NST_CACHE_DIR=" in text  # the dequantized weights are baked into the image
     for path in ("pipeline", "configs", "jobs", "pyproject.toml"):
         assert f"COPY {path}" in text
