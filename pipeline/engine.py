@@ -143,7 +143,8 @@ class Stylizer:
         self.weights_sha256 = file_sha256(weights_file(weights))
         self.load_seconds = time.perf_counter() - started
         log.info("VGG-19 (%s) on %s in %.1fs", weights, self.device, self.load_seconds)
-        # Gram targets by (style digest, size, pooling): every content of a job reuses its style's.
+        # Gram targets by (style digest, size, pooling, precision): every content of a job reuses
+        # its style's.
         self._targets: OrderedDict[tuple, Grams] = OrderedDict()
         self._target_cache = target_cache
         self.target_hits = 0
