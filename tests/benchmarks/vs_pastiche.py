@@ -121,7 +121,7 @@ def main() -> None:
         (tmp / "job.yaml").write_text(json.dumps({**spec, "output": str(out)}))  # YAML ⊃ JSON
         started = time.perf_counter()
         subprocess.run([nst, "run", str(tmp / "job.yaml"), "--actors", actors], check=True)
-        threads = 2 // int(actors)
+        threads = max(1, (os.cpu_count() or 1) // int(actors))  # as the runner splits them
         timings[f"nst run, {actors} actor(s) x {threads} thread(s)"] = (
             f"nst-{actors}",
             time.perf_counter() - started,
