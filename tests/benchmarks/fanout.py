@@ -79,13 +79,13 @@ def main() -> None:
     summary = run_plan(plan, options)
     ray_run = time.perf_counter() - started
     assert summary.done == n
-    loop_after, _ = plain_loop(str(tmp / "loop2"))
-    loop = (loop_before + loop_after) / 2
     busy = None
-    if sampler is not None:
+    if sampler is not None:  # stopped before the second loop: it measures the Ray run only
         sampler.terminate()
         samples = [float(v) for v in sampler.communicate()[0].split() if v.strip()]
         busy = sum(samples) / max(1, len(samples))
+    loop_after, _ = plain_loop(str(tmp / "loop2"))
+    loop = (loop_before + loop_after) / 2
     print(f"machine: {machine()}")
     print(
         f"{n} pairs, {args.size} px x {args.iterations} L-BFGS iterations, "
