@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -20,12 +21,18 @@ from typing import Any
 import torch
 
 from . import color, losses
+from .lbfgs import BatchedLBFGS
 from .params import MIN_SIDE, ParamError, StyleParams
 from .vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, file_sha256, load_state, weights_file
 
 log = logging.getLogger(__name__)
 
 Grams = dict[str, torch.Tensor]
+
+
+# Iterations run eagerly on a side stream before a CUDA graph captures one (PyTorch's recipe:
+# lazy initializations and autotuning happen outside the capture).
+_GRAPH_WARMUP = 3
 
 
 class StylizeError(RuntimeError):
@@ -70,6 +77,7 @@ class StylizeResult:
     device: str
     weights: str
     params: dict[str, Any]
+    batch: int = 1  # pairs optimized together; `seconds` is this pair's share of their time
 
     def trace_records(self) -> list[dict[str, Any]]:
         """The loss trace as plain rows (the Parquet `trace` column, the CLI's JSON)."""
@@ -113,6 +121,23 @@ def pick_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def default_batch(device_type: str, size: int) -> int:
+    """Pairs to optimize together by default, by device and output long side (px).
+
+    CPU: 1; stacking pairs gained nothing on 2 cores (0.131 vs 0.140 s per image-iteration at
+    128 px, 0.590 vs 0.529 at 256). GPU: enough pairs to keep the card busy, from the GPU check
+    (tests/benchmarks/RESULTS.md)."""
+    if device_type != "cuda":
+        return 1
+    # H200, 256 px x 200 iterations (RESULTS.md): 2.5 images/s alone, 3.9 at 8, 4.8 at 16, 5.4
+    # at 32 (11 GB). 512 px batches were not measured: 4 keeps them near 12 GB.
+    if size <= 256:
+        return 32
+    if size <= 512:
+        return 4
+    return 1
+
+
 def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
     """(H, W) scaled so that max(H, W) == long_side; refuses sides VGG's poolings cannot take."""
     h, w = int(shape[-2]), int(shape[-1])
@@ -127,24 +152,82 @@ def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
 
 
 def _digest(image: torch.Tensor) -> str:
+    """Identity of a style image for the Gram-target cache: hashed on the host, before the image
+    moves to the device, so that no lookup waits for the GPU."""
     return hashlib.sha1(image.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-class Stylizer:
-    """Holds a frozen VGG-19 on a device and stylizes pair after pair without reloading."""
+def _loss_terms(
+    feats: dict[str, torch.Tensor],
+    content_target: torch.Tensor,
+    grams: Grams,
+    content_weight: float,
+    style_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted content and style losses per pair, (B,) each: the part `compile=True` compiles."""
+    lc = content_weight * losses.content_loss(feats[CONTENT_LAYERS[0]], content_target)
+    g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
+    return lc, style_weight * losses.style_loss(g, grams)
 
-    def __init__(self, weights: str = "caffe", device: str = "auto", target_cache: int = 32):
+
+@dataclass
+class _Batch:
+    """One level's targets for B pairs of the same working size."""
+
+    contents: torch.Tensor  # (B, 3, h, w) at this level
+    content_target: torch.Tensor  # (B, C, h', w') relu4_2
+    grams: Grams  # name -> (B, C, C)
+
+
+class Stylizer:
+    """Holds a frozen VGG-19 on a device and stylizes pair after pair without reloading.
+
+    Speed levers that leave the result within a stated tolerance (tests/test_engine.py, and
+    tests/benchmarks/gpu_check.py on a GPU): `channels_last` memory format for the network,
+    `cudnn_benchmark` (cuDNN picks its fastest convolution per shape), `compile` (torch.compile of
+    the Gram and loss computation), `cuda_graphs` (each L-BFGS iteration replayed as one CUDA
+    graph). `None` takes the default for the device: what the GPU check measured to pay
+    (tests/benchmarks/RESULTS.md).
+    """
+
+    def __init__(
+        self,
+        weights: str = "caffe",
+        device: str = "auto",
+        target_cache: int = 32,
+        *,
+        channels_last: bool | None = None,
+        cudnn_benchmark: bool | None = None,
+        compile: bool | None = None,
+        cuda_graphs: bool | None = None,
+    ):
         self.device = pick_device(device)
         self.weights = weights
+        cuda = self.device.type == "cuda"
+        # Defaults from the GPU check on an H200 (tests/benchmarks/RESULTS.md), ms per 512 px
+        # iteration of one pair against the plain fp32 path's 7.4-10.5: CUDA graphs 5.3-5.6 (and
+        # 7.7 -> 1.9-2.0 at 256 px), channels_last 5.8-8.8 (kept: cuDNN's bf16 kernels want
+        # NHWC), all defaults together 4.1-4.3. torch.compile of the losses: 6.8, within the
+        # runs' spread, for a 15 s compile per shape: off. On the CPU channels_last was noise.
+        self.channels_last = cuda if channels_last is None else channels_last
+        self.compile = False if compile is None else compile
+        self.cuda_graphs = cuda and (True if cuda_graphs is None else cuda_graphs)
+        # Off by default: on an H200 it won nothing measurable over cuDNN's heuristics (512 px,
+        # one pair: 8.85 vs 7.37 ms per iteration in one run, 7.01 vs 10.50 in another).
+        if cuda and cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True  # process-wide; shapes repeat every iteration
         started = time.perf_counter()
         state, convention = load_state(weights)
         taps = tuple(dict.fromkeys(STYLE_LAYERS + CONTENT_LAYERS))
         self.net = VGGFeatures(state, convention, taps).to(self.device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._terms = torch.compile(_loss_terms, dynamic=False) if self.compile else _loss_terms
         self.weights_sha256 = file_sha256(weights_file(weights))
         self.load_seconds = time.perf_counter() - started
         log.info("VGG-19 (%s) on %s in %.1fs", weights, self.device, self.load_seconds)
-        # Gram targets by (style digest, size, pooling, precision): every content of a job reuses
-        # its style's.
+        # Gram targets by (style digest, size, pooling, precision, colour): every content of a
+        # job reuses its style's.
         self._targets: OrderedDict[tuple, Grams] = OrderedDict()
         self._target_cache = target_cache
         self.target_hits = 0
@@ -156,54 +239,95 @@ class Stylizer:
     ) -> dict[str, torch.Tensor]:
         """VGG taps of `x`, always float32; with "bf16" the network itself runs in bfloat16
         (autocast), so Gram matrices and losses computed from the taps stay in float32."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         bf16 = precision == "bf16"
-        ctx = torch.autocast(self.device.type, torch.bfloat16) if bf16 else contextlib.nullcontext()
+        ctx = (
+            # No cast cache under graph capture: a cached cast would outlive its graph.
+            torch.autocast(self.device.type, torch.bfloat16, cache_enabled=not self.cuda_graphs)
+            if bf16
+            else contextlib.nullcontext()
+        )
         with ctx:
             feats = self.net(x, pooling=pooling)
         return {k: v.float() for k, v in feats.items()} if bf16 else feats
 
     def style_grams(
-        self, style: torch.Tensor, size: tuple[int, int], pooling: str, precision: str = "fp32"
+        self,
+        style: torch.Tensor,
+        size: tuple[int, int],
+        pooling: str,
+        precision: str = "fp32",
+        key: tuple | None = None,
     ) -> Grams:
-        """Gram targets of one style image (1, 3, H, W) at `size`, cached across pairs."""
-        key = (_digest(style), size, pooling, precision)
-        if key in self._targets:
-            self._targets.move_to_end(key)
-            self.target_hits += 1
-            return self._targets[key]
+        """Gram targets (1, C, C) of one style image (1, 3, H, W) at `size`, cached across pairs
+        under `key` (what determines the image: its digest, its recolouring); None: not cached."""
+        if key is not None:
+            key = (*key, size, pooling, precision)
+            if key in self._targets:
+                self._targets.move_to_end(key)
+                self.target_hits += 1
+                return self._targets[key]
         with torch.no_grad():
             feats = self.features(losses.resize(style.to(self.device), size), pooling, precision)
             grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
-        self._targets[key] = grams
-        if len(self._targets) > self._target_cache:
-            self._targets.popitem(last=False)
+        if key is not None:
+            self._targets[key] = grams
+            if len(self._targets) > self._target_cache:
+                self._targets.popitem(last=False)
         return grams
 
-    def _level_targets(
+    def working_sizes(
+        self, shape: Sequence[int], params: StyleParams
+    ) -> tuple[tuple[int, int], ...]:
+        """(h, w) of a content of this shape at every level. Pairs with equal working sizes (and
+        parameters) can share one optimization (`stylize_batch`)."""
+        return tuple(fit(shape, size, "content") for size, _ in params.schedule)
+
+    def _pair_grams(
         self,
         content: torch.Tensor,
         styles: Sequence[torch.Tensor],
+        digests: Sequence[str],
         blend: Sequence[float],
         size: int,
         params: StyleParams,
-        precision: str,
-    ) -> tuple[torch.Tensor, torch.Tensor, Grams]:
-        """Content at this level, its relu4_2 target, and the blended Gram targets."""
-        c = losses.resize(content, fit(content.shape, size, "content"))
+    ) -> Grams:
+        """One pair's blended Gram targets at one level, (1, C, C) per layer."""
         style_side = max(MIN_SIDE, round(size * params.style_scale))
         grams = []
-        for i, s in enumerate(styles):
+        for i, (s, digest) in enumerate(zip(styles, digests, strict=True)):
             s_size = fit(s.shape, style_side, f"style {i + 1}")
+            key: tuple | None = (digest, params.color)
             s = losses.resize(s, s_size)
             if params.color == "histogram":
-                s = color.match_color(s, c)
+                s = color.match_color(s, content)  # depends on the content: not cached
+                key = None
             elif params.color == "luminance":
                 s = color.luminance(s)
-            grams.append(self.style_grams(s, s_size, params.pooling, precision))
+            grams.append(self.style_grams(s, s_size, params.pooling, params.precision, key))
+        return losses.blend_grams(grams, blend)
+
+    def _level_batch(
+        self,
+        contents: torch.Tensor,
+        styles: Sequence[Sequence[torch.Tensor]],
+        digests: Sequence[Sequence[str]],
+        blends: Sequence[Sequence[float]],
+        size: int,
+        params: StyleParams,
+    ) -> _Batch:
+        """Contents (B, 3, H, W) at this level, their relu4_2 targets, the stacked Gram targets."""
+        c = losses.resize(contents, fit(contents.shape, size, "content"))
+        per_pair = [
+            self._pair_grams(c[b : b + 1], styles[b], digests[b], blends[b], size, params)
+            for b in range(c.shape[0])
+        ]
+        grams = {name: torch.cat([g[name] for g in per_pair]) for name in STYLE_LAYERS}
         seen = color.luminance(c) if params.color == "luminance" else c
         with torch.no_grad():
-            target = self.features(seen, params.pooling, precision)[CONTENT_LAYERS[0]]
-        return c, target, losses.blend_grams(grams, blend)
+            target = self.features(seen, params.pooling, params.precision)[CONTENT_LAYERS[0]]
+        return _Batch(c, target, grams)
 
     def distances(
         self,
@@ -220,12 +344,13 @@ class Stylizer:
         blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
         grams = []
         for i, s in enumerate(styles):
+            key = (_digest(s), "none")
             s = self._batch(s)
             s_size = fit(s.shape, max(size), f"style {i + 1}")
-            grams.append(self.style_grams(losses.resize(s, s_size), s_size, pooling))
+            grams.append(self.style_grams(losses.resize(s, s_size), s_size, pooling, key=key))
         with torch.no_grad():
-            target = self.net(losses.resize(self._batch(content), size), pooling=pooling)
-            feats = self.net(x, pooling=pooling)
+            target = self.features(losses.resize(self._batch(content), size), pooling)
+            feats = self.features(x, pooling)
             dc = losses.content_loss(feats[CONTENT_LAYERS[0]], target[CONTENT_LAYERS[0]])
             g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
             ds = losses.style_loss(g, losses.blend_grams(grams, blend))
@@ -242,54 +367,129 @@ class Stylizer:
         style_blend: Sequence[float] | None = None,
         init_image: torch.Tensor | None = None,
         callback: Callable[[Progress], None] | None = None,
+        progress_every: int | None = None,
     ) -> StylizeResult:
-        """Stylize `content` (3, H, W) with one or more `styles`, blended by `style_blend`."""
+        """Stylize `content` (3, H, W) with one or more `styles`, blended by `style_blend`.
+
+        `callback` gets a `Progress` every `progress_every` iterations (default: every iteration
+        on the CPU, every 10th on a GPU, where each report waits for the device)."""
+        (outcome,) = self._run(
+            [content],
+            [styles],
+            params=params,
+            blends=[style_blend],
+            init_images=[init_image],
+            callback=callback,
+            progress_every=progress_every,
+        )
+        if isinstance(outcome, StylizeError):
+            raise outcome
+        return outcome
+
+    def stylize_batch(
+        self,
+        contents: Sequence[torch.Tensor],
+        styles: Sequence[Sequence[torch.Tensor]],
+        *,
+        params: StyleParams | None = None,
+        style_blends: Sequence[Sequence[float] | None] | None = None,
+        init_images: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[StylizeResult | StylizeError]:
+        """Stylize B pairs in one optimization: one forward and backward per iteration over the
+        stacked images, each pair with its own losses, Gram targets and L-BFGS state, so that
+        each result is what `stylize` gives alone (within float rounding: tests/test_engine.py).
+
+        The contents must have equal `working_sizes` under `params`. A pair whose loss turns
+        non-finite comes back as its StylizeError; its batch-mates are unaffected."""
+        return self._run(
+            contents, styles, params=params, blends=style_blends, init_images=init_images
+        )
+
+    def _run(
+        self,
+        contents: Sequence[torch.Tensor],
+        styles: Sequence[Sequence[torch.Tensor]],
+        *,
+        params: StyleParams | None,
+        blends: Sequence[Sequence[float] | None] | None,
+        init_images: Sequence[torch.Tensor | None] | None,
+        callback: Callable[[Progress], None] | None = None,
+        progress_every: int | None = None,
+    ) -> list[StylizeResult | StylizeError]:
         params = params or StyleParams()
         precision = pick_precision(params.precision, self.device)
         params = params.replace(precision=precision)  # the result records what ran
-        if not styles:
-            raise ParamError("styles", "at least one style image is needed")
-        blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
-        if len(blend) != len(styles):
-            raise ParamError("style_blend", f"{len(blend)} weights for {len(styles)} styles")
-        if params.init == "image" and init_image is None:
+        n = len(contents)
+        if n == 0 or len(styles) != n:
+            raise ParamError("contents", f"{n} contents for {len(styles)} style lists")
+        blends = list(blends) if blends is not None else [None] * n
+        inits = list(init_images) if init_images is not None else [None] * n
+        blend_lists: list[list[float]] = []
+        for pair_styles, blend in zip(styles, blends, strict=True):
+            if not pair_styles:
+                raise ParamError("styles", "at least one style image is needed")
+            weights = list(blend) if blend is not None else [1.0] * len(pair_styles)
+            if len(weights) != len(pair_styles):
+                raise ParamError(
+                    "style_blend", f"{len(weights)} weights for {len(pair_styles)} styles"
+                )
+            blend_lists.append(weights)
+        if params.init == "image" and any(i is None for i in inits):
             raise ParamError("init", "'image' needs an init image")
+        sizes = {self.working_sizes(c.shape, params) for c in contents}
+        if len(sizes) > 1:
+            raise ParamError("contents", f"a batch needs equal working sizes, got {sorted(sizes)}")
+        if progress_every is None:
+            progress_every = 10 if self.device.type == "cuda" else 1
         started = time.perf_counter()
-        content = self._batch(content)
-        styles = [self._batch(s) for s in styles]
-        gen = torch.Generator().manual_seed(params.seed)
+        digests = [[_digest(s) for s in pair_styles] for pair_styles in styles]
+        stacked = torch.cat([self._batch(c) for c in contents])  # (B, 3, H, W)
+        on_device = [[self._batch(s) for s in pair_styles] for pair_styles in styles]
         torch.manual_seed(params.seed)
 
         x: torch.Tensor | None = None
-        trace: list[TracePoint] = []
+        trace = _Trace(n, params)
         done = 0
         for level, (size, iterations) in enumerate(params.schedule):
-            c, content_target, grams = self._level_targets(
-                content, styles, blend, size, params, precision
-            )
+            batch = self._level_batch(stacked, on_device, digests, blend_lists, size, params)
             if x is None:
-                x = self._init(c, params, gen, init_image)
+                x = self._init(batch.contents, params, inits)
             else:
-                x = losses.resize(x, tuple(c.shape[-2:]))
+                x = losses.resize(x, tuple(batch.contents.shape[-2:]))
             x = self._optimize(
-                x, content_target, grams, params, iterations, level, done, trace, callback
+                x, batch, params, iterations, level, done, trace, callback, progress_every
             )
             done += iterations
+            if trace.all_failed():
+                break
         assert x is not None
         with torch.no_grad():
-            final = self._losses(x, content_target, grams, params)
-        final_losses = Losses(*(float(v) for v in final))
-        image = color.recombine(x, c) if params.color == "luminance" else x
-        return StylizeResult(
-            image=image.detach()[0].cpu(),
-            losses=final_losses,
-            trace=tuple(trace),
-            seconds=time.perf_counter() - started,
-            iterations=done,
-            device=str(self.device),
-            weights=self.weights,
-            params=params.to_dict(),
-        )
+            final = torch.stack(self._losses(x, batch, params), 1).cpu()  # (B, 4)
+        image = color.recombine(x, batch.contents) if params.color == "luminance" else x
+        image = image.detach().cpu()
+        seconds = (time.perf_counter() - started) / n
+        outcomes: list[StylizeResult | StylizeError] = []
+        for b in range(n):
+            error = trace.error(b)
+            if error is None and not bool(torch.isfinite(final[b]).all()):
+                error = StylizeError(f"final loss became {float(final[b, 3])}")
+            if error is not None:
+                outcomes.append(error)
+                continue
+            outcomes.append(
+                StylizeResult(
+                    image=image[b],
+                    losses=Losses(*(float(v) for v in final[b])),
+                    trace=tuple(trace.points[b]),
+                    seconds=seconds,
+                    iterations=done,
+                    device=str(self.device),
+                    weights=self.weights,
+                    params=params.to_dict(),
+                    batch=n,
+                )
+            )
+        return outcomes
 
     def _batch(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() == 3:
@@ -299,85 +499,164 @@ class Stylizer:
         return image.to(self.device, torch.float32)
 
     def _init(
-        self,
-        c: torch.Tensor,
-        params: StyleParams,
-        gen: torch.Generator,
-        init_image: torch.Tensor | None,
+        self, c: torch.Tensor, params: StyleParams, inits: Sequence[torch.Tensor | None]
     ) -> torch.Tensor:
         if params.init == "noise":
-            return torch.rand(c.shape, generator=gen).to(self.device)
+            # One generator per pair, seeded alike: a pair's start does not depend on its batch.
+            noise = [
+                torch.rand(c.shape[1:], generator=torch.Generator().manual_seed(params.seed))
+                for _ in range(c.shape[0])
+            ]
+            return torch.stack(noise).to(self.device)
         if params.init == "image":
-            return losses.resize(self._batch(init_image), tuple(c.shape[-2:]))
+            size = tuple(c.shape[-2:])
+            return torch.cat([losses.resize(self._batch(i), size) for i in inits])  # type: ignore[arg-type]
         return color.luminance(c) if params.color == "luminance" else c.clone()
 
     def _losses(
-        self, x: torch.Tensor, content_target: torch.Tensor, grams: Grams, params: StyleParams
+        self, x: torch.Tensor, batch: _Batch, params: StyleParams
     ) -> tuple[torch.Tensor, ...]:
+        """(content, style, tv, total) per pair, (B,) each."""
         feats = self.features(x, params.pooling, params.precision)
-        lc = params.content_weight * losses.content_loss(feats[CONTENT_LAYERS[0]], content_target)
-        g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
-        ls = params.style_weight * losses.style_loss(g, grams)
+        lc, ls = self._terms(
+            feats, batch.content_target, batch.grams, params.content_weight, params.style_weight
+        )
         ltv = params.tv_weight * losses.tv_loss(x) if params.tv_weight else torch.zeros_like(lc)
-        return lc.sum(), ls.sum(), ltv.sum(), (lc + ls + ltv).sum()
+        return lc, ls, ltv, lc + ls + ltv
 
     def _optimize(
         self,
         x: torch.Tensor,
-        content_target: torch.Tensor,
-        grams: Grams,
+        batch: _Batch,
         params: StyleParams,
         iterations: int,
         level: int,
         done: int,
-        trace: list[TracePoint],
+        trace: _Trace,
         callback: Callable[[Progress], None] | None,
+        progress_every: int,
     ) -> torch.Tensor:
         x = x.detach().clone().requires_grad_(True)
+        # A CUDA graph replays one whole iteration (forward, backward, L-BFGS step, clamp) as one
+        # launch: with ~1,000 small operations an iteration, launching them one by one from
+        # Python costs more than the GPU's arithmetic at 256-512 px. It needs fixed shapes and
+        # addresses: L-BFGS in static mode, losses written at a device-side index.
+        graphed = (
+            self.cuda_graphs
+            and self.device.type == "cuda"
+            and params.optimizer == "lbfgs"
+            and iterations > 1 + _GRAPH_WARMUP
+        )
         if params.optimizer == "lbfgs":
-            # One L-BFGS iteration per step() (its history persists across calls), no line
-            # search and no tolerance stop: a fixed budget makes the cost predictable.
-            opt: torch.optim.Optimizer = torch.optim.LBFGS(
-                [x], lr=1.0, max_iter=1, history_size=100, tolerance_grad=-1, tolerance_change=-1
-            )
+            # One L-BFGS iteration per step, no line search and no tolerance stop: a fixed budget
+            # makes the cost predictable. Per-pair state, no host syncs (pipeline/lbfgs.py).
+            lbfgs = BatchedLBFGS(x.data, history=min(100, max(1, iterations)), static=graphed)
         else:
-            opt = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))  # crowsonkb's betas
-        current: list[torch.Tensor] = []
+            adam = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))  # crowsonkb's betas
+        # Losses stay on the device, one row per iteration, and reach the host in one copy per
+        # report and at the end of the level: reading a loss on the host every iteration would
+        # stall the GPU queue each time.
+        recorded = torch.empty(iterations, x.shape[0], 4, device=x.device)
+        row = torch.zeros(1, dtype=torch.long, device=x.device)
         # The raw loss with Caffe features is ~1e14: L-BFGS's curvature dot products overflow
-        # float32 at that scale. Optimize loss / (its value at the level's start) instead; the
-        # minimizer is the same and the reported losses stay raw.
-        scale: list[float] = []
+        # float32 at that scale. Each pair minimizes its loss / (its value at the level's
+        # start) instead; the minimizer is the same and the recorded losses stay raw. Pairs are
+        # independent, so the sum's gradient for pair b is its own objective's.
+        scale = torch.ones(x.shape[0], device=x.device)
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=False)
-            parts = self._losses(x, content_target, grams, params)
+        def iterate(first: bool = False) -> None:
+            x.grad = None
+            parts = self._losses(x, batch, params)
             total = parts[-1]
-            if not torch.isfinite(total):
-                raise StylizeError(
-                    f"loss became {float(total.detach())} at level {level + 1} "
-                    f"(weights content={params.content_weight}, style={params.style_weight})"
-                )
-            if not scale:
-                scale.append(float(total.detach()) or 1.0)
-            objective = total / scale[0]
-            objective.backward()
-            current[:] = [p.detach() for p in parts]
-            return objective
-
-        size = max(x.shape[-2:])
-        for i in range(1, iterations + 1):
-            opt.step(closure)
+            if first:
+                scale.copy_(torch.where(total == 0, 1.0, total).detach())
+            (total / scale).sum().backward()
+            recorded.index_copy_(0, row, torch.stack(parts, 1).detach()[None])
+            row.add_(1)
             with torch.no_grad():
+                if params.optimizer == "lbfgs":
+                    lbfgs.step(x.grad)
+                else:
+                    adam.step()
                 x.clamp_(0, 1)
-            step = done + i
-            if i % params.trace_every == 0 or i == iterations:
-                point = Losses(*(float(v) for v in current))
-                trace.append(TracePoint(level, step, size, point))
-            if callback is not None:
-                point = Losses(*(float(v) for v in current))
-                callback(
-                    Progress(
-                        step, params.iterations, level, len(params.schedule), point, x.detach()
+
+        graph: torch.cuda.CUDAGraph | None = None
+        size = max(x.shape[-2:])
+        copied = 0
+        for i in range(iterations):
+            if i == 0 or not graphed:
+                iterate(first=i == 0)
+            elif i <= _GRAPH_WARMUP:  # capture wants a few iterations on a side stream first
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    iterate()
+                torch.cuda.current_stream().wait_stream(side)
+            else:
+                if graph is None:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        iterate()  # recorded, not run
+                graph.replay()
+            last = i + 1 == iterations
+            if last or (callback is not None and (i + 1) % progress_every == 0):
+                trace.add(level, done, size, recorded[copied : i + 1].cpu(), copied)
+                copied = i + 1
+                if callback is not None and not trace.failed[0]:
+                    p = trace.latest(0)
+                    callback(
+                        Progress(
+                            done + i + 1,
+                            params.iterations,
+                            level,
+                            len(params.schedule),
+                            p,
+                            x.detach(),
+                        )
                     )
-                )
+                if callback is not None and trace.failed[0]:
+                    error = trace.error(0)
+                    assert error is not None
+                    raise error
         return x.detach()
+
+
+class _Trace:
+    """Per-pair loss traces built from the device's per-iteration rows, and the first
+    non-finite loss of each pair (found when the rows reach the host)."""
+
+    def __init__(self, pairs: int, params: StyleParams):
+        self.params = params
+        self.points: list[list[TracePoint]] = [[] for _ in range(pairs)]
+        self.failed: list[str | None] = [None] * pairs
+        self.last: list[Losses | None] = [None] * pairs  # the newest losses, traced or not
+
+    def add(self, level: int, done: int, size: int, rows: torch.Tensor, first: int) -> None:
+        """rows: (k, B, 4) losses of iterations first+1 .. first+k of this level."""
+        level_iters = self.params.schedule[level][1]
+        for j, row in enumerate(rows.tolist()):  # one conversion for the whole block
+            i = first + j + 1  # iteration within the level, from 1
+            for b, values in enumerate(row):
+                if self.failed[b] is not None:
+                    continue
+                if not all(math.isfinite(v) for v in values):
+                    self.failed[b] = (
+                        f"loss became {values[3]} at level {level + 1} "
+                        f"(weights content={self.params.content_weight}, "
+                        f"style={self.params.style_weight})"
+                    )
+                    continue
+                self.last[b] = Losses(*values)
+                if i % self.params.trace_every == 0 or i == level_iters:
+                    self.points[b].append(TracePoint(level, done + i, size, self.last[b]))
+
+    def latest(self, b: int) -> Losses:
+        last = self.last[b]
+        assert last is not None
+        return last
+
+    def error(self, b: int) -> StylizeError | None:
+        return None if self.failed[b] is None else StylizeError(self.failed[b])
+
+    def all_failed(self) -> bool:
+        return all(f is not None for f in self.failed)

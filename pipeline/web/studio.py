@@ -51,6 +51,7 @@ class StudioActor:
         c = images.decode(content, name="content", max_side=p.size)
         s = [images.decode(b, name=f"style {i + 1}", max_side=side) for i, b in enumerate(styles)]
         every = max(1, p.iterations // 40)
+        previewed = [0]  # iteration of the last preview (reports may skip iterations on a GPU)
 
         def report(progress: Progress) -> None:
             state = self.state[task_id]
@@ -64,7 +65,8 @@ class StudioActor:
                     progress.losses.total,
                 ]
             )
-            if progress.iteration % every == 0 or progress.iteration == p.iterations:
+            if progress.iteration - previewed[0] >= every or progress.iteration == p.iterations:
+                previewed[0] = progress.iteration
                 image = progress.image[0].detach().cpu()
                 small = images.to_pil(image)
                 small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
