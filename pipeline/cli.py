@@ -237,6 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         flush_rows=args.commit_every,
         max_pixels=plan.spec.resources.max_pixels,
+        batch=args.batch if args.batch is not None else plan.spec.resources.batch,
     )
     progress = _RunProgress()
     try:
@@ -423,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs per actor: 1, a fraction, or 0 for CPU (default: 1 if GPUs exist)",
     )
     p.add_argument("--device", help="auto, cpu, cuda (default: the spec's, else auto)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        help="pairs of one size optimized together (default: 1 on CPU, by image size on GPU)",
+    )
     p.add_argument("--force", action="store_true", help="discard committed results, recompute all")
     p.add_argument(
         "--retry-failed", action="store_true", help="also rerun pairs that failed on bad input"

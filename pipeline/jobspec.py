@@ -55,6 +55,7 @@ class ResourcesSpec:
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
     device: str = "auto"
     max_pixels: int | None = None  # refuse input images above this many pixels (memory guard)
+    batch: int | None = None  # pairs per optimization (default: by device and size)
 
 
 @dataclass(frozen=True)
@@ -254,13 +255,14 @@ def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
     raw = c.mapping(
         top.get("resources") or {},
         "resources",
-        ("actors", "gpus_per_actor", "device", "max_pixels"),
+        ("actors", "gpus_per_actor", "device", "max_pixels", "batch"),
     )
     resources = ResourcesSpec(
         actors=c.integer(raw.get("actors"), "resources.actors", 1),
         gpus_per_actor=c.number(raw.get("gpus_per_actor"), "resources.gpus_per_actor"),
         device=c.string(raw.get("device"), "resources.device") or "auto",
         max_pixels=c.integer(raw.get("max_pixels"), "resources.max_pixels", 1),
+        batch=c.integer(raw.get("batch"), "resources.batch", 1),
     )
     raw = c.mapping(top.get("storage") or {}, "storage", ("endpoint_url", "region"))
     storage = StorageSpec(

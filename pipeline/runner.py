@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
+from .engine import default_batch
 from .plan import Pair, Plan
 from .results import ResultStore, new_run_id
 from .storage import StorageError
@@ -47,6 +48,7 @@ class RunOptions:
     flush_rows: int = 32  # commit a Parquet part every N rows ...
     flush_seconds: float = 60.0  # ... or every T seconds, whichever comes first
     max_pixels: int | None = None  # per-pair pixel limit in the workers (OOM guard)
+    batch: int | None = None  # pairs per optimization; None: engine.default_batch for the device
 
 
 @dataclass
@@ -77,16 +79,20 @@ def needs_run(committed: tuple[str, bool] | None, retry_failed: bool) -> bool:
 class PairActor:
     """A PairWorker in a Ray actor: loads VGG-19 once, then stylizes pair after pair."""
 
-    def __init__(self, ctx: JobContext, device: str, threads: int, max_pixels: int | None):
+    def __init__(
+        self, ctx: JobContext, device: str, threads: int, max_pixels: int | None, batch: int
+    ):
         import ray
         import torch
 
         torch.set_num_threads(threads)
         actor_id = ray.get_runtime_context().get_actor_id() or "actor"
-        self.worker = PairWorker(ctx, device=device, actor_id=actor_id, max_pixels=max_pixels)
+        self.worker = PairWorker(
+            ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, batch=batch
+        )
 
-    def run(self, pair: Pair) -> dict[str, Any]:
-        return self.worker.run(pair)
+    def run_batch(self, pairs: list[Pair]) -> list[dict[str, Any]]:
+        return self.worker.run_batch(pairs)
 
 
 def ensure_ray(address: str | None) -> None:
@@ -101,7 +107,8 @@ def ensure_ray(address: str | None) -> None:
     )
 
 
-def start_actors(ctx: JobContext, options: RunOptions) -> list[Any]:
+def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
+    """The actors, and how many pairs to send each in one call (its batch)."""
     import ray
 
     resources = ray.cluster_resources()
@@ -130,8 +137,18 @@ def start_actors(ctx: JobContext, options: RunOptions) -> list[Any]:
         # pair queued behind the one that killed the actor too, hence more than one or two.
         max_task_retries=MAX_ATTEMPTS - 1,
     )
-    log.info("starting %d actor(s), %.2f GPU and %d threads each", count, per_actor, threads)
-    return [remote.remote(ctx, options.device, threads, options.max_pixels) for _ in range(count)]
+    batch = options.batch or default_batch("cuda" if per_actor > 0 else "cpu", ctx.params.size)
+    log.info(
+        "starting %d actor(s), %.2f GPU and %d threads each, %d pair(s) per batch",
+        count,
+        per_actor,
+        threads,
+        batch,
+    )
+    actors = [
+        remote.remote(ctx, options.device, threads, options.max_pixels, batch) for _ in range(count)
+    ]
+    return actors, batch
 
 
 def _manifest(plan: Plan, run_id: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -259,16 +276,18 @@ def _run_pairs(
     from ray.exceptions import RayError
 
     ensure_ray(options.address)
-    actors = start_actors(ctx, options)
+    actors, batch = start_actors(ctx, options)
     queue = deque(todo)
-    in_flight: dict[Any, tuple[Pair, Any, float]] = {}
+    # Each call carries `batch` pairs: neighbours in the style-sorted queue, so a batch mostly
+    # shares one style's Gram targets; the actor stacks those of equal working size.
+    in_flight: dict[Any, tuple[list[Pair], Any, float]] = {}
     buffer: list[dict[str, Any]] = []
     seq, last_flush = 0, time.monotonic()
 
     def submit(actor: Any) -> None:
         if queue:
-            pair = queue.popleft()
-            in_flight[actor.run.remote(pair)] = (pair, actor, time.time())
+            chunk = [queue.popleft() for _ in range(min(batch, len(queue)))]
+            in_flight[actor.run_batch.remote(chunk)] = (chunk, actor, time.time())
 
     def flush(final: bool = False) -> None:
         nonlocal seq, last_flush
@@ -301,19 +320,21 @@ def _run_pairs(
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
-                pair, actor, sent = in_flight.pop(ref)
+                chunk, actor, sent = in_flight.pop(ref)
                 try:
-                    row = ray.get(ref)
+                    rows = ray.get(ref)
                 except RayError as exc:  # its actor died MAX_ATTEMPTS times under it
-                    row = fail_row(base_row(pair, ctx, sent), exc, True, sent)
-                buffer.append(row)
-                if row["status"] == "done":
-                    summary.done += 1
-                else:
-                    summary.failed += 1
-                    summary.failures.append((pair.pair_id, f"{row['error_type']}: {row['error']}"))
-                if on_row:
-                    on_row(row, summary)
+                    rows = [fail_row(base_row(p, ctx, sent), exc, True, sent) for p in chunk]
+                for row in rows:
+                    buffer.append(row)
+                    if row["status"] == "done":
+                        summary.done += 1
+                    else:
+                        summary.failed += 1
+                        failure = f"{row['error_type']}: {row['error']}"
+                        summary.failures.append((row["pair_id"], failure))
+                    if on_row:
+                        on_row(row, summary)
                 submit(actor)
             since = time.monotonic() - last_flush
             if len(buffer) >= options.flush_rows or (buffer and since > options.flush_seconds):

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,6 +33,21 @@ log = logging.getLogger(__name__)
 
 # Errors a rerun should try again: the input is fine, the infrastructure was not.
 RETRIABLE = (StorageError, ConnectionError, TimeoutError, torch.cuda.OutOfMemoryError)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """A pair with its decoded images, ready to be stylized."""
+
+    pair: Pair
+    row: dict[str, Any]
+    started: float
+    content: torch.Tensor
+    style: torch.Tensor
+    params: StyleParams
+    final: tuple[int, int] | None  # dataset mode: the size to resize the result to ...
+    dest: str | None  # ... and the mirrored path to write it to
+    io_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +71,10 @@ class PairWorker:
         device: str = "auto",
         actor_id: str = "local",
         max_pixels: int | None = None,
+        batch: int = 1,
     ):
         self.ctx = ctx
+        self.batch = max(1, batch)  # pairs optimized together (a GPU lever; 1 on the CPU)
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
         self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
         self.actor_id = actor_id
@@ -81,28 +99,86 @@ class PairWorker:
         return self._styles[ref.uri]
 
     def run(self, pair: Pair) -> dict[str, Any]:
-        started = time.time()
-        row = self._base_row(pair, started)
+        return self.run_batch([pair])[0]
+
+    def run_batch(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+        """One row per pair, in order. Pairs of equal working size and parameters share one
+        optimization, `self.batch` at a time (`Stylizer.stylize_batch`); each row's `seconds` is
+        its own decoding and writing plus its share of the optimization."""
+        rows: dict[str, dict[str, Any]] = {}
+        groups: dict[tuple, list[_Prepared]] = {}
+        for pair in pairs:
+            started = time.time()
+            row = self._base_row(pair, started)
+            try:
+                prep = self._prepare(pair, row, started)
+                key = (prep.params, self.stylizer.working_sizes(prep.content.shape, prep.params))
+            except Exception as exc:
+                rows[pair.pair_id] = self._failed(pair, row, exc, started)
+                continue
+            groups.setdefault(key, []).append(prep)
+        for group in groups.values():
+            for i in range(0, len(group), self.batch):
+                for prep, row in self._stylize(group[i : i + self.batch]):
+                    rows[prep.pair.pair_id] = row
+        return [rows[p.pair_id] for p in pairs]
+
+    def _stylize(self, group: list[_Prepared]) -> list[tuple[_Prepared, dict[str, Any]]]:
+        started = time.perf_counter()
         try:
-            if self.ctx.dataset is None:
-                content = read_image(
-                    pair.content,
-                    max_side=self.ctx.params.size,
-                    s3=self.ctx.s3,
-                    max_pixels=self.max_pixels,
-                )
-                result = self.stylizer.stylize(
-                    content, [self._style(pair.style)], params=self.ctx.params
-                )
-                image = result.image
-                row["output_uri"] = self.store.write_image(pair.pair_id, images.png_bytes(image))
-            else:
-                result, image = self._dataset_pair(pair, row)
-        except (ImageError, StylizeError, ValueError, *RETRIABLE) as exc:
-            return fail_row(row, exc, isinstance(exc, RETRIABLE), started)
-        except Exception as exc:  # a bug or an unexpected input: still a row, never a lost job
-            log.exception("pair %s failed", pair.pair_id)
-            return fail_row(row, exc, False, started)
+            outcomes = self.stylizer.stylize_batch(
+                [p.content for p in group], [[p.style] for p in group], params=group[0].params
+            )
+        except torch.cuda.OutOfMemoryError:
+            if len(group) == 1:
+                exc = torch.cuda.OutOfMemoryError("CUDA out of memory for one pair")
+                return [(p, self._failed(p.pair, p.row, exc, p.started)) for p in group]
+            half = len(group) // 2  # a smaller batch may fit: halve until it does
+            return self._stylize(group[:half]) + self._stylize(group[half:])
+        except Exception as exc:
+            return [(p, self._failed(p.pair, p.row, exc, p.started)) for p in group]
+        share = (time.perf_counter() - started) / len(group)
+        done = []
+        for prep, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                done.append((prep, self._failed(prep.pair, prep.row, outcome, prep.started)))
+                continue
+            try:
+                row = self._finish(prep, outcome)
+            except Exception as exc:
+                row = self._failed(prep.pair, prep.row, exc, prep.started)
+            row["seconds"] = prep.io_seconds + share + row.pop("_write_seconds")
+            done.append((prep, row))
+        return done
+
+    def _prepare(self, pair: Pair, row: dict[str, Any], started: float) -> _Prepared:
+        """Decode the pair's images (and apply dataset mode's size policy)."""
+        t = time.perf_counter()
+        params, final, dest = self.ctx.params, None, None
+        if self.ctx.dataset is None:
+            content = read_image(
+                pair.content, max_side=params.size, s3=self.ctx.s3, max_pixels=self.max_pixels
+            )
+        else:  # the output path is checked before any compute
+            dest = dataset.dest_path(pair.content.identity, pair.style.identity, self.ctx.dataset)
+            content = read_image(pair.content, s3=self.ctx.s3, max_pixels=self.max_pixels)
+            content, params, final = dataset.prepare(content, self.ctx.dataset, params)
+        style = self._style(pair.style)
+        io = time.perf_counter() - t
+        return _Prepared(pair, row, started, content, style, params, final, dest, io)
+
+    def _finish(self, prep: _Prepared, result: Any) -> dict[str, Any]:
+        """Write the result image and fill the row."""
+        t = time.perf_counter()
+        row = prep.row
+        if self.ctx.dataset is None:
+            image = result.image
+            row["output_uri"] = self.store.write_image(prep.pair.pair_id, images.png_bytes(image))
+        else:
+            image = dataset.finish(result.image, prep.final)
+            key = f"dataset/{prep.dest}"
+            self.store.root.write_bytes(key, dataset.encode(image, self.ctx.dataset))
+            row.update(output_uri=self.store.root.uri_of(key), dataset_path=prep.dest)
         h, w = image.shape[-2:]
         row.update(
             status="done",
@@ -118,20 +194,19 @@ class PairWorker:
             # What actually ran: dataset mode resizes the schedule per pair.
             params=json.dumps(result.params, sort_keys=True),
         )
-        return finish_row(row, started)
+        row = finish_row(row, prep.started)
+        row["_write_seconds"] = time.perf_counter() - t
+        return row
 
-    def _dataset_pair(self, pair: Pair, row: dict[str, Any]) -> tuple[Any, torch.Tensor]:
-        """Dataset mode: size policy in, the mirrored file out (no images/<pair_id>.png)."""
-        spec = self.ctx.dataset
-        dest = dataset.dest_path(pair.content.identity, pair.style.identity, spec)
-        content = read_image(pair.content, s3=self.ctx.s3, max_pixels=self.max_pixels)
-        content, params, final = dataset.prepare(content, spec, self.ctx.params)
-        result = self.stylizer.stylize(content, [self._style(pair.style)], params=params)
-        image = dataset.finish(result.image, final)
-        key = f"dataset/{dest}"
-        self.store.root.write_bytes(key, dataset.encode(image, spec))
-        row.update(output_uri=self.store.root.uri_of(key), dataset_path=dest)
-        return result, image
+    def _failed(
+        self, pair: Pair, row: dict[str, Any], exc: BaseException, started: float
+    ) -> dict[str, Any]:
+        """A failed row: the input's fault is final, the infrastructure's is retried."""
+        if isinstance(exc, (ImageError, StylizeError, ValueError, *RETRIABLE)):
+            return fail_row(row, exc, isinstance(exc, RETRIABLE), started)
+        # A bug or an unexpected input: still a row, never a lost job.
+        log.error("pair %s failed", pair.pair_id, exc_info=exc)
+        return fail_row(row, exc, False, started)
 
     def _base_row(self, pair: Pair, started: float) -> dict[str, Any]:
         return base_row(
