@@ -1,6 +1,6 @@
 """The "Best Artworks of All Time" catalogue: artists.csv plus the image trees Kaggle unzips.
 
-Quirks handled (see shared/data/README.md):
+Quirks handled (the README lists them too):
 - images are nested twice: `images/images/<Artist_Name>/<Artist_Name>_<n>.jpg` and the flat
   `resized/resized/<Artist_Name>_<n>.jpg` (a singly nested copy works too);
 - file names use underscores for spaces;

@@ -481,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--jobs", help="folder or s3:// prefix of job outputs to browse, e.g. runs")
-    p.add_argument("--catalog", help="artists.csv catalogue to pick paintings from")
+    p.add_argument(
+        "--catalog",
+        help="artists.csv catalogue to pick paintings from (demo: the shipped mini catalogue)",
+    )
     p.add_argument("--actors", type=int, default=1, help="warm stylizer actors (default: 1)")
     p.add_argument("--max-size", type=int, default=512, help="largest output side (default: 512)")
     _engine_options(p)

@@ -54,7 +54,8 @@ def dest_path(content_identity: str, style_identity: str, spec: DatasetSpec) -> 
         raise UnsafePath(f"{content_identity!r}: not a safe relative path")
     stem = posixpath.splitext(rel)[0]
     if spec.styles_per_content > 1:
-        if style_identity.startswith("artworks:"):  # artworks:<tree>:<artist>:<n>
+        # [demo:]artworks:<tree>:<artist>:<n>: the mini catalogue's too (its numbers repeat)
+        if style_identity.removeprefix("demo:").startswith("artworks:"):
             tag = "_".join(style_identity.rsplit(":", 2)[-2:])
         else:
             tag = posixpath.splitext(posixpath.basename(style_identity.split(":")[-1]))[0]

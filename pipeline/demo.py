@@ -1,16 +1,35 @@
-"""The embedded demo: photos and textures that scikit-image ships inside its wheel.
+"""The embedded demo: scikit-image's bundled photos, and a mini catalogue shipped in this package.
 
 Kaggle's artworks need credentials and network; these need neither, so the README's first command
-works on a fresh machine.
+works on a fresh machine. The mini catalogue (`demo_artworks/`) has Kaggle's layout: the real
+`artists.csv` and a `resized/resized/` tree holding two public-domain paintings by catalogue
+artists (credits and licences in `demo_artworks/NOTICE`), so that `jobs/demo.yaml` selects its
+styles by artist exactly as a job on the full catalogue does.
 """
 
 from __future__ import annotations
+
+from importlib import resources
 
 import torch
 
 # name -> scikit-image loader; all bundled in the wheel (no pooch download).
 DEMO_CONTENTS = ("chelsea", "astronaut")
+# `styles: {source: demo}`: two textures, for tests that want styles without a catalogue.
 DEMO_STYLES = ("immunohistochemistry", "grass")  # a stained tissue, a grayscale texture
+
+# `styles: {catalog: demo}` names the mini catalogue; a folder called demo is `./demo`.
+DEMO_CATALOG = "demo"
+
+
+def demo_catalog() -> str:
+    """The shipped mini catalogue's folder (a wheel is installed unzipped, so it is a path)."""
+    return str(resources.files(__package__) / "demo_artworks")
+
+
+def catalog_location(catalog: str) -> str:
+    """Where a spec's or the server's `catalog` lives: the mini catalogue, a folder or a prefix."""
+    return demo_catalog() if catalog == DEMO_CATALOG else catalog
 
 
 def demo_image(name: str) -> torch.Tensor:

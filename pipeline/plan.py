@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .catalog import Catalog, CatalogError
-from .demo import DEMO_CONTENTS, DEMO_STYLES
+from .demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError
 from .storage import S3Settings, Storage, StorageError, is_remote
@@ -120,7 +120,7 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
             raise SpecError(f"{spec.source}: {exc}") from None
     else:
         try:
-            paintings = Catalog.open(Storage(s.catalog, spec.s3())).select(
+            paintings = Catalog.open(Storage(catalog_location(s.catalog), spec.s3())).select(
                 artists=list(s.artists),
                 genres=list(s.genres),
                 nationalities=list(s.nationalities),
@@ -131,10 +131,12 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
             )
         except (CatalogError, StorageError) as exc:
             raise SpecError(f"{spec.source}: {exc}") from None
+        # The mini catalogue's paintings are not the Kaggle files of the same number.
+        prefix = "demo:" if s.catalog == DEMO_CATALOG else ""
         refs = [
             ImageRef(
                 uri=p.uri,
-                identity=p.identity,
+                identity=prefix + p.identity,
                 artist=p.artist,
                 genre=p.genre,
                 nationality=p.nationality,

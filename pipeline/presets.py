@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
@@ -12,20 +14,32 @@ from .params import ParamError, StyleParams
 DEFAULT_PRESET = "fast"
 
 
-def config_dir() -> Path:
-    """`configs/` of the checkout (editable install), or $NST_CONFIG_DIR."""
+def config_dir() -> Traversable:
+    """$NST_CONFIG_DIR, else the presets the package carries, else `configs/` of the checkout.
+
+    The wheel maps the top-level `configs/` to `pipeline/configs/` (pyproject.toml); an editable
+    install or a checkout on PYTHONPATH imports `pipeline/` in place, beside `configs/`.
+    """
     env = os.environ.get("NST_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
+    if env:
+        return Path(env)
+    packaged = resources.files(__package__) / "configs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "configs"
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+    folder = config_dir()
+    files = folder.iterdir() if folder.is_dir() else ()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
 
 
 def load_preset(name: str) -> StyleParams:
     """A preset by name (`fast`) or by path to a YAML file."""
-    path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
+    if Path(name).suffix in (".yaml", ".yml"):
+        path: Traversable = Path(name)
+    else:
         path = config_dir() / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(preset_names()) or f"none found in {config_dir()}"

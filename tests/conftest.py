@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from pipeline import images
+from pipeline.demo import demo_catalog
 from pipeline.engine import Stylizer
 from pipeline.params import StyleParams
 
@@ -88,7 +89,8 @@ def tiny(**overrides) -> StyleParams:
     return StyleParams(**values)
 
 
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "artists.csv"
+# The real catalogue (Kaggle's artists.csv, 50 artists), shipped in the package's mini catalogue.
+CATALOG_CSV = Path(demo_catalog()) / "artists.csv"
 
 # Artists given image files in the generated tree, with how many paintings each.
 TREE_ARTISTS = {
@@ -110,12 +112,8 @@ def _jpeg(path: Path, seed: int) -> None:
 @pytest.fixture(scope="session")
 def artworks(tmp_path_factory) -> Path:
     """The real artists.csv beside a tiny image tree in Kaggle's layout, quirks included."""
-    if not SHARED_CSV.is_file():
-        pytest.fail(
-            f"{SHARED_CSV} is missing: the tests need shared/data/artists.csv beside the repo"
-        )
     root = tmp_path_factory.mktemp("best-artworks")
-    shutil.copy(SHARED_CSV, root / "artists.csv")
+    shutil.copy(CATALOG_CSV, root / "artists.csv")
     seed = 0
     for artist, count in TREE_ARTISTS.items():
         folder = artist.replace(" ", "_")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from PIL import Image
 
 from pipeline.catalog import Catalog, CatalogError, name_key, read_artists
+from pipeline.demo import demo_catalog
 from pipeline.storage import Storage
 
-from .conftest import SHARED_CSV
+from .conftest import CATALOG_CSV
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,7 @@ def test_empty_selection_is_an_error(catalog):
 def test_malformed_csv_names_the_file():
     with pytest.raises(CatalogError, match="x.csv: missing column.*paintings"):
         read_artists(b"id,name,years,genre,nationality\n0,A,1-2,G,N\n", "x.csv")
-    latin1 = SHARED_CSV.read_text(encoding="utf-8").encode("latin-1", errors="replace")
+    latin1 = CATALOG_CSV.read_text(encoding="utf-8").encode("latin-1", errors="replace")
     with pytest.raises(CatalogError, match="x.csv: not UTF-8"):
         read_artists(latin1, "x.csv")
 
@@ -83,6 +87,31 @@ def test_malformed_csv_names_the_file():
 def test_missing_catalogue_files(tmp_path):
     with pytest.raises(CatalogError, match="artists.csv: not found"):
         Catalog.open(Storage(str(tmp_path)))
-    (tmp_path / "artists.csv").write_bytes(SHARED_CSV.read_bytes())
+    (tmp_path / "artists.csv").write_bytes(CATALOG_CSV.read_bytes())
     with pytest.raises(CatalogError, match="resized: not found"):
         Catalog.open(Storage(str(tmp_path))).select(artists=["Claude Monet"])
+
+
+def test_the_shipped_mini_catalogue_is_small_credited_and_selected_by_artist():
+    """`catalog: demo`: the real artists.csv beside two public-domain paintings, Kaggle's layout."""
+    root = Path(demo_catalog())
+    paintings = Catalog.open(Storage(str(root))).select(
+        artists=["Vincent van Gogh", "Edvard Munch"]
+    )
+    assert [(p.artist, p.number) for p in paintings] == [
+        ("Vincent van Gogh", 1),
+        ("Edvard Munch", 1),
+    ]
+    notice = (root / "NOTICE").read_text(encoding="utf-8")
+    assert "ikarus777/best-artworks-of-all-time" in notice and "CC BY-NC-SA 4.0" in notice
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "NOTICE")
+    assert [f.name for f in files] == [
+        "artists.csv",
+        "Edvard_Munch_1.jpg",
+        "Vincent_van_Gogh_1.jpg",
+    ]
+    for f in files[1:]:
+        assert f.stat().st_size <= 100_000, f  # small enough to live in the repository
+        with Image.open(f) as im:
+            assert max(im.size) == 512, f
+        assert f"resized/resized/{f.name}" in notice  # each painting credited

@@ -18,10 +18,7 @@ from pipeline.jobspec import SpecError, parse_spec
 from pipeline.plan import make_plan
 from pipeline.runner import RunOptions, run_plan
 
-from .conftest import SHARED_CSV, make_content, make_style
-
-PAINTINGS = SHARED_CSV.parent / "paintings"
-
+from .conftest import make_content, make_style
 
 pytestmark = pytest.mark.usefixtures("ray_module")
 
@@ -115,6 +112,10 @@ def test_unsafe_relative_paths_are_refused():
         dest_path("coco-val2017:000000000139.jpg", "artworks:resized:claude monet:12", spec)
         == "val2017/000000000139__claude_monet_12.jpg"
     )
+    assert {
+        dest_path("demo:chelsea", f"demo:artworks:resized:{artist}:1", spec)
+        for artist in ("vincent van gogh", "edvard munch")
+    } == {"chelsea__vincent_van_gogh_1.jpg", "chelsea__edvard_munch_1.jpg"}
     for bad in ("../x.jpg", "/etc/passwd", "a/../../b.jpg", "a\\b.jpg", "a//b.jpg"):
         with pytest.raises(UnsafePath):
             dest_path(bad, "s.png", spec)
@@ -135,9 +136,8 @@ def test_dataset_spec_validation():
         parse_spec({**base, "dataset": {}, "pairing": "cross"})
 
 
-@pytest.mark.skipif(not PAINTINGS.is_dir(), reason="needs shared/data/paintings")
 def test_report_mmd_of_outputs_is_lower_than_of_the_contents(tmp_path):
-    """A small real example: four photos stylized with the three public-domain paintings."""
+    """A small real example: four photos stylized with the mini catalogue's two paintings."""
     import skimage.data
 
     photos = tmp_path / "photos"
@@ -147,7 +147,7 @@ def test_report_mmd_of_outputs_is_lower_than_of_the_contents(tmp_path):
     spec = {
         "name": "art",
         "content": {"source": str(photos)},
-        "styles": {"source": str(PAINTINGS)},
+        "styles": {"catalog": "demo", "artists": ["Vincent van Gogh", "Edvard Munch"]},
         "params": {"schedule": [[64, 40]]},
         "output": str(tmp_path / "out"),
         "dataset": {"size": 64, "styles_per_content": 2},
@@ -162,7 +162,8 @@ def test_report_mmd_of_outputs_is_lower_than_of_the_contents(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "out" / "art" / "report" / "domain.json").read_text())
-    assert figures["outputs"] == 8 and figures["paintings"] == 3
+    assert figures["outputs"] == 8 and figures["paintings"] == 2
+    assert len(list((tmp_path / "out" / "art" / "dataset").glob("*.jpg"))) == 8
     assert figures["mmd2_outputs_to_paintings"] < figures["mmd2_contents_to_paintings"]
     html = (tmp_path / "out" / "art" / "report" / "index.html").read_text()
     assert "Distance to the art domain" in html

@@ -70,7 +70,9 @@ def test_aws_cluster_launcher():
 def test_dockerfile_installs_the_project_and_its_weights():
     text = (INFRA / "Dockerfile").read_text()
     assert "FROM rayproject/ray:2.60.0" in text
-    assert "pip install --no-cache-dir -e ." in text and "load_caffe_state" in text
+    # A regular (non-editable) install: the wheel carries the presets and the mini catalogue.
+    assert "pip install --no-cache-dir /tmp/nst-src" in text and "-e " not in text
+    assert "NST_CONFIG_DIR" not in text and "load_caffe_state" in text
     assert "ENV NST_CACHE_DIR=" in text  # the dequantized weights are baked into the image
     for path in ("pipeline", "configs", "jobs", "pyproject.toml"):
         assert f"COPY {path}" in text

@@ -28,7 +28,7 @@ from pipeline.results import image_key
 from pipeline.runner import RunOptions, run_plan
 from pipeline.storage import S3Settings, Storage, StorageError
 
-from .conftest import SHARED_CSV, local_ray, make_content, make_style
+from .conftest import CATALOG_CSV, local_ray, make_content, make_style
 
 BUCKET = "nst-test"
 
@@ -173,7 +173,7 @@ def test_cli_job_reads_and_writes_s3_and_resumes(s3, tmp_path):
 
 def test_catalogue_on_s3(s3):
     _, client, _ = s3
-    client.put_object(Bucket=BUCKET, Key="cat/artists.csv", Body=SHARED_CSV.read_bytes())
+    client.put_object(Bucket=BUCKET, Key="cat/artists.csv", Body=CATALOG_CSV.read_bytes())
     for n in (1, 2):
         client.put_object(
             Bucket=BUCKET,

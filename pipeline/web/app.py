@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import images
 from ..catalog import Catalog, CatalogError
+from ..demo import catalog_location
 from ..images import ImageError
 from ..jobspec import NAME_RE
 from ..params import COLOR_MODES, MIN_SIDE, ParamError, StyleParams
@@ -365,7 +366,7 @@ def _catalog(settings: Settings) -> Catalog:
     if not settings.catalog:
         raise HTTPException(404, "this server was started without --catalog")
     try:
-        return Catalog.open(Storage(settings.catalog, settings.s3))
+        return Catalog.open(Storage(catalog_location(settings.catalog), settings.s3))
     except (CatalogError, StorageError) as exc:
         raise HTTPException(502, str(exc)) from None
 
