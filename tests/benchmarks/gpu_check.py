@@ -1,0 +1,384 @@
+"""The GPU check (issue 18): one run that prints every figure the GPU goals need, in tables that
+name the card. Runs on the CPU too (`--quick`, tiny sizes) so that it is tested before a device
+is lent; `gpu_check.sh` runs it on a fresh device machine.
+
+Prints:
+1. host reads per level: the optimization loop must not wait for the GPU once per iteration
+   (torch.cuda sync debug mode counts the synchronizations for a short and a long run);
+2. seconds per iteration and peak memory at 256, 512 and 1024 px (slope of a short and a long
+   run: loading, targets and set-up excluded);
+3. one 512 px x 500-iteration pair, end to end;
+4. dataset mode, 256 px x 200 iterations: images per second by batch size;
+5. the levers (bf16, channels_last, cudnn.benchmark, torch.compile of the losses) one at a time
+   against the plain fp32 path: time per iteration, and the distances of a result against the
+   plain path's (tolerance: 10 %, as for bf16 on the CPU);
+6. actors per GPU: one or two processes running the worker loop on the same card;
+7. the worker loop (what an actor runs: decode, stylize in batches, encode, write) over 64 pairs
+   with `nvidia-smi` sampled every 100 ms: how busy the card was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from pipeline import images  # noqa: E402
+from pipeline.engine import Stylizer, default_batch  # noqa: E402
+from pipeline.jobspec import parse_spec  # noqa: E402
+from pipeline.params import StyleParams  # noqa: E402
+from pipeline.plan import make_plan  # noqa: E402
+from pipeline.results import new_run_id  # noqa: E402
+from pipeline.worker import JobContext, PairWorker  # noqa: E402
+
+TOLERANCE = 0.10  # distances of a lever's result vs the plain path's, relative
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return float("nan")
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def pictures(n: int, size: int, seed: int) -> list[torch.Tensor]:
+    """Smooth random 'photos' and 'paintings': low-frequency noise upsampled, (3, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        low = torch.rand(1, 3, 8, 8, generator=g)
+        img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic")[0]
+        out.append((img + 0.15 * torch.rand(3, size, size, generator=g)).clamp(0, 1))
+    return out
+
+
+def timed(st: Stylizer, contents, styles, params: StyleParams) -> float:
+    sync(st.device)
+    started = time.perf_counter()
+    st.stylize_batch(contents, [[s] for s in styles], params=params)
+    sync(st.device)
+    return time.perf_counter() - started
+
+
+def per_iteration(st: Stylizer, size: int, batch: int, short: int, long: int, **kw) -> float:
+    """Seconds per iteration for `batch` pairs at `size` px: the slope between two run lengths."""
+    contents, styles = pictures(batch, size, 1), pictures(batch, size, 2)
+    timed(st, contents, styles, StyleParams(schedule=((size, 2),), **kw))  # warm-up, autotune
+    a = timed(st, contents, styles, StyleParams(schedule=((size, short),), **kw))
+    b = timed(st, contents, styles, StyleParams(schedule=((size, long),), **kw))
+    return (b - a) / (long - short)
+
+
+def host_syncs(st: Stylizer, size: int, iterations: int) -> int:
+    """Synchronizations during one stylization, counted by CUDA's sync debug mode."""
+    if st.device.type != "cuda":
+        return -1
+    content, style = pictures(1, size, 3)[0], pictures(1, size, 4)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            st.stylize(content, [style], params=StyleParams(schedule=((size, iterations),)))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def kernel_profile(device: str, size: int, batch: int, iterations: int, path: Path | None):
+    """Where the GPU's time goes in eager mode: the top kernels of a short batched run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    st = Stylizer(device=device, cuda_graphs=False)
+    contents, styles = pictures(batch, size, 15), pictures(batch, size, 16)
+    timed(st, contents, styles, StyleParams(schedule=((size, 2),)))
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    with profile(activities=activities) as prof:
+        timed(st, contents, styles, StyleParams(schedule=((size, iterations),)))
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40)
+    if path is not None:
+        path.write_text(table)
+    return table.splitlines()[:18]
+
+
+def distances(st: Stylizer, image, content, style) -> tuple[float, float]:
+    return st.distances(image, content, [style])
+
+
+def lever_rows(args, device: str) -> list[str]:
+    """Each lever alone on top of the plain fp32 path, then all that paid together."""
+    rows: list[str] = []
+    content, style = pictures(1, args.lever_size, 5)[0], pictures(1, args.lever_size, 6)[0]
+    reference = None
+    plain = dict(channels_last=False, cudnn_benchmark=False, compile=False, cuda_graphs=False)
+    configs = [
+        ("plain fp32", plain, "fp32"),
+        ("bf16", plain, "bf16"),
+        ("channels_last", {**plain, "channels_last": True}, "fp32"),
+        ("cudnn.benchmark", {**plain, "cudnn_benchmark": True}, "fp32"),
+        ("compile (losses)", {**plain, "compile": True}, "fp32"),
+        ("CUDA graphs", {**plain, "cuda_graphs": True}, "fp32"),
+        ("defaults (auto)", dict(), "auto"),
+    ]
+    if args.skip_compile:
+        configs = [c for c in configs if not c[1].get("compile")]
+    for name, levers, precision in configs:
+        try:
+            row, measured = _lever_row(args, device, name, levers, precision, content, style)
+            reference = reference or measured
+            rc, rs = measured[0] / reference[0] - 1, measured[1] / reference[1] - 1
+            ok = abs(rc) <= TOLERANCE and abs(rs) <= TOLERANCE
+            row += f" {rc:+.1%} | {rs:+.1%} | {'yes' if ok else 'NO'} |"
+        except Exception as exc:  # one lever failing must not lose the others' figures
+            row = f"| {name} | failed: {type(exc).__name__}: {str(exc)[:300]} |"
+        rows.append(row)
+        print(f"   {row}", flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _lever_row(args, device, name, levers, precision, content, style):
+    """The timing columns of one lever's row, and its result's (content, style) distances."""
+    torch.backends.cudnn.benchmark = False  # the lever sets it when asked
+    st = Stylizer(device=device, **levers)
+    started = time.perf_counter()
+    size, batch = args.lever_size, args.lever_batch
+    s1 = per_iteration(st, size, 1, args.short, args.long, precision=precision)
+    sb = per_iteration(
+        st, args.batch_size_for_levers, batch, args.short, args.long, precision=precision
+    )
+    params = StyleParams(schedule=((size, args.lever_iters),), precision=precision)
+    result = st.stylize(content, [style], params=params)
+    measured = distances(st, result.image, content, style)
+    seconds = time.perf_counter() - started
+    return f"| {name} | {1000 * s1:.2f} | {1000 * sb / batch:.2f} | {seconds:.0f} |", measured
+
+
+def _actor_process(device: str, size: int, iters: int, batch: int, rounds: int, q, go) -> None:
+    st = Stylizer(device=device)
+    contents, styles = pictures(batch, size, 7), pictures(batch, size, 8)
+    params = StyleParams(schedule=((size, iters),))
+    timed(st, contents, styles, StyleParams(schedule=((size, 2),)))
+    q.put("ready")
+    go.get()  # start together
+    started = time.perf_counter()
+    for _ in range(rounds):
+        st.stylize_batch(contents, [[s] for s in styles], params=params)
+    sync(st.device)
+    q.put(time.perf_counter() - started)
+
+
+def actors_per_gpu(device: str, size: int, iters: int, batch: int, rounds: int, n: int) -> float:
+    """Images per second with `n` processes (actors) sharing the device."""
+    ctx = mp.get_context("spawn")
+    queues, gos = [ctx.Queue() for _ in range(n)], [ctx.Queue() for _ in range(n)]
+    procs = [
+        ctx.Process(target=_actor_process, args=(device, size, iters, batch, rounds, q, go))
+        for q, go in zip(queues, gos, strict=True)
+    ]
+    for p in procs:
+        p.start()
+    for q in queues:
+        assert q.get(timeout=600) == "ready"
+    started = time.perf_counter()
+    for go in gos:
+        go.put("go")
+    for q in queues:
+        q.get(timeout=600)
+    wall = time.perf_counter() - started
+    for p in procs:
+        p.join()
+    return n * rounds * batch / wall
+
+
+def worker_loop(device: str, pairs: int, size: int, iters: int, batch: int, tmp: Path):
+    """The actor's code path without Ray: 64 pairs through PairWorker.run_batch in chunks."""
+    g = torch.Generator().manual_seed(9)
+    for i in range(pairs):  # dataset mode: one painting per content, so one pair per content
+        images.save_png(torch.rand(3, size + 32, size, generator=g), tmp / "c" / f"{i:03d}.png")
+    for i in range(8):
+        images.save_png(pictures(1, size, 10 + i)[0], tmp / "s" / f"{i}.png")
+    spec = parse_spec(
+        {
+            "name": "gpu-check",
+            "content": {"source": str(tmp / "c")},
+            "styles": {"source": str(tmp / "s")},
+            "params": {"schedule": [[size, iters]]},
+            "output": str(tmp / "out"),
+            "dataset": {"size_policy": "crop", "size": size, "format": "jpeg"},
+        }
+    )
+    plan = make_plan(spec)
+    todo = sorted(plan.pairs, key=lambda p: (p.style.identity, p.content.identity))
+    ctx = JobContext(
+        "gpu-check", new_run_id(), spec.output, "check", spec.params, dataset=spec.dataset
+    )
+    worker = PairWorker(ctx, device=device, batch=batch)
+    worker.run_batch(todo[:batch])  # warm-up: autotuning, Gram targets of the first style
+    sampler = None
+    if device.startswith("cuda") and shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        sampler = subprocess.Popen([*query, "-lms", "100"], stdout=subprocess.PIPE, text=True)
+    started = time.perf_counter()
+    rows = []
+    for i in range(0, len(todo), batch):
+        rows += worker.run_batch(todo[i : i + batch])
+    wall = time.perf_counter() - started
+    busy = float("nan")
+    if sampler is not None:
+        sampler.terminate()
+        samples = [float(v) for v in sampler.communicate()[0].split() if v.strip()]
+        busy = sum(samples) / max(1, len(samples))
+    done = sum(r["status"] == "done" for r in rows)
+    compute = sum(r["seconds"] for r in rows)
+    return len(todo), done, wall, busy, compute
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: tests the script")
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the report to this file")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = (32, 48, 64) if quick else (256, 512, 1024)
+    args.short, args.long = (2, 4) if quick else (10, 40)
+    pair_size, pair_iters = (48, 10) if quick else (512, 500)
+    ds_size, ds_iters = (32, 4) if quick else (256, 200)
+    batches = (1, 2, 4) if quick else (1, 4, 8, 16, 32)
+    args.lever_size, args.lever_iters, args.lever_batch = (48, 10, 2) if quick else (512, 100, 8)
+    args.batch_size_for_levers = 32 if quick else 256
+    loop_pairs, loop_size, loop_iters = (8, 32, 3) if quick else (64, 256, 200)
+    report: list[str] = []
+
+    def out(line: str = "") -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    st = Stylizer(device=args.device)
+    dev = st.device
+    out(f"machine: {machine()}")
+    out(
+        f"device {dev}; Stylizer defaults: channels_last={st.channels_last}, "
+        f"cudnn.benchmark={torch.backends.cudnn.benchmark}, compile={st.compile}, "
+        f"cuda_graphs={st.cuda_graphs}; "
+        f"VGG-19 load {st.load_seconds:.2f} s"
+    )
+    t0 = time.perf_counter()
+
+    out()
+    short_syncs, long_syncs = host_syncs(st, 128, 5), host_syncs(st, 128, 25)
+    out(
+        f"1. host synchronizations in one 128 px run: {short_syncs} at 5 iterations, "
+        f"{long_syncs} at 25 (equal: none per iteration; -1: not a CUDA device)"
+    )
+
+    out()
+    out("2. | size px | s / iteration (1 pair, defaults) | peak memory MB |")
+    out("   | --- | --- | --- |")
+    for size in sizes:
+        reset_peak(dev)
+        s = per_iteration(st, size, 1, args.short, args.long)
+        out(f"   | {size} | {s * 1000:.2f} ms | {peak_mb(dev):.0f} |")
+
+    out()
+    content, style = pictures(1, pair_size, 11)[0], pictures(1, pair_size, 12)[0]
+    reset_peak(dev)
+    sync(dev)
+    started = time.perf_counter()
+    st.stylize(content, [style], params=StyleParams(schedule=((pair_size, pair_iters),)))
+    sync(dev)
+    out(
+        f"3. one pair, {pair_size} px x {pair_iters} L-BFGS iterations: "
+        f"{time.perf_counter() - started:.2f} s, peak memory {peak_mb(dev):.0f} MB"
+    )
+
+    out()
+    out(f"4. dataset mode, {ds_size} px x {ds_iters} iterations, one process:")
+    out("   | batch | s / batch | images / s | peak memory MB |")
+    out("   | --- | --- | --- | --- |")
+    for b in batches:
+        contents, styles = pictures(b, ds_size, 13), pictures(b, ds_size, 14)
+        timed(st, contents, styles, StyleParams(schedule=((ds_size, 2),)))  # warm-up
+        reset_peak(dev)
+        s = timed(st, contents, styles, StyleParams(schedule=((ds_size, ds_iters),)))
+        out(f"   | {b} | {s:.2f} | {b / s:.1f} | {peak_mb(dev):.0f} |")
+    del st
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+    out()
+    out(
+        f"5. levers, one at a time: s/iteration at {args.lever_size} px (1 pair) and per image "
+        f"at {args.batch_size_for_levers} px (batch {args.lever_batch}); distances of a "
+        f"{args.lever_iters}-iteration result vs plain fp32 (tolerance {TOLERANCE:.0%})"
+    )
+    out(
+        "   | lever | ms / it, 1 pair | ms / it / image, batch | s | content dist | style dist | "
+        "within |"
+    )
+    out("   | --- | --- | --- | --- | --- | --- | --- |")
+    report += [f"   {r}" for r in lever_rows(args, args.device)]
+
+    out()
+    out(f"8. eager mode's top kernels, {ds_size} px, batch 16, 10 iterations:")
+    try:
+        where = Path(os.environ.get("OUT", tempfile.gettempdir())) / "kernels.txt"
+        for line in kernel_profile(args.device, ds_size, 16, 3 if quick else 10, where):
+            out(f"   {line}")
+    except Exception as exc:
+        out(f"   failed: {type(exc).__name__}: {exc}")
+
+    out()
+    auto_b = default_batch(dev.type, ds_size)
+    rounds = 1 if quick else 3
+    out(f"6. actors per GPU: dataset images/s at {ds_size} px x {ds_iters}, batch {auto_b}")
+    for n in (1, 2):
+        try:
+            rate = actors_per_gpu(args.device, ds_size, ds_iters, auto_b, rounds, n)
+            out(f"   {n} process(es): {rate:.1f} images/s")
+        except Exception as exc:
+            out(f"   {n} process(es): failed: {type(exc).__name__}: {exc}")
+
+    out()
+    tmp = Path(tempfile.mkdtemp(prefix="nst-gpu-check-"))
+    n, done, wall, busy, compute = worker_loop(
+        args.device, loop_pairs, loop_size, loop_iters, auto_b, tmp
+    )
+    out(
+        f"7. worker loop: {done}/{n} pairs done, {loop_size} px x {loop_iters} iterations, "
+        f"batch {auto_b}: {wall:.1f} s ({n / wall:.1f} pairs/s); rows' seconds sum to "
+        f"{compute:.1f} s; GPU busy {busy:.0f} % (nvidia-smi, mean of 100 ms samples)"
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+    out()
+    out(f"total {time.perf_counter() - t0:.0f} s")
+    if args.out:
+        Path(args.out).write_text("\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

