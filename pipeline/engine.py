@@ -595,7 +595,9 @@ class Stylizer:
             else:
                 if graph is None:
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):
+                    # thread_local: CUDA calls of other threads (a web server's progress reads)
+                    # must not invalidate the capture.
+                    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                         iterate()  # recorded, not run
                 graph.replay()
             last = i + 1 == iterations
