@@ -11,14 +11,16 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from pipeline import images
 from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
-from pipeline.results import LOCK, ResultStore
+from pipeline.results import LOCK, ResultStore, new_run_id
 from pipeline.runner import RunOptions, run_plan
+from pipeline.worker import JobContext, PairWorker
 
 from .conftest import make_content, make_style
 
@@ -244,3 +246,47 @@ def test_bad_specs_exit_2_with_one_line_and_no_compute(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1, (what, proc.stderr)
     proc = _nst("run", str(tmp_path / "output.yaml"))
     assert "file/sub" in proc.stderr and "cannot write" in proc.stderr
+
+
+def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch):
+    """Fault injection (no GPU here): the engine raises CUDA's out-of-memory error for any batch
+    of more than one pair, as a card too small for the batch would. The worker halves the
+    batch down to single pairs and every pair is done; a single pair that does not fit becomes
+    a retriable failed row."""
+    for i in range(4):
+        images.save_png(make_content(40, 56, seed=i), tmp_path / "c" / f"{i}.png")
+    images.save_png(make_style(seed=9), tmp_path / "s" / "s.png")
+    spec = parse_spec(
+        {
+            "name": "oom",
+            "content": {"source": str(tmp_path / "c")},
+            "styles": {"source": str(tmp_path / "s")},
+            "params": {"schedule": [[32, 2]]},
+            "output": str(tmp_path / "out"),
+        }
+    )
+    pairs = make_plan(spec).pairs
+    worker = PairWorker(
+        JobContext("oom", new_run_id(), spec.output, "fast", spec.params), device="cpu", batch=4
+    )
+    real = worker.stylizer.stylize_batch
+    sizes = []
+
+    def small_card(contents, styles, **kw):
+        sizes.append(len(contents))
+        if len(contents) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(contents, styles, **kw)
+
+    monkeypatch.setattr(worker.stylizer, "stylize_batch", small_card)
+    rows = worker.run_batch(pairs)
+    assert [r["status"] for r in rows] == ["done"] * 4
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+
+    def no_card(contents, styles, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(worker.stylizer, "stylize_batch", no_card)
+    rows = worker.run_batch(pairs[:2])
+    assert [(r["status"], r["retriable"]) for r in rows] == [("failed", True)] * 2
+    assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
