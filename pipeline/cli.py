@@ -166,7 +166,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .engine import pick_precision
     from .estimate import (
         FLOP_PER_PIXEL_ITERATION,
-        GPU_FLOPS_ASSUMED,
+        GPU_FLOPS_EFFECTIVE,
         effective_params,
         measure_cpu_flops,
         pixel_iterations,
@@ -203,8 +203,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(
         f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
         f"measured in {precision}), "
-        f"{_duration(flop / GPU_FLOPS_ASSUMED / gpus)} on {gpus} H100 GPU(s) "
-        f"(assumed {GPU_FLOPS_ASSUMED / 1e12:.0f} TFLOP/s effective each)"
+        f"{_duration(flop / GPU_FLOPS_EFFECTIVE / gpus)} on {gpus} H100/H200 GPU(s) "
+        f"({GPU_FLOPS_EFFECTIVE / 1e12:.0f} TFLOP/s effective each, as measured on an H200)"
     )
     print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")
     return 0

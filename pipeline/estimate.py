@@ -10,11 +10,13 @@ from .dataset import DatasetSpec
 from .params import StyleParams
 
 # VGG-19 up to relu5_1, forward plus the input gradient: about 1.44 MFLOP per pixel per iteration
-# (4 x 361k multiply-adds; shared/notes/nst.md).
+# (4 x 361k multiply-adds per pixel).
 FLOP_PER_PIXEL_ITERATION = 1.44e6
-# One H100 on this workload, assumed at 25% of its ~400 TFLOP/s dense TF32/bf16 mix: ~100 TFLOP/s
-# effective. A planning figure, not a measurement; the benchmark issue measures it.
-GPU_FLOPS_ASSUMED = 100e12
+# One Hopper GPU on this workload, measured on an H200 (tests/benchmarks/RESULTS.md): a 512 px
+# iteration of one pair in 4.2 ms (0.38 TFLOP: 90 TFLOP/s effective), 256 px in batches of 32 at
+# 0.92 ms an image-iteration (102 TFLOP/s). ~100 TFLOP/s effective, an eighth of the card's bf16
+# peak; an H100 has the same arithmetic rate.
+GPU_FLOPS_EFFECTIVE = 100e12
 ASPECT = 0.75  # contents assumed 4:3 (COCO's typical) when not opened
 
 

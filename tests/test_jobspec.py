@@ -114,7 +114,7 @@ def test_cli_plan_prints_breakdown_and_estimate_and_writes_nothing(artworks, pho
     assert proc.returncode == 0, proc.stderr
     assert "contents 3  styles 4  pairs 12" in proc.stdout
     assert "6  Albrecht Dürer" in proc.stdout
-    assert "on this machine's CPU" in proc.stdout and "on 1 H100 GPU(s)" in proc.stdout
+    assert "on this machine's CPU" in proc.stdout and "on 1 H100/H200 GPU(s)" in proc.stdout
     expected = pick_precision("auto", torch.device("cpu"))  # the spec leaves precision to auto
     assert f"GFLOP/s measured in {expected})" in proc.stdout
     assert not (tmp_path / "out").exists()
