@@ -442,9 +442,13 @@ class Stylizer:
         if progress_every is None:
             progress_every = 10 if self.device.type == "cuda" else 1
         started = time.perf_counter()
-        digests = [[_digest(s) for s in pair_styles] for pair_styles in styles]
+        # Pairs of a batch often share one style tensor: hash it and move it to the device once.
+        unique = {id(s): s for pair_styles in styles for s in pair_styles}
+        digest_of = {key: _digest(s) for key, s in unique.items()}
+        device_of = {key: self._batch(s) for key, s in unique.items()}
+        digests = [[digest_of[id(s)] for s in pair_styles] for pair_styles in styles]
+        on_device = [[device_of[id(s)] for s in pair_styles] for pair_styles in styles]
         stacked = torch.cat([self._batch(c) for c in contents])  # (B, 3, H, W)
-        on_device = [[self._batch(s) for s in pair_styles] for pair_styles in styles]
         torch.manual_seed(params.seed)
 
         x: torch.Tensor | None = None
