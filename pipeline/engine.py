@@ -608,22 +608,17 @@ class Stylizer:
             if last or (callback is not None and (i + 1) % progress_every == 0):
                 trace.add(level, done, size, recorded[copied : i + 1].cpu(), copied)
                 copied = i + 1
-                if callback is not None and not trace.failed[0]:
-                    p = trace.latest(0)
+                if callback is not None:  # one pair (`stylize`): fail now, or report
+                    error = trace.error(0)
+                    if error is not None:
+                        raise error
+                    step = done + i + 1
+                    levels = len(params.schedule)
                     callback(
                         Progress(
-                            done + i + 1,
-                            params.iterations,
-                            level,
-                            len(params.schedule),
-                            p,
-                            x.detach(),
+                            step, params.iterations, level, levels, trace.latest(0), x.detach()
                         )
                     )
-                if callback is not None and trace.failed[0]:
-                    error = trace.error(0)
-                    assert error is not None
-                    raise error
         return x.detach()
 
 
