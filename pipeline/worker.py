@@ -144,10 +144,9 @@ class PairWorker:
                 done.append((prep, self._failed(prep.pair, prep.row, outcome, prep.started)))
                 continue
             try:
-                row = self._finish(prep, outcome)
-            except Exception as exc:
+                row = self._finish(prep, outcome, share)
+            except Exception as exc:  # e.g. the image could not be written: a retriable row
                 row = self._failed(prep.pair, prep.row, exc, prep.started)
-            row["seconds"] = prep.io_seconds + share + row.pop("_write_seconds")
             done.append((prep, row))
         return done
 
@@ -167,8 +166,9 @@ class PairWorker:
         io = time.perf_counter() - t
         return _Prepared(pair, row, started, content, style, params, final, dest, io)
 
-    def _finish(self, prep: _Prepared, result: Any) -> dict[str, Any]:
-        """Write the result image and fill the row."""
+    def _finish(self, prep: _Prepared, result: Any, share: float) -> dict[str, Any]:
+        """Write the result image and fill the row; `share`: the pair's part of its batch's
+        optimization time."""
         t = time.perf_counter()
         row = prep.row
         if self.ctx.dataset is None:
@@ -195,7 +195,7 @@ class PairWorker:
             params=json.dumps(result.params, sort_keys=True),
         )
         row = finish_row(row, prep.started)
-        row["_write_seconds"] = time.perf_counter() - t
+        row["seconds"] = prep.io_seconds + share + time.perf_counter() - t
         return row
 
     def _failed(

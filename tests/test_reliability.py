@@ -20,6 +20,7 @@ from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
 from pipeline.results import LOCK, ResultStore, new_run_id
 from pipeline.runner import RunOptions, run_plan
+from pipeline.storage import StorageError
 from pipeline.worker import JobContext, PairWorker
 
 from .conftest import make_content, make_style
@@ -290,3 +291,39 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     rows = worker.run_batch(pairs[:2])
     assert [(r["status"], r["retriable"]) for r in rows] == [("failed", True)] * 2
     assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
+
+
+def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatch):
+    """Fault injection: the store refuses the result image after the pair was stylized. The
+    pair becomes a retriable failed row; its batch-mate, written fine, is done."""
+    for i in range(2):
+        images.save_png(make_content(40, 56, seed=i), tmp_path / "c" / f"{i}.png")
+    images.save_png(make_style(seed=9), tmp_path / "s" / "s.png")
+    spec = parse_spec(
+        {
+            "name": "wfail",
+            "content": {"source": str(tmp_path / "c")},
+            "styles": {"source": str(tmp_path / "s")},
+            "params": {"schedule": [[32, 2]]},
+            "output": str(tmp_path / "out"),
+        }
+    )
+    pairs = make_plan(spec).pairs
+    worker = PairWorker(
+        JobContext("wfail", new_run_id(), spec.output, "fast", spec.params), device="cpu", batch=2
+    )
+    real = worker.store.write_image
+
+    def flaky(pair_id, data):
+        if pair_id == pairs[0].pair_id:
+            raise StorageError("store unreachable (injected)")
+        return real(pair_id, data)
+
+    monkeypatch.setattr(worker.store, "write_image", flaky)
+    first, second = worker.run_batch(pairs)
+    assert (first["status"], first["retriable"], first["error_type"]) == (
+        "failed",
+        True,
+        "StorageError",
+    )
+    assert second["status"] == "done" and second["seconds"] > 0
