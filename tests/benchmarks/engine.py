@@ -9,7 +9,6 @@ network loading, Gram targets and image set-up are not counted in it.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,23 +16,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, peak_mb, sync  # noqa: E402
 
 from pipeline.demo import demo_image  # noqa: E402
 from pipeline.engine import Stylizer, pick_precision  # noqa: E402
 from pipeline.params import StyleParams  # noqa: E402
 from pipeline.presets import load_preset, preset_names  # noqa: E402
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def seconds_per_iteration(

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, peak_mb, sync  # noqa: E402
 
 from pipeline import images  # noqa: E402
 from pipeline.engine import Stylizer, default_batch  # noqa: E402
@@ -44,17 +44,6 @@ from pipeline.results import new_run_id  # noqa: E402
 from pipeline.worker import JobContext, PairWorker  # noqa: E402
 
 TOLERANCE = 0.10  # distances of a lever's result vs the plain path's, relative
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return float("nan")
 
 
 def reset_peak(device: torch.device) -> None:
