@@ -149,14 +149,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def _load_plan(args: argparse.Namespace) -> Any:
-    import dataclasses as dc
-
     from .jobspec import load_spec
     from .plan import make_plan
 
     spec = load_spec(args.job)
     if getattr(args, "output", None):
-        spec = dc.replace(spec, output=args.output)
+        spec = spec.with_output(args.output)
     return make_plan(spec)
 
 
@@ -177,7 +175,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"job {spec.name}  ({spec.source})")
     print(
         f"  contents {len(plan.contents)}  styles {len(plan.styles)}  pairs {len(plan.pairs)}"
-        f"  pairing {spec.pairing}"
+        f"  pairing {spec.pairing_mode}"
     )
     print("  pairs per artist/style:")
     for name, n in plan.per_artist().items():
@@ -238,6 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush_rows=args.commit_every,
         max_pixels=plan.spec.resources.max_pixels,
         batch=args.batch if args.batch is not None else plan.spec.resources.batch,
+        wait_resources=args.wait_resources,
     )
     progress = _RunProgress()
     try:
@@ -434,6 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="also rerun pairs that failed on bad input"
     )
     p.add_argument(
+        "--wait-resources",
+        type=float,
+        default=RunOptions.wait_resources,
+        metavar="S",
+        help="seconds the actors may take to start (new autoscaled nodes included); then exit 2 "
+        "with the output untouched (default: %(default)g)",
+    )
+    p.add_argument(
         "--commit-every",
         type=int,
         default=RunOptions.flush_rows,
@@ -507,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     from .images import ImageError
     from .jobspec import SpecError
     from .results import OutputLocked
+    from .runner import ResourceError
     from .storage import StorageError
     from .submit import SubmitError
     from .vgg import WeightsError
@@ -528,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         FetchError,
         StorageError,
         OutputLocked,
+        ResourceError,
         SubmitError,
     ) as exc:
         print(f"nst: error: {exc}", file=sys.stderr)

@@ -10,17 +10,22 @@ centre-crop to N x N.
 from __future__ import annotations
 
 import io
+import math
 import posixpath
 from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field, StrictInt
 
 from . import images
 from .params import MIN_SIDE, StyleParams
 
-SIZE_POLICIES = ("keep", "shorter", "crop")
-FORMATS = ("jpeg", "png")
+SizePolicy = Literal["keep", "shorter", "crop"]
+Format = Literal["jpeg", "png"]
+SIZE_POLICIES: tuple[str, ...] = get_args(SizePolicy)
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
 class UnsafePath(ValueError):
@@ -29,12 +34,17 @@ class UnsafePath(ValueError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    styles_per_content: int = 1
-    seed: int = 0
-    format: str = "jpeg"
-    quality: int = 90  # JPEG quality
-    size_policy: str = "shorter"
-    size: int = 512  # N for `shorter` and `crop`; for `keep` the stylization's long side
+    """The `dataset:` section of a job spec (validated by pydantic with these annotations)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    styles_per_content: Annotated[StrictInt, Field(ge=1)] = 1
+    seed: StrictInt = 0
+    format: Format = "jpeg"
+    quality: Annotated[StrictInt, Field(ge=1, le=100)] = 90  # JPEG quality
+    size_policy: SizePolicy = "shorter"
+    # N for `shorter` and `crop`; for `keep` the stylization's long side
+    size: Annotated[StrictInt, Field(ge=MIN_SIDE)] = 512
 
     @property
     def suffix(self) -> str:
@@ -57,23 +67,30 @@ def dest_path(content_identity: str, style_identity: str, spec: DatasetSpec) -> 
         # [demo:]artworks:<tree>:<artist>:<n>: the mini catalogue's too (its numbers repeat)
         if style_identity.removeprefix("demo:").startswith("artworks:"):
             tag = "_".join(style_identity.rsplit(":", 2)[-2:])
-        else:
-            tag = posixpath.splitext(posixpath.basename(style_identity.split(":")[-1]))[0]
+        else:  # the style's path below its folder: monet/water.jpg and degas/water.jpg differ
+            tag = posixpath.splitext(style_identity.split(":")[-1])[0]
         stem += "__" + "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tag)
     return stem + spec.suffix
 
 
 def prepare(
-    content: torch.Tensor, spec: DatasetSpec, params: StyleParams
+    content: torch.Tensor, spec: DatasetSpec, params: StyleParams, max_pixels: int
 ) -> tuple[torch.Tensor, StyleParams, tuple[int, int] | None]:
-    """(content to stylize, its parameters, the final (H, W) to resize the result to or None)."""
+    """(content to stylize, its parameters, the final (H, W) to resize the result to or None).
+
+    No level exceeds `max_pixels`, content or style, whatever the content's aspect ratio."""
     h, w = content.shape[-2:]
     if spec.size_policy == "crop":
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         return content[:, top : top + side, left : left + side], params.resized(spec.size), None
     if spec.size_policy == "shorter":
-        long_side = round(spec.size * max(h, w) / min(h, w))
+        ratio = max(h, w) / min(h, w)
+        # A 16 x 4000 px strip would ask for a 128,000 px long side: the long side is capped so
+        # that long x short (= long^2 / ratio) and the style (up to long^2 x style_scale^2, a
+        # square painting) stay within max_pixels; the short side then falls under N.
+        cap = min(math.sqrt(max_pixels * ratio), math.sqrt(max_pixels) / params.style_scale)
+        long_side = min(round(spec.size * ratio), math.floor(cap))
         return content, params.resized(max(MIN_SIDE, long_side)), None
     return content, params.resized(spec.size), (h, w)  # keep: stylize, then back to (h, w)
 

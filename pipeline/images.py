@@ -33,6 +33,9 @@ class ImageError(ValueError):
         self.name = name
         self.reason = reason
 
+    def __reduce__(self):  # pickled across Ray: rebuilt from both arguments
+        return type(self), (self.name, self.reason)
+
 
 def decode(
     data: bytes | str | os.PathLike,

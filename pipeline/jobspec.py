@@ -1,88 +1,211 @@
 """Job specs: the YAML a user keeps in `jobs/`, parsed and validated before anything runs.
 
-Every error is a `SpecError` whose message starts with the spec file and the dotted field name.
+The spec's shape is a set of pydantic models: unknown keys are refused, choices are literals, and
+bounds are field constraints. Every error is a `SpecError` of one line that starts with the spec
+file and the dotted field name (and, for YAML syntax errors, the line and column). Everything a
+typo can break is checked here, before Ray starts: the preset, the weights, the device, the actor
+and GPU numbers, and the size of every level for the content and the style.
+
 Relative paths in a spec are relative to the current directory (where `nst` runs; on a cluster,
 the job's working directory).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
-from .dataset import FORMATS, SIZE_POLICIES, DatasetSpec
-from .params import MIN_SIDE, ParamError, StyleParams
-from .presets import DEFAULT_PRESET, load_preset
+from .dataset import DatasetSpec
+from .estimate import effective_params
+from .params import DEFAULT_MAX_PIXELS, ParamError, StyleParams
+from .presets import DEFAULT_PRESET, load_preset, preset_names
 from .storage import S3Settings
+from .vgg import WEIGHT_SOURCES
 
-PAIRINGS = ("cross", "random")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 
 class SpecError(ValueError):
     """A job spec is invalid; the message names the file and the field."""
 
 
-@dataclass(frozen=True)
-class ContentSpec:
-    source: str  # demo | coco-val2017 | a folder | a glob | an s3:// prefix
-    root: str | None = None
-    limit: int | None = None
-    sample_seed: int | None = None
+class _FieldError(ValueError):
+    """Raised inside a validator: a reason for one dotted field (pydantic keeps the exception)."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field
 
 
-@dataclass(frozen=True)
-class StylesSpec:
-    catalog: str | None = None  # folder with artists.csv and images/ or resized/
-    source: str | None = None  # or plain images: demo | a folder | a glob | an s3:// prefix
-    artists: tuple[str, ...] = ()
-    genres: tuple[str, ...] = ()
-    nationalities: tuple[str, ...] = ()
-    years: tuple[int, int] | None = None
-    per_artist: int | None = None
-    sample_seed: int | None = None
-    use_resized: bool = True
-    limit: int | None = None
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class ResourcesSpec:
-    actors: int | None = None  # default: one per GPU, else a CPU default for the machine
-    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
-    device: str = "auto"
-    max_pixels: int | None = None  # refuse input images above this many pixels (memory guard)
-    batch: int | None = None  # pairs per optimization (default: by device and size)
+Text = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
+Names = Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)]
+Count = Annotated[StrictInt, Field(ge=1)]
 
 
-@dataclass(frozen=True)
-class StorageSpec:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContentSpec(_Section):
+    source: Text  # demo | coco-val2017 | a folder | a glob | an s3:// prefix
+    root: Text | None = None  # for coco-val2017: the unzipped folder holding val2017/
+    limit: Count | None = None
+    sample_seed: StrictInt | None = None
+
+
+class StylesSpec(_Section):
+    catalog: Text | None = None  # folder with artists.csv and images/ or resized/
+    source: Text | None = None  # or plain images: demo | a folder | a glob | an s3:// prefix
+    artists: Names = ()
+    genres: Names = ()
+    nationalities: Names = ()
+    years: tuple[StrictInt, StrictInt] | None = None  # lifetime overlaps [from, to]
+    per_artist: Count | None = None
+    sample_seed: StrictInt | None = None
+    use_resized: StrictBool = True
+    limit: Count | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StylesSpec:
+        if (self.catalog is None) == (self.source is None):
+            raise _FieldError("styles", "give exactly one of catalog (artists.csv) or source")
+        filters = self.artists or self.genres or self.nationalities or self.years
+        if self.source and (filters or self.per_artist):
+            reason = "artists/genres/nationalities/years/per_artist need a catalog"
+            raise _FieldError("styles", reason)
+        return self
+
+
+class RandomPairing(_Section):
+    random: Count  # styles sampled per content
+    seed: StrictInt = 0
+
+
+class ResourcesSpec(_Section):
+    actors: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None  # default: one per GPU
+    # Ray takes a fraction of one GPU or a whole number of them. Default: 1 with GPUs, else 0.
+    gpus_per_actor: Annotated[StrictFloat, Field(ge=0, le=64)] | None = None
+    device: Annotated[StrictStr, Field(pattern=DEVICE_PATTERN)] = "auto"
+    # Input images above this many pixels are refused, and no level may be larger.
+    max_pixels: Count | None = None
+    batch: Annotated[StrictInt, Field(ge=1, le=256)] | None = None  # pairs per optimization
+
+    @model_validator(mode="after")
+    def _whole_or_fraction(self) -> ResourcesSpec:
+        g = self.gpus_per_actor
+        if g is not None and g > 1 and g != int(g):
+            raise _FieldError(
+                "resources.gpus_per_actor", f"a fraction of one GPU or a whole number, got {g}"
+            )
+        return self
+
+
+class StorageSpec(_Section):
     """S3-compatible endpoint; default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, then AWS."""
 
-    endpoint_url: str | None = None
-    region: str | None = None
+    endpoint_url: Annotated[StrictStr, Field(pattern=r"^https?://\S+$")] | None = None
+    region: Text | None = None
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
+class JobSpec(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     content: ContentSpec
     styles: StylesSpec
-    output: str
-    pairing: str = "cross"
-    styles_per_content: int = 1  # for pairing: random
-    pairing_seed: int = 0
-    preset: str = DEFAULT_PRESET
-    params: StyleParams = field(default_factory=StyleParams)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    weights: str = "caffe"
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    storage: StorageSpec = field(default_factory=StorageSpec)
+    pairing: Literal["cross"] | RandomPairing = "cross"
+    preset: Text = DEFAULT_PRESET
+    # The document's `params:` (overrides on top of the preset); `params` is the resolved result.
+    overrides: dict[str, Any] = Field(default_factory=dict, alias="params")
+    weights: Text = "caffe"  # caffe | torchvision | path to a state dict
+    output: Text = "runs"
+    resources: ResourcesSpec = ResourcesSpec()
+    storage: StorageSpec = StorageSpec()
     dataset: DatasetSpec | None = None  # dataset mode: a mirrored, stylized copy of the tree
-    source: str = "<spec>"
+
+    _params: StyleParams = PrivateAttr(default_factory=StyleParams)
+    _source: str = PrivateAttr("<spec>")
+
+    @model_validator(mode="after")
+    def _resolve(self, info: Any) -> JobSpec:
+        if self.dataset is not None and "pairing" in self.model_fields_set:
+            raise _FieldError("pairing", "not used in dataset mode: set dataset.styles_per_content")
+        if self.preset not in preset_names():
+            known = ", ".join(preset_names())
+            raise _FieldError("preset", f"unknown preset {self.preset!r}; known: {known}")
+        try:
+            self._params = StyleParams.from_dict(self.overrides, base=load_preset(self.preset))
+        except ParamError as exc:
+            where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
+            raise _FieldError(where, str(exc).split(": ", 1)[1]) from None
+        local = (info.context or {}).get("local_files", True)
+        if local and self.weights not in WEIGHT_SOURCES and not Path(self.weights).is_file():
+            raise _FieldError(
+                "weights", f"{self.weights!r} is not {', '.join(WEIGHT_SOURCES)} nor a file"
+            )
+        self._check_sizes()
+        return self
+
+    def _check_sizes(self) -> None:
+        """Every level, content and style, within max_pixels (a square image is the largest)."""
+        limit = self.resources.max_pixels or DEFAULT_MAX_PIXELS
+        params = effective_params(self._params, self.dataset)
+        where = "dataset.size" if self.dataset is not None else "params.schedule"
+        for size, _ in params.schedule:
+            for what, side in (("content", size), ("style", round(size * params.style_scale))):
+                if side * side > limit:
+                    raise _FieldError(
+                        where if what == "content" else "params.style_scale",
+                        f"a {side} px {what} level is up to {side * side:,} px, over the "
+                        f"limit of {limit:,} (resources.max_pixels)",
+                    )
+
+    @property
+    def params(self) -> StyleParams:
+        """The preset with the spec's overrides: what every pair runs with."""
+        return self._params
+
+    @property
+    def source(self) -> str:
+        """The file the spec was read from (for messages)."""
+        return self._source
+
+    @property
+    def styles_per_content(self) -> int:
+        if self.dataset is not None:
+            return self.dataset.styles_per_content
+        return 1 if self.pairing == "cross" else self.pairing.random
+
+    @property
+    def pairing_seed(self) -> int:
+        if self.dataset is not None:
+            return self.dataset.seed
+        return 0 if self.pairing == "cross" else self.pairing.seed
+
+    @property
+    def pairing_mode(self) -> str:
+        return "random" if self.dataset is not None or self.pairing != "cross" else "cross"
 
     def s3(self) -> S3Settings:
         """Endpoint and region for every reader and writer of this job (credentials: the AWS
@@ -90,254 +213,111 @@ class JobSpec:
         env = S3Settings.from_env(self.storage.endpoint_url)
         return S3Settings(env.endpoint_url, self.storage.region or env.region)
 
+    def with_output(self, output: str) -> JobSpec:
+        copy = self.model_copy(update={"output": output})
+        copy._params, copy._source = self._params, self._source
+        return copy
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec, as saved in the manifest."""
+        d = self.model_dump(mode="json", exclude={"overrides", "pairing"})
         return {
-            "name": self.name,
-            "content": _asdict(self.content),
-            "styles": _asdict(self.styles),
-            "pairing": self.pairing,
+            **d,
+            "pairing": self.pairing_mode,
             "styles_per_content": self.styles_per_content,
             "pairing_seed": self.pairing_seed,
-            "preset": self.preset,
             "overrides": self.overrides,
             "params": self.params.to_dict(),
-            "weights": self.weights,
-            "output": self.output,
-            "resources": _asdict(self.resources),
-            "storage": _asdict(self.storage),
-            "dataset": None if self.dataset is None else _asdict(self.dataset),
         }
 
 
-def _asdict(obj: Any) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(obj).items()}
+def parse_spec(data: Any, source: str = "<spec>", local_files: bool = True) -> JobSpec:
+    """A mapping read from YAML -> a validated JobSpec (sources are not opened here).
 
-
-# -- checking values, with the field's dotted name in every message ------------------------------
-
-
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, name: str, message: str) -> SpecError:
-        return SpecError(f"{self.source}: {name}: {message}")
-
-    def mapping(self, value: Any, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(name, f"must be a mapping, got {type(value).__name__}")
-        unknown = sorted(set(value) - set(allowed))
-        if unknown:
-            prefix = f"{name}." if name else ""
-            raise self.fail(f"{prefix}{unknown[0]}", f"unknown key; allowed: {', '.join(allowed)}")
-        return value
-
-    def string(self, value: Any, name: str, required: bool = False) -> str | None:
-        if value is None:
-            if required:
-                raise self.fail(name, "is required")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(name, f"must be a non-empty string, got {value!r}")
-        return value.strip()
-
-    def integer(self, value: Any, name: str, minimum: int | None = None) -> int | None:
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(name, f"must be an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.fail(name, f"must be >= {minimum}, got {value}")
-        return value
-
-    def number(self, value: Any, name: str) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise self.fail(name, f"must be a number >= 0, got {value!r}")
-        return float(value)
-
-    def strings(self, value: Any, name: str) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(name, f"must be a list of strings, got {value!r}")
-        return tuple(value)
-
-    def boolean(self, value: Any, name: str, default: bool) -> bool:
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise self.fail(name, f"must be true or false, got {value!r}")
-        return value
-
-
-def parse_spec(data: Any, source: str = "<spec>") -> JobSpec:
-    """A mapping read from YAML -> a validated JobSpec (sources are not opened here)."""
-    c = _Checker(source)
-    top = c.mapping(
-        data,
-        "",
-        (
-            "name",
-            "content",
-            "styles",
-            "pairing",
-            "preset",
-            "params",
-            "output",
-            "weights",
-            "resources",
-            "storage",
-            "dataset",
-        ),
-    )
-    name = c.string(top.get("name"), "name", required=True)
-    if not NAME_RE.match(name):
-        raise c.fail("name", f"use letters, digits, '.', '_' and '-' only, got {name!r}")
-
-    raw = c.mapping(top.get("content") or {}, "content", ("source", "root", "limit", "sample_seed"))
-    content = ContentSpec(
-        source=c.string(raw.get("source"), "content.source", required=True),
-        root=c.string(raw.get("root"), "content.root"),
-        limit=c.integer(raw.get("limit"), "content.limit", 1),
-        sample_seed=c.integer(raw.get("sample_seed"), "content.sample_seed"),
-    )
-
-    raw = c.mapping(top.get("styles") or {}, "styles", tuple(StylesSpec.__dataclass_fields__))
-    years = raw.get("years")
-    if years is not None:
-        ints = isinstance(years, list) and all(
-            isinstance(y, int) and not isinstance(y, bool) for y in years
-        )
-        if not ints or len(years) != 2:
-            raise c.fail("styles.years", f"must be [from, to], got {years!r}")
-        years = (years[0], years[1])
-    styles = StylesSpec(
-        catalog=c.string(raw.get("catalog"), "styles.catalog"),
-        source=c.string(raw.get("source"), "styles.source"),
-        artists=c.strings(raw.get("artists"), "styles.artists"),
-        genres=c.strings(raw.get("genres"), "styles.genres"),
-        nationalities=c.strings(raw.get("nationalities"), "styles.nationalities"),
-        years=years,
-        per_artist=c.integer(raw.get("per_artist"), "styles.per_artist", 1),
-        sample_seed=c.integer(raw.get("sample_seed"), "styles.sample_seed"),
-        use_resized=c.boolean(raw.get("use_resized"), "styles.use_resized", True),
-        limit=c.integer(raw.get("limit"), "styles.limit", 1),
-    )
-    if (styles.catalog is None) == (styles.source is None):
-        raise c.fail("styles", "give exactly one of catalog (artists.csv) or source (images)")
-    if styles.source and (
-        styles.artists or styles.genres or styles.nationalities or styles.years or styles.per_artist
-    ):
-        raise c.fail("styles", "artists/genres/nationalities/years/per_artist need a catalog")
-
-    pairing, k, seed = _pairing(c, top.get("pairing", "cross"))
-    dataset = _dataset(c, top.get("dataset"))
-    if dataset is not None:
-        if "pairing" in top:
-            raise c.fail("pairing", "not used in dataset mode: set dataset.styles_per_content")
-        pairing, k, seed = "random", dataset.styles_per_content, dataset.seed
-
-    preset = c.string(top.get("preset"), "preset") or DEFAULT_PRESET
-    overrides = top.get("params") or {}
-    if not isinstance(overrides, dict):
-        raise c.fail("params", f"must be a mapping, got {type(overrides).__name__}")
+    `local_files`: check that a weights file exists here (off when the spec runs elsewhere)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: must be a mapping of keys, got {type(data).__name__}")
     try:
-        params = StyleParams.from_dict(overrides, base=load_preset(preset))
-    except ParamError as exc:
-        where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
-        raise c.fail(where, str(exc).split(": ", 1)[1]) from None
-
-    raw = c.mapping(
-        top.get("resources") or {},
-        "resources",
-        ("actors", "gpus_per_actor", "device", "max_pixels", "batch"),
-    )
-    resources = ResourcesSpec(
-        actors=c.integer(raw.get("actors"), "resources.actors", 1),
-        gpus_per_actor=c.number(raw.get("gpus_per_actor"), "resources.gpus_per_actor"),
-        device=c.string(raw.get("device"), "resources.device") or "auto",
-        max_pixels=c.integer(raw.get("max_pixels"), "resources.max_pixels", 1),
-        batch=c.integer(raw.get("batch"), "resources.batch", 1),
-    )
-    raw = c.mapping(top.get("storage") or {}, "storage", ("endpoint_url", "region"))
-    storage = StorageSpec(
-        endpoint_url=c.string(raw.get("endpoint_url"), "storage.endpoint_url"),
-        region=c.string(raw.get("region"), "storage.region"),
-    )
-    if storage.endpoint_url and not storage.endpoint_url.startswith(("http://", "https://")):
-        raise c.fail(
-            "storage.endpoint_url",
-            f"must start with http:// or https://, got {storage.endpoint_url!r}",
-        )
-    return JobSpec(
-        name=name,
-        content=content,
-        styles=styles,
-        output=c.string(top.get("output"), "output") or "runs",
-        pairing=pairing,
-        styles_per_content=k,
-        pairing_seed=seed,
-        preset=preset,
-        params=params,
-        overrides=dict(overrides),
-        weights=c.string(top.get("weights"), "weights") or "caffe",
-        resources=resources,
-        storage=storage,
-        dataset=dataset,
-        source=source,
-    )
+        spec = JobSpec.model_validate(data, context={"local_files": local_files})
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {_describe(exc)}") from None
+    spec._source = source
+    return spec
 
 
-def _pairing(c: _Checker, value: Any) -> tuple[str, int, int]:
-    """`cross`, or `{random: k, seed: s}`: k styles sampled per content."""
-    if value == "cross":
-        return "cross", 1, 0
-    if isinstance(value, dict):
-        raw = c.mapping(value, "pairing", ("random", "seed"))
-        k = c.integer(raw.get("random"), "pairing.random", 1)
-        if k is None:
-            raise c.fail("pairing.random", "is required: styles per content")
-        return "random", k, c.integer(raw.get("seed"), "pairing.seed") or 0
-    raise c.fail("pairing", f"must be 'cross' or {{random: K, seed: S}}, got {value!r}")
+def _describe(exc: ValidationError) -> str:
+    """One line, `dotted.field: reason`, for the most specific of pydantic's errors."""
+    errors = exc.errors()
+    # A union (pairing) reports one error per member: the one that went deepest is the one meant.
+    # An unknown key comes first: a misspelt key also makes the intended one "missing".
+    error = max(errors, key=lambda e: (e["type"] in _UNKNOWN, len(_dotted(e["loc"]))))
+    loc = _dotted(error["loc"])
+    field = ".".join(str(p) for p in loc)
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        return f"{cause.field}: {cause}"
+    if error["type"] in _UNKNOWN:
+        allowed = _fields_at(loc[:-1])
+        return f"{field}: unknown key; allowed: {', '.join(allowed)}"
+    if loc == ("pairing",):
+        return f"pairing: must be 'cross' or {{random: K, seed: S}}, got {error['input']!r}"
+    if error["type"] == "missing":
+        return f"{field}: is required"
+    if error["type"] == "string_pattern_mismatch" and field in _PATTERN_HELP:
+        return f"{field}: {_PATTERN_HELP[field]}, got {error['input']!r}"
+    message = error["msg"]
+    for prefix in ("Input should be ", "String should be ", "String should "):
+        if message.startswith(prefix):
+            message = "must " + ("be " if prefix.endswith("be ") else "") + message[len(prefix) :]
+    return f"{field or 'spec'}: {message}, got {error['input']!r}"
 
 
-def _dataset(c: _Checker, value: Any) -> DatasetSpec | None:
-    if value is None:
-        return None
-    raw = c.mapping(value, "dataset", tuple(DatasetSpec.__dataclass_fields__))
-    d = DatasetSpec()
-    fmt = c.string(raw.get("format"), "dataset.format") or d.format
-    policy = c.string(raw.get("size_policy"), "dataset.size_policy") or d.size_policy
-    if fmt not in FORMATS:
-        raise c.fail("dataset.format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
-    if policy not in SIZE_POLICIES:
-        raise c.fail("dataset.size_policy", f"{policy!r} is not one of {', '.join(SIZE_POLICIES)}")
-    quality = c.integer(raw.get("quality"), "dataset.quality", 1)
-    if quality is not None and quality > 100:
-        raise c.fail("dataset.quality", f"must be 1..100, got {quality}")
-    k = c.integer(raw.get("styles_per_content"), "dataset.styles_per_content", 1)
-    return DatasetSpec(
-        styles_per_content=d.styles_per_content if k is None else k,
-        seed=c.integer(raw.get("seed"), "dataset.seed") or 0,
-        format=fmt,
-        quality=d.quality if quality is None else quality,
-        size_policy=policy,
-        size=c.integer(raw.get("size"), "dataset.size", MIN_SIDE) or d.size,
-    )
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
+_PATTERN_HELP = {
+    "name": "use letters, digits, '.', '_' and '-' only (it names the output folder)",
+    "resources.device": "must be auto, cpu, cuda or cuda:N",
+    "storage.endpoint_url": "must start with http:// or https://",
+}
 
 
-def load_spec(path: str | Path) -> JobSpec:
+def _dotted(loc: tuple) -> tuple:
+    """The field names of an error's location, without pydantic's union-member tags."""
+    return tuple(p for p in loc if isinstance(p, int) or str(p).isidentifier() and str(p).islower())
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys a section of the document allows (for an unknown-key message)."""
+    model: Any = JobSpec
+    for name in loc:
+        if isinstance(name, int):
+            continue
+        if not _is_model(model):
+            return []
+        annotation = model.model_fields[name].annotation
+        candidates = getattr(annotation, "__args__", ()) or (annotation,)
+        model = next((c for c in candidates if dataclasses.is_dataclass(c) or _is_model(c)), None)
+    if dataclasses.is_dataclass(model):
+        return [f.name for f in dataclasses.fields(model)]
+    if _is_model(model):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def load_spec(path: str | Path, local_files: bool = True) -> JobSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: job spec not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(f"{path}: {where}not valid YAML ({exc.problem or exc.context})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise SpecError(f"{path}: not valid YAML ({first})") from None
-    return parse_spec(data if data is not None else {}, source=str(path))
+    return parse_spec(data if data is not None else {}, source=str(path), local_files=local_files)

@@ -18,6 +18,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 # VGG-19 has four 2x2 poolings before relu5_1: a side shorter than this leaves relu5_1 empty.
 MIN_SIDE = 16
+# The largest optimization a level may ask for, content or style, unless `resources.max_pixels`
+# says otherwise: 4096 x 4096. Gatys at 2048 px already needs tens of GB of activations and
+# L-BFGS history; a typo such as `schedule: [[200000, 100]]` (4e10 px) is refused before compute.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class ParamError(ValueError):
@@ -26,6 +30,10 @@ class ParamError(ValueError):
     def __init__(self, name: str, message: str):
         super().__init__(f"{name}: {message}")
         self.field = name
+        self.reason = message
+
+    def __reduce__(self):  # pickled across Ray: rebuilt from both arguments
+        return type(self), (self.field, self.reason)
 
 
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .catalog import Catalog, CatalogError
+from .dataset import UnsafePath, dest_path
 from .demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError
@@ -154,11 +155,33 @@ def make_plan(spec: JobSpec) -> Plan:
     styles = resolve_styles(spec)
     pairs = []
     for content in contents:
-        if spec.pairing == "cross" or spec.styles_per_content >= len(styles):
+        if spec.pairing_mode == "cross" or spec.styles_per_content >= len(styles):
             chosen = styles
         else:  # seeded per content, so adding contents never reshuffles the others
             rng = random.Random(f"{spec.pairing_seed}:{content.identity}")
             chosen = rng.sample(styles, spec.styles_per_content)
         pairs += [Pair(pair_id(content, s, spec), content, s) for s in chosen]
     pairs.sort(key=lambda p: (p.content.identity, p.style.identity))
+    if spec.dataset is not None:
+        _check_distinct_outputs(pairs, spec)
     return Plan(spec, tuple(contents), tuple(styles), tuple(pairs))
+
+
+def _check_distinct_outputs(pairs: list[Pair], spec: JobSpec) -> None:
+    """Dataset mode: two inputs that would write one file are refused before any compute
+    (`a/x.jpg` and `a/x.png` both become `a/x.jpg`). An unsafe path fails its own pair later."""
+    seen: dict[str, Pair] = {}
+    for pair in pairs:
+        try:
+            dest = dest_path(pair.content.identity, pair.style.identity, spec.dataset)
+        except UnsafePath:
+            continue
+        other = seen.setdefault(dest, pair)
+        if other is not pair:
+            one, two = other.content.identity, pair.content.identity
+            if one == two:  # two styles of one content
+                one, two = f"{one} x {other.style.identity}", f"{two} x {pair.style.identity}"
+            raise SpecError(
+                f"{spec.source}: dataset: {one} and {two} would both be written to {dest}; "
+                "rename one of them"
+            )

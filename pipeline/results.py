@@ -55,6 +55,7 @@ RESULT_SCHEMA = pa.schema(
         ("error_type", pa.string()),
         ("error", pa.string()),
         ("retriable", pa.bool_()),  # a failure a rerun should try again (worker died, storage)
+        ("traceback", pa.string()),  # an unexpected error's traceback (a bug, not the input)
         ("content_uri", pa.string()),
         ("content_id", pa.string()),
         ("style_uri", pa.string()),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,12 @@ LOCK_REFRESH_SECONDS = 30
 # A pair whose actor died under it is sent again, up to this many attempts in all; a pair that
 # kills its worker every time (a real out-of-memory) then becomes a retriable failed row.
 MAX_ATTEMPTS = 5
+# While actors wait for resources, say so this often.
+WAIT_NOTE_SECONDS = 10
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot give the actors what they need, or did not within the wait."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class RunOptions:
     flush_seconds: float = 60.0  # ... or every T seconds, whichever comes first
     max_pixels: int | None = None  # per-pair pixel limit in the workers (OOM guard)
     batch: int | None = None  # pairs per optimization; None: engine.default_batch for the device
+    # How long the actors may take to start: loading VGG-19, and on an autoscaling cluster the
+    # new nodes (a GPU node and its image pull take minutes). Then exit 2, nothing changed.
+    wait_resources: float = 600.0
 
 
 @dataclass
@@ -91,6 +101,10 @@ class PairActor:
             ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, batch=batch
         )
 
+    def ready(self) -> str:
+        """Answers once the constructor (the warm VGG-19) has finished."""
+        return str(self.worker.stylizer.device)
+
     def run_batch(self, pairs: list[Pair]) -> list[dict[str, Any]]:
         return self.worker.run_batch(pairs)
 
@@ -107,8 +121,16 @@ def ensure_ray(address: str | None) -> None:
     )
 
 
-def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
-    """The actors, and how many pairs to send each in one call (its batch)."""
+@dataclass(frozen=True)
+class ActorPlan:
+    count: int
+    gpus: float  # per actor
+    threads: int  # torch threads per actor
+    batch: int  # pairs per call
+
+
+def plan_actors(ctx: JobContext, options: RunOptions) -> ActorPlan:
+    """How many actors, with what, from the options and what the cluster has now."""
     import ray
 
     resources = ray.cluster_resources()
@@ -126,29 +148,147 @@ def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
         # (torch's second thread adds ~80 %; the rest is probably one actor's decoding, encoding
         # and Python overlapping the other's compute). An actor holds ~1-2 GB: not one per core.
         count = max(min(2, cpus), cpus // 2)
-    threads = max(1, cpus // count)
+    batch = options.batch or default_batch("cuda" if per_actor > 0 else "cpu", ctx.params.size)
+    return ActorPlan(count, per_actor, max(1, cpus // count), batch)
+
+
+def check_resources(plan: ActorPlan) -> None:
+    """Refuse at once what the cluster can never give: more GPUs than it has (or than its
+    autoscaler may add), or more CPU actors than CPUs (CPU actors take no Ray CPU slot, so Ray
+    itself would start 500 of them, each holding a VGG-19, on a laptop)."""
+    import ray
+
+    need = {"GPU": plan.count * plan.gpus} if plan.gpus > 0 else {"CPU": plan.count}
+    have = ray.cluster_resources()
+    maximum = _autoscaler_maximum()
+    for key, amount in need.items():
+        total = have.get(key, 0.0)
+        if amount <= total + 1e-9:
+            continue
+        what = (
+            f"{plan.count} actor(s) x {plan.gpus:g} GPU = {amount:g} GPU"
+            if key == "GPU"
+            else f"{plan.count} CPU actor(s) (at most one per CPU)"
+        )
+        if maximum is None:
+            raise ResourceError(
+                f"the job needs {what}; the cluster has {total:g} {key} and no autoscaler to "
+                "add more: lower resources.actors / gpus_per_actor (or --actors, "
+                "--gpus-per-actor)"
+            )
+        if amount > maximum.get(key, 0) + 1e-9:
+            raise ResourceError(
+                f"the job needs {what}; the cluster has {total:g} {key} now and its autoscaler "
+                f"adds at most up to {maximum.get(key, 0):g}"
+            )
+        log.warning(
+            "the job needs %s; the cluster has %g %s now: waiting for its autoscaler",
+            what,
+            total,
+            key,
+        )
+
+
+def _autoscaler_maximum() -> dict[str, float] | None:
+    """The most of each resource the cluster's autoscaler may provision, or None when it has no
+    autoscaler (a local Ray, a fixed cluster). Ray publishes the autoscaler's node groups in the
+    GCS; reading them takes Ray's private state API (no public one exists, ray#52033), so any
+    failure to read counts as "no autoscaler"."""
+    try:
+        from ray._private.state import state
+
+        return state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: absent or changed means "unknown"
+        return None
+
+
+def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
+    """The actors, each with its VGG-19 loaded, and how many pairs to send each in one call.
+
+    Returns only once every actor has started; a constructor that fails (a CUDA device that is
+    not there, weights that do not load) or a start that takes longer than
+    `options.wait_resources` is a ResourceError, with the actors killed."""
+    import ray
+    from ray.exceptions import RayError
+
+    plan = plan_actors(ctx, options)
+    check_resources(plan)
     remote = ray.remote(PairActor).options(
         # num_cpus=0: actors must not hold CPU slots, or small machines deadlock (notes/ray.md);
         # torch's threads are set explicitly instead.
         num_cpus=0,
-        num_gpus=per_actor,
+        num_gpus=plan.gpus,
         max_restarts=-1,
         # Ray resends a pair whose actor died once the actor is back. It charges a retry to the
         # pair queued behind the one that killed the actor too, hence more than one or two.
         max_task_retries=MAX_ATTEMPTS - 1,
     )
-    batch = options.batch or default_batch("cuda" if per_actor > 0 else "cpu", ctx.params.size)
     log.info(
         "starting %d actor(s), %.2f GPU and %d threads each, %d pair(s) per batch",
-        count,
-        per_actor,
-        threads,
-        batch,
+        plan.count,
+        plan.gpus,
+        plan.threads,
+        plan.batch,
     )
     actors = [
-        remote.remote(ctx, options.device, threads, options.max_pixels, batch) for _ in range(count)
+        remote.remote(ctx, options.device, plan.threads, options.max_pixels, plan.batch)
+        for _ in range(plan.count)
     ]
-    return actors, batch
+    try:
+        _wait_started(actors, plan, options.wait_resources)
+    except RayError as exc:  # the actor died in its constructor
+        _kill(actors)
+        raise ResourceError(f"the actors cannot start: {_cause(exc)}") from None
+    except BaseException:
+        _kill(actors)
+        raise
+    return actors, plan.batch
+
+
+def _wait_started(actors: list[Any], plan: ActorPlan, timeout: float) -> None:
+    import ray
+
+    pending = [a.ready.remote() for a in actors]
+    started = time.monotonic()
+    note = started + WAIT_NOTE_SECONDS
+    while pending:
+        left = started + timeout - time.monotonic()
+        done, pending = ray.wait(
+            pending, num_returns=len(pending), timeout=max(0.0, min(1.0, left))
+        )
+        ray.get(done)  # a constructor's exception surfaces here
+        if not pending:
+            return
+        if time.monotonic() >= started + timeout:
+            free = ray.available_resources()
+            each = f"{plan.gpus:g} GPU" if plan.gpus > 0 else "no GPU"
+            raise ResourceError(
+                f"{len(pending)} of {len(actors)} actor(s) did not start within {timeout:.0f} s "
+                f"(each needs {each}; free now: {free.get('GPU', 0):g} GPU, "
+                f"{free.get('CPU', 0):g} CPU); --wait-resources sets the wait"
+            )
+        if time.monotonic() >= note:
+            note += WAIT_NOTE_SECONDS
+            log.warning(
+                "%d of %d actor(s) started; waiting for resources (up to %.0f s in all)",
+                len(actors) - len(pending),
+                len(actors),
+                timeout,
+            )
+
+
+def _kill(actors: list[Any]) -> None:
+    import ray
+
+    for actor in actors:
+        ray.kill(actor)
+
+
+def _cause(exc: BaseException) -> str:
+    """The last line of an actor's error that names an exception (its constructor's, usually)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return (named or lines or [type(exc).__name__])[-1][:500]
 
 
 def _manifest(plan: Plan, run_id: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -209,20 +349,13 @@ def _run(
 ) -> RunSummary:
     spec = plan.spec
     started = time.time()
-    if options.force:
-        for key in store.part_keys():
-            store.root.delete(key)
-    committed = store.committed()
+    committed = {} if options.force else store.committed()
     todo = [p for p in plan.pairs if needs_run(committed.get(p.pair_id), options.retry_failed)]
     # Pairs sharing a style run back to back, so each actor reuses its Gram targets.
     todo.sort(key=lambda p: (p.style.identity, p.content.identity))
     summary = RunSummary(
         spec.name, store.uri, run_id, total=len(plan.pairs), skipped=len(plan.pairs) - len(todo)
     )
-    store.clear_marker()
-    store.write_manifest(_manifest(plan, run_id, "running", started_at=_iso(started)))
-    if on_start:
-        on_start(summary)
     ctx = JobContext(
         spec.name,
         run_id,
@@ -233,8 +366,24 @@ def _run(
         spec.s3(),
         spec.dataset,
     )
+    actors, batch = [], 1
     if todo:
-        _run_pairs(todo, ctx, options, store, summary, on_row)
+        ensure_ray(options.address)
+        actors, batch = start_actors(ctx, options)
+    try:
+        # Only now, with actors that have shown they can start, does the output change: a rerun
+        # that cannot start (a typo, a busy cluster) leaves a finished job finished.
+        if options.force:
+            for key in store.part_keys():
+                store.root.delete(key)
+        store.clear_marker()
+        store.write_manifest(_manifest(plan, run_id, "running", started_at=_iso(started)))
+        if on_start:
+            on_start(summary)
+        if todo:
+            _run_pairs(todo, actors, batch, ctx, options, store, summary, on_row)
+    finally:
+        _kill(actors)
     store.compact(run_id)
     if spec.dataset is not None:
         store.write_mapping()
@@ -266,6 +415,8 @@ def _run(
 
 def _run_pairs(
     todo: list[Pair],
+    actors: list[Any],
+    batch: int,
     ctx: JobContext,
     options: RunOptions,
     store: ResultStore,
@@ -275,8 +426,6 @@ def _run_pairs(
     import ray
     from ray.exceptions import RayError
 
-    ensure_ray(options.address)
-    actors, batch = start_actors(ctx, options)
     queue = deque(todo)
     # Each call carries `batch` pairs: neighbours in the style-sorted queue, so a batch mostly
     # shares one style's Gram targets; the actor stacks those of equal working size.
@@ -343,8 +492,6 @@ def _run_pairs(
                 flush()  # nothing to commit: refreshes the lock
     finally:
         flush(final=True)  # also on Ctrl-C: what finished is committed
-        for actor in actors:
-            ray.kill(actor)
 
 
 def _iso(t: float) -> str:

@@ -67,7 +67,8 @@ def submit(
     spec_path: str, address: str | None, run_args: list[str], submission_id: str | None = None
 ) -> str:
     spec_file = Path(spec_path)
-    spec = load_spec(spec_file)  # validate here, before anything reaches the cluster
+    # Validated here, before anything reaches the cluster; a weights file is the cluster's to have.
+    spec = load_spec(spec_file, local_files=False)
     client = _client(address)
     with tempfile.TemporaryDirectory(prefix="nst-submit-") as tmp:
         staged = stage_working_dir(spec_file, Path(tmp))

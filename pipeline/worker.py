@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +25,15 @@ from . import __version__, dataset, images
 from .engine import StylizeError, Stylizer
 from .images import ImageError
 from .inputs import ImageRef, read_image
-from .params import StyleParams
+from .params import DEFAULT_MAX_PIXELS, StyleParams
 from .plan import Pair
 from .results import ResultStore
 from .storage import S3Settings, StorageError
 
 log = logging.getLogger(__name__)
 
+# The input's fault: final, a rerun gives the same answer (`--retry-failed` tries them anyway).
+BAD_INPUT = (ImageError, StylizeError, dataset.UnsafePath)
 # Errors a rerun should try again: the input is fine, the infrastructure was not.
 RETRIABLE = (StorageError, ConnectionError, TimeoutError, torch.cuda.OutOfMemoryError)
 
@@ -123,7 +126,9 @@ class PairWorker:
                     rows[prep.pair.pair_id] = row
         return [rows[p.pair_id] for p in pairs]
 
-    def _stylize(self, group: list[_Prepared]) -> list[tuple[_Prepared, dict[str, Any]]]:
+    def _stylize(
+        self, group: list[_Prepared], retry: bool = True
+    ) -> list[tuple[_Prepared, dict[str, Any]]]:
         started = time.perf_counter()
         try:
             outcomes = self.stylizer.stylize_batch(
@@ -136,6 +141,11 @@ class PairWorker:
             half = len(group) // 2  # a smaller batch may fit: halve until it does
             return self._stylize(group[:half]) + self._stylize(group[half:])
         except Exception as exc:
+            if retry and not isinstance(exc, BAD_INPUT):
+                # Not the input's fault (a bug, a fluke): each pair once more on its own, which
+                # also keeps one pair's trouble from failing its batch-mates.
+                log.warning("batch of %d failed (%r); retrying each pair alone", len(group), exc)
+                return [done for p in group for done in self._stylize([p], retry=False)]
             return [(p, self._failed(p.pair, p.row, exc, p.started)) for p in group]
         share = (time.perf_counter() - started) / len(group)
         done = []
@@ -161,7 +171,8 @@ class PairWorker:
         else:  # the output path is checked before any compute
             dest = dataset.dest_path(pair.content.identity, pair.style.identity, self.ctx.dataset)
             content = read_image(pair.content, s3=self.ctx.s3, max_pixels=self.max_pixels)
-            content, params, final = dataset.prepare(content, self.ctx.dataset, params)
+            limit = self.max_pixels or DEFAULT_MAX_PIXELS
+            content, params, final = dataset.prepare(content, self.ctx.dataset, params, limit)
         style = self._style(pair.style)
         io = time.perf_counter() - t
         return _Prepared(pair, row, started, content, style, params, final, dest, io)
@@ -201,12 +212,15 @@ class PairWorker:
     def _failed(
         self, pair: Pair, row: dict[str, Any], exc: BaseException, started: float
     ) -> dict[str, Any]:
-        """A failed row: the input's fault is final, the infrastructure's is retried."""
-        if isinstance(exc, (ImageError, StylizeError, ValueError, *RETRIABLE)):
-            return fail_row(row, exc, isinstance(exc, RETRIABLE), started)
-        # A bug or an unexpected input: still a row, never a lost job.
-        log.error("pair %s failed", pair.pair_id, exc_info=exc)
-        return fail_row(row, exc, False, started)
+        """A failed row: the input's fault is final; anything else is retried by the next run."""
+        if isinstance(exc, BAD_INPUT):
+            return fail_row(row, exc, False, started)
+        if not isinstance(exc, RETRIABLE):
+            # A bug, or trouble nobody foresaw: not the input's fault. Logged and kept in the row
+            # with its traceback; retriable, so a fixed version recomputes the pair.
+            log.error("pair %s failed unexpectedly", pair.pair_id, exc_info=exc)
+            row["traceback"] = "".join(traceback.format_exception(exc))[-8000:]
+        return fail_row(row, exc, True, started)
 
     def _base_row(self, pair: Pair, started: float) -> dict[str, Any]:
         return base_row(

@@ -121,6 +121,47 @@ def test_unsafe_relative_paths_are_refused():
             dest_path(bad, "s.png", spec)
 
 
+def test_two_inputs_for_one_output_are_refused_at_plan_time(tree, styles, tmp_path):
+    """`x.jpg` and `x.png` would both become `x.jpg`: exit 2 naming both, nothing computed."""
+    images.to_pil(make_content(40, 40, seed=9)).save(tree / "train" / "0001.jpg")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(json.dumps(_spec(tree, styles, tmp_path / "out")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "plan", str(spec)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"nst: error: {spec}: dataset: train/0001.jpg and train/0001.png would both be "
+        "written to train/0001.jpg; rename one of them"
+    ]
+
+
+def test_styles_of_one_name_in_two_folders_get_distinct_outputs(tree, tmp_path):
+    for i, artist in enumerate(("monet", "degas")):
+        images.save_png(make_style(40, 40, seed=i), tmp_path / "st" / artist / "water.png")
+    plan = make_plan(parse_spec(_spec(tree, tmp_path / "st", tmp_path / "o", styles_per_content=2)))
+    spec = plan.spec.dataset
+    dests = {dest_path(p.content.identity, p.style.identity, spec) for p in plan.pairs}
+    assert len(dests) == len(plan.pairs) == 6
+    assert "val/0003__monet_water.jpg" in dests and "val/0003__degas_water.jpg" in dests
+
+
+def test_no_aspect_ratio_makes_a_level_larger_than_max_pixels():
+    """A 16 x 4000 px strip under `shorter` 512 would need a 128,000 px long side."""
+    from pipeline.dataset import prepare
+    from pipeline.params import StyleParams
+
+    strip = torch.rand(3, 16, 4000)
+    spec, params = DatasetSpec(size=512), StyleParams(schedule=((256, 10), (512, 5)))
+    for limit, style_scale in ((16_777_216, 1.0), (1_000_000, 1.0), (1_000_000, 2.0)):
+        _, ran, _ = prepare(strip, spec, params.replace(style_scale=style_scale), limit)
+        for side, _ in ran.schedule:
+            assert side * side * 16 / 4000 <= limit  # the content level: long x short
+            assert (side * style_scale) ** 2 <= limit  # the style, square at worst
+    _, usual, _ = prepare(torch.rand(3, 300, 400), spec, params, 16_777_216)
+    assert usual.schedule[-1] == (683, 5)  # an ordinary photo: shorter side 512 as before
+
+
 def test_dataset_spec_validation():
     base = {"name": "d", "content": {"source": "demo"}, "styles": {"source": "demo"}}
     for dataset, message in (

@@ -75,13 +75,33 @@ def test_random_pairing_is_seeded_per_content(artworks, photos):
         ({"colour": 1}, r"colour: unknown key"),
         ({"name": "a/b"}, r"name: use letters"),
         ({"content": {"source": "x", "limt": 3}}, r"content.limt: unknown key"),
-        ({"content": {"source": "x", "limit": "ten"}}, r"content.limit: must be an integer"),
+        (
+            {"content": {"source": "x", "limit": "ten"}},
+            r"content.limit: must be a valid integer, got 'ten'",
+        ),
         ({"content": {"source": "/nonexistent/photos"}}, r"content.source: .*no such folder"),
         ({"preset": "turbo"}, r"preset: unknown preset 'turbo'; known: .*preview"),
         ({"params": {"schedule": [[64, -5]]}}, r"params.schedule: level iterations must be"),
         ({"params": {"optimizer": "sgd"}}, r"params.optimizer: 'sgd' is not one of lbfgs, adam"),
         ({"pairing": "zip"}, r"pairing: must be 'cross'"),
         ({"styles": {"artists": ["Claude Monet"]}}, r"styles: give exactly one of catalog"),
+        # The typos that used to pass and then fail inside the actors, or exhaust memory:
+        ({"weights": "caffee"}, r"weights: 'caffee' is not caffe, torchvision nor a file"),
+        ({"resources": {"device": "gpu"}}, r"resources.device: must be auto, cpu, cuda or cuda:N"),
+        ({"params": {"schedule": [[200000, 100]]}}, r"params.schedule: a 200000 px content level"),
+        (
+            {"params": {"schedule": [[32, 2]], "style_scale": 200.0}},
+            r"params.style_scale: a 6400 px style level is up to 40,960,000 px, over the limit "
+            r"of 16,777,216 \(resources.max_pixels\)",
+        ),
+        ({"resources": {"max_pixels": 1000}}, r"params.schedule: a 32 px content level"),
+        ({"resources": {"gpus_per_actor": 1.5}}, r"resources.gpus_per_actor: a fraction of one"),
+        ({"resources": {"actors": 0}}, r"resources.actors: must be greater than or equal to 1"),
+        ({"resources": {"gpus": 1}}, r"resources.gpus: unknown key; allowed: actors, gpus_per"),
+        ({"content": {"sourc": "x"}}, r"content.sourc: unknown key; allowed: source, root"),
+        ({"pairing": {"random": 0}}, r"pairing.random: must be greater than or equal to 1"),
+        ({"preset": "../../etc/x.yaml"}, r"preset: unknown preset '../../etc/x.yaml'"),
+        ({"styles": {"source": "x", "years": [1, "y"]}}, r"styles.years.1: must be a valid int"),
     ],
 )
 def test_bad_specs_name_the_field(artworks, photos, change, message):
@@ -97,7 +117,7 @@ def test_bad_specs_name_the_field(artworks, photos, change, message):
             r"unknown artist 'Claude Monnet'; did you mean Claude Monet",
         ),
         ({"genres": ["Vaporwave"]}, r"select no artist"),
-        ({"per_artist": 0}, r"styles.per_artist: must be >= 1"),
+        ({"per_artist": 0}, r"styles.per_artist: must be greater than or equal to 1, got 0"),
     ],
 )
 def test_bad_style_selections(artworks, photos, styles, message):
@@ -118,6 +138,26 @@ def test_cli_plan_prints_breakdown_and_estimate_and_writes_nothing(artworks, pho
     expected = pick_precision("auto", torch.device("cpu"))  # the spec leaves precision to auto
     assert f"GFLOP/s measured in {expected})" in proc.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_spec_checks_weights_files_here_unless_the_spec_runs_elsewhere(tmp_path):
+    d = {"name": "w", "content": {"source": "demo"}, "styles": {"source": "demo"}}
+    state_dict = tmp_path / "vgg.pt"
+    with pytest.raises(SpecError, match="weights: .*vgg.pt' is not caffe, torchvision nor a file"):
+        parse_spec({**d, "weights": str(state_dict)})
+    assert parse_spec({**d, "weights": str(state_dict)}, local_files=False).weights
+    state_dict.write_bytes(b"checked by the worker")
+    assert parse_spec({**d, "weights": str(state_dict)}).weights == str(state_dict)
+
+
+def test_yaml_syntax_errors_name_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncontent: {source: demo\nstyles: {source: demo}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: line 3, column ") and "not valid YAML" in message
+    assert "\n" not in message
 
 
 def test_cli_bad_spec_is_exit_2_and_one_line(tmp_path):

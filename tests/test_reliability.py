@@ -254,22 +254,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     of more than one pair, as a card too small for the batch would. The worker halves the
     batch down to single pairs and every pair is done; a single pair that does not fit becomes
     a retriable failed row."""
-    for i in range(4):
-        images.save_png(make_content(40, 56, seed=i), tmp_path / "c" / f"{i}.png")
-    images.save_png(make_style(seed=9), tmp_path / "s" / "s.png")
-    spec = parse_spec(
-        {
-            "name": "oom",
-            "content": {"source": str(tmp_path / "c")},
-            "styles": {"source": str(tmp_path / "s")},
-            "params": {"schedule": [[32, 2]]},
-            "output": str(tmp_path / "out"),
-        }
-    )
-    pairs = make_plan(spec).pairs
-    worker = PairWorker(
-        JobContext("oom", new_run_id(), spec.output, "fast", spec.params), device="cpu", batch=4
-    )
+    worker, pairs = _worker_on_files(tmp_path, "oom", 4, batch=4)
     real = worker.stylizer.stylize_batch
     sizes = []
 
@@ -293,25 +278,29 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
 
 
-def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatch):
-    """Fault injection: the store refuses the result image after the pair was stylized. The
-    pair becomes a retriable failed row; its batch-mate, written fine, is done."""
-    for i in range(2):
+def _worker_on_files(tmp_path, job: str, contents: int, batch: int):
+    """A CPU PairWorker and the pairs of `contents` generated photos (plus any files already in
+    tmp_path/c) crossed with one style."""
+    for i in range(contents):
         images.save_png(make_content(40, 56, seed=i), tmp_path / "c" / f"{i}.png")
     images.save_png(make_style(seed=9), tmp_path / "s" / "s.png")
     spec = parse_spec(
         {
-            "name": "wfail",
+            "name": job,
             "content": {"source": str(tmp_path / "c")},
             "styles": {"source": str(tmp_path / "s")},
             "params": {"schedule": [[32, 2]]},
             "output": str(tmp_path / "out"),
         }
     )
-    pairs = make_plan(spec).pairs
-    worker = PairWorker(
-        JobContext("wfail", new_run_id(), spec.output, "fast", spec.params), device="cpu", batch=2
-    )
+    ctx = JobContext(job, new_run_id(), spec.output, "fast", spec.params)
+    return PairWorker(ctx, device="cpu", batch=batch), make_plan(spec).pairs
+
+
+def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatch):
+    """Fault injection: the store refuses the result image after the pair was stylized. The
+    pair becomes a retriable failed row; its batch-mate, written fine, is done."""
+    worker, pairs = _worker_on_files(tmp_path, "wfail", 2, batch=2)
     real = worker.store.write_image
 
     def flaky(pair_id, data):
@@ -327,3 +316,37 @@ def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatc
         "StorageError",
     )
     assert second["status"] == "done" and second["seconds"] > 0
+
+
+def test_a_bug_is_not_bad_input(tmp_path, monkeypatch, caplog):
+    """Fault injection: the engine raises a ValueError as a bug would (not the input's fault).
+    The batch is retried pair by pair, then each pair is a retriable row that keeps the
+    traceback, and the error is logged with it; a truly bad image stays a final row."""
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "empty.png").write_bytes(b"")
+    worker, pairs = _worker_on_files(tmp_path, "bug", 2, batch=2)
+    calls = []
+
+    def buggy(contents, styles, **kw):
+        calls.append(len(contents))
+        raise ValueError("operands could not be broadcast together (injected)")
+
+    monkeypatch.setattr(worker.stylizer, "stylize_batch", buggy)
+    with caplog.at_level("ERROR", logger="pipeline.worker"):
+        rows = worker.run_batch(pairs)
+    assert calls == [2, 1, 1]  # the batch, then each pair once on its own
+    for row in rows[:2]:
+        assert (row["status"], row["retriable"], row["error_type"]) == (
+            "failed",
+            True,
+            "ValueError",
+        )
+        assert "Traceback" in row["traceback"] and "def buggy" not in row["traceback"]
+        assert "in buggy" in row["traceback"]
+    assert "failed unexpectedly" in caplog.text and "Traceback" in caplog.text
+    bad = rows[2]
+    assert (bad["status"], bad["retriable"], bad["error_type"]) == ("failed", False, "ImageError")
+    assert bad.get("traceback") is None
+    store = ResultStore(str(tmp_path / "out"), "bug")
+    store.write_part(rows, "r", 0)  # the new column round-trips through Parquet
+    assert store.read().column("traceback").null_count == 1

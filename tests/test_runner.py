@@ -19,7 +19,7 @@ from pipeline import images
 from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
 from pipeline.results import RESULT_SCHEMA, ResultStore
-from pipeline.runner import RunOptions, run_plan
+from pipeline.runner import ResourceError, RunOptions, run_plan
 
 from .conftest import local_ray, make_content, make_style
 
@@ -78,6 +78,67 @@ def test_two_by_two_job_then_a_rerun_computes_nothing(tmp_path, inputs):
     again = run_plan(plan, RunOptions(actors=2, gpus_per_actor=0))
     assert (again.done, again.failed, again.skipped, again.complete) == (0, 0, 4, True)
     assert len(pd.read_parquet(out / "results")) == 4
+
+    # A rerun whose actors cannot start (here: CUDA on a machine without it) changes nothing:
+    # the finished job keeps its marker, its manifest and, despite --force, its rows.
+    manifest = (out / "manifest.json").read_bytes()
+    parts = sorted((out / "results").iterdir())
+    with pytest.raises(ResourceError, match="cannot start: .*'cuda' requested but torch sees no"):
+        run_plan(plan, RunOptions(actors=1, gpus_per_actor=0, device="cuda", force=True))
+    assert (out / "_SUCCESS").is_file() and (out / "manifest.json").read_bytes() == manifest
+    assert sorted((out / "results").iterdir()) == parts and not (out / "_LOCK").exists()
+
+
+def test_resources_the_cluster_cannot_give_stop_the_run_at_once(tmp_path, inputs):
+    """The fixture's Ray has 1 (fake) GPU, 2 CPUs and no autoscaler."""
+    plan = make_plan(parse_spec(job(tmp_path, *inputs)))
+    out = tmp_path / "out" / "grid"
+    for options, message in (
+        (
+            RunOptions(gpus_per_actor=4),
+            r"needs 1 actor\(s\) x 4 GPU = 4 GPU; the cluster has 1 GPU",
+        ),
+        (RunOptions(actors=500, gpus_per_actor=0), r"needs 500 CPU actor\(s\) .* has 2 CPU"),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ResourceError, match=message + " and no autoscaler"):
+            run_plan(plan, options)
+        assert time.monotonic() - started < 5
+    assert not (out / "manifest.json").exists() and not (out / "results").exists()
+
+
+def test_actors_that_cannot_be_placed_in_time_end_the_run(tmp_path, inputs):
+    """Another job holds the only GPU: the actor waits, visibly, then the run ends with exit 2's
+    error instead of waiting forever."""
+    import ray
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    class OtherJob:
+        def ping(self) -> int:
+            return 1
+
+    other = OtherJob.remote()
+    ray.get(other.ping.remote())
+    try:
+        plan = make_plan(parse_spec(job(tmp_path, *inputs)))
+        with pytest.raises(ResourceError, match=r"1 of 1 actor\(s\) did not start within 2 s"):
+            run_plan(plan, RunOptions(actors=1, gpus_per_actor=1, wait_resources=2))
+    finally:
+        ray.kill(other)
+    assert not (tmp_path / "out" / "grid" / "manifest.json").exists()
+
+
+def test_cli_exits_2_when_the_cluster_lacks_the_gpus(tmp_path, inputs):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job(tmp_path, *inputs)))
+    proc = _nst_run(spec, "--gpus-per-actor", "2")  # its own local Ray: no GPU at all
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "nst: error: the job needs 1 actor(s) x 2 GPU = 2 GPU; the cluster has 0 GPU and no "
+        "autoscaler to add more: lower resources.actors / gpus_per_actor (or --actors, "
+        "--gpus-per-actor)"
+    )
 
 
 def test_a_corrupt_input_is_one_failed_row(tmp_path, inputs):
