@@ -222,6 +222,9 @@ def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
         # Ray resends a pair whose actor died once the actor is back. It charges a retry to the
         # pair queued behind the one that killed the actor too, hence more than one or two.
         max_task_retries=MAX_ATTEMPTS - 1,
+        # Two calls at once: while one optimizes (holding the worker's compute lock), the other
+        # decodes its pairs and the first one's results are written (PairWorker.run_batch).
+        max_concurrency=2,
     )
     log.info(
         "starting %d actor(s), %.2f GPU and %d threads each, %d pair(s) per batch",
@@ -384,7 +387,10 @@ def _run(
             _run_pairs(todo, actors, batch, ctx, options, store, summary, on_row)
     finally:
         _kill(actors)
+    t = time.perf_counter()
+    parts = len(store.part_keys())
     store.compact(run_id)
+    log.info("compacted %d part(s) in %.3f s", parts, time.perf_counter() - t)
     if spec.dataset is not None:
         store.write_mapping()
     final = store.committed()
@@ -447,6 +453,7 @@ def _run_pairs(
             log.warning("refreshing the output lock failed (%s)", exc)
         if not buffer:
             return
+        t = time.perf_counter()
         try:
             store.write_part(buffer, ctx.run_id, seq)
         except StorageError as exc:
@@ -459,6 +466,7 @@ def _run_pairs(
                 "committing %d rows failed (%s); keeping them for the next try", len(buffer), exc
             )
             return
+        log.info("committed %d rows in %.3f s", len(buffer), time.perf_counter() - t)
         seq += 1
         buffer.clear()
 

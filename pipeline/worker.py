@@ -13,10 +13,12 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -85,21 +87,26 @@ class PairWorker:
         # Refuse input images of more pixels than this worker should decode (an OOM guard).
         self.max_pixels = max_pixels
         self._styles: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._compute = threading.Lock()  # one optimization at a time holds the device
+        # Results are encoded and written here while the next pairs optimize (in order).
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="nst-writer")
 
     def _style(self, ref: ImageRef) -> torch.Tensor:
         """Decoded style images, kept for the next pairs of the same style."""
-        if ref.uri not in self._styles:
-            size = self.ctx.params.size
-            if self.ctx.dataset is not None:  # `shorter` makes the long side up to ~2 N
-                size = max(size, 2 * self.ctx.dataset.size)
-            side = max(16, round(size * self.ctx.params.style_scale))
-            self._styles[ref.uri] = read_image(
-                ref, max_side=side, s3=self.ctx.s3, max_pixels=self.max_pixels
-            )
-            if len(self._styles) > 8:
-                self._styles.popitem(last=False)
-        self._styles.move_to_end(ref.uri)
-        return self._styles[ref.uri]
+        with self._cache_lock:
+            if ref.uri not in self._styles:
+                size = self.ctx.params.size
+                if self.ctx.dataset is not None:  # `shorter` makes the long side up to ~2 N
+                    size = max(size, 2 * self.ctx.dataset.size)
+                side = max(16, round(size * self.ctx.params.style_scale))
+                self._styles[ref.uri] = read_image(
+                    ref, max_side=side, s3=self.ctx.s3, max_pixels=self.max_pixels
+                )
+                if len(self._styles) > 8:
+                    self._styles.popitem(last=False)
+            self._styles.move_to_end(ref.uri)
+            return self._styles[ref.uri]
 
     def run(self, pair: Pair) -> dict[str, Any]:
         return self.run_batch([pair])[0]
@@ -107,7 +114,11 @@ class PairWorker:
     def run_batch(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         """One row per pair, in order. Pairs of equal working size and parameters share one
         optimization, `self.batch` at a time (`Stylizer.stylize_batch`); each row's `seconds` is
-        its own decoding and writing plus its share of the optimization."""
+        its own decoding and writing plus its share of the optimization.
+
+        Only the optimization holds the device (`self._compute`): decoding runs before it and
+        encoding and writing on the writer thread after it, so in an actor that takes two calls
+        at once the next call decodes, and this call writes, while the device optimizes."""
         rows: dict[str, dict[str, Any]] = {}
         groups: dict[tuple, list[_Prepared]] = {}
         for pair in pairs:
@@ -120,15 +131,21 @@ class PairWorker:
                 rows[pair.pair_id] = self._failed(pair, row, exc, started)
                 continue
             groups.setdefault(key, []).append(prep)
+        writing = []
         for group in groups.values():
             for i in range(0, len(group), self.batch):
-                for prep, row in self._stylize(group[i : i + self.batch]):
-                    rows[prep.pair.pair_id] = row
+                with self._compute:
+                    outcomes = self._optimize(group[i : i + self.batch])
+                writing += [self._writer.submit(self._complete, *o) for o in outcomes]
+        for future in writing:
+            prep, row = future.result()
+            rows[prep.pair.pair_id] = row
         return [rows[p.pair_id] for p in pairs]
 
-    def _stylize(
+    def _optimize(
         self, group: list[_Prepared], retry: bool = True
-    ) -> list[tuple[_Prepared, dict[str, Any]]]:
+    ) -> list[tuple[_Prepared, Any, float]]:
+        """(pair, its result or the exception that failed it, its share of the seconds)."""
         started = time.perf_counter()
         try:
             outcomes = self.stylizer.stylize_batch(
@@ -137,28 +154,27 @@ class PairWorker:
         except torch.cuda.OutOfMemoryError:
             if len(group) == 1:
                 exc = torch.cuda.OutOfMemoryError("CUDA out of memory for one pair")
-                return [(p, self._failed(p.pair, p.row, exc, p.started)) for p in group]
+                return [(p, exc, 0.0) for p in group]
             half = len(group) // 2  # a smaller batch may fit: halve until it does
-            return self._stylize(group[:half]) + self._stylize(group[half:])
+            return self._optimize(group[:half]) + self._optimize(group[half:])
         except Exception as exc:
             if retry and not isinstance(exc, BAD_INPUT):
                 # Not the input's fault (a bug, a fluke): each pair once more on its own, which
                 # also keeps one pair's trouble from failing its batch-mates.
                 log.warning("batch of %d failed (%r); retrying each pair alone", len(group), exc)
-                return [done for p in group for done in self._stylize([p], retry=False)]
-            return [(p, self._failed(p.pair, p.row, exc, p.started)) for p in group]
+                return [done for p in group for done in self._optimize([p], retry=False)]
+            return [(p, exc, 0.0) for p in group]
         share = (time.perf_counter() - started) / len(group)
-        done = []
-        for prep, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                done.append((prep, self._failed(prep.pair, prep.row, outcome, prep.started)))
-                continue
-            try:
-                row = self._finish(prep, outcome, share)
-            except Exception as exc:  # e.g. the image could not be written: a retriable row
-                row = self._failed(prep.pair, prep.row, exc, prep.started)
-            done.append((prep, row))
-        return done
+        return [(p, outcome, share) for p, outcome in zip(group, outcomes, strict=True)]
+
+    def _complete(self, prep: _Prepared, outcome: Any, share: float) -> tuple[_Prepared, dict]:
+        """The pair's row: its image written, or its failure."""
+        if isinstance(outcome, Exception):
+            return prep, self._failed(prep.pair, prep.row, outcome, prep.started)
+        try:
+            return prep, self._finish(prep, outcome, share)
+        except Exception as exc:  # e.g. the image could not be written: a retriable row
+            return prep, self._failed(prep.pair, prep.row, exc, prep.started)
 
     def _prepare(self, pair: Pair, row: dict[str, Any], started: float) -> _Prepared:
         """Decode the pair's images (and apply dataset mode's size policy)."""
