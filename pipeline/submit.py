@@ -146,6 +146,9 @@ def submit(
                     runtime_env=runtime_env,
                     submission_id=submission_id,
                     metadata={"nst_job": spec.name},
+                    # A CPU for the driver: on the infra/ clusters (heads with 0 CPUs) it runs on a
+                    # worker, so only workers need the object store's credentials.
+                    entrypoint_num_cpus=1,
                 )
             except Exception as exc:
                 # Ray answers this (HTTP 500, no error code to test) before creating the job.
