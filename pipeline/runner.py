@@ -112,13 +112,30 @@ class PairActor:
 def ensure_ray(address: str | None) -> None:
     import ray
 
+    from .submit import SubmitError, auth_advice, use_given_token
+
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # address None: ray.init() joins RAY_ADDRESS when set, else starts a local Ray for this run.
-    ray.init(
-        address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True
-    )
+    # address None: ray.init() joins RAY_ADDRESS when set, else starts a local Ray for this run,
+    # with Ray's own default authentication (Ray 2.60: token, kept in ~/.ray/auth_token).
+    joining = address or os.environ.get("RAY_ADDRESS")
+    token_sent = use_given_token() if joining else False
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+    except ConnectionError as exc:
+        if not joining:
+            raise
+        # A cluster that refuses the token looks to ray.init() like one that does not answer: it
+        # retries for 20 s and raises ConnectionError (Ray 2.60).
+        raise SubmitError(
+            f"cannot join the Ray cluster at {joining} ({exc}); if it uses token "
+            f"authentication, {auth_advice(token_sent)}"
+        ) from None
 
 
 @dataclass(frozen=True)

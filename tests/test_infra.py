@@ -1,4 +1,5 @@
-"""The cluster manifests parse, run commands that exist, ask for GPUs, keep work off the head."""
+"""The cluster manifests parse, run commands that exist, ask for GPUs, keep work off the head, keep
+Ray's token authentication on, the dashboard inside the cluster and S3 credentials off the head."""
 
 from __future__ import annotations
 
@@ -37,6 +38,24 @@ def _check_gpu_workers(groups: list[dict]) -> None:
         assert group["maxReplicas"] >= group["minReplicas"]
 
 
+def _containers(template: dict) -> list[dict]:
+    return template["spec"]["containers"]
+
+
+def _check_secured(cluster: dict) -> None:
+    """Token auth on, from a Secret (KubeRay's authOptions); nothing turns it off; the dashboard's
+    Service is ClusterIP; S3 credentials on the workers (or IRSA) and never on the head."""
+    assert cluster["authOptions"]["mode"] == "token" and cluster["authOptions"]["secretName"]
+    assert "disabled" not in yaml.safe_dump(cluster)
+    head = cluster["headGroupSpec"]
+    assert head["serviceType"] == "ClusterIP" and not head.get("enableIngress")
+    assert "nst-s3-credentials" not in str(head["template"])
+    assert "AWS_" not in str(_containers(head["template"]))
+    for group in cluster["workerGroupSpecs"]:
+        for container in _containers(group["template"]):
+            assert {"secretRef": {"name": "nst-s3-credentials"}} in container["envFrom"]
+
+
 def test_kuberay_raycluster():
     doc = _load("kuberay/raycluster.yaml")
     assert doc["kind"] == "RayCluster" and doc["spec"]["rayVersion"] == "2.60.0"
@@ -44,16 +63,20 @@ def test_kuberay_raycluster():
     assert head["rayStartParams"]["num-cpus"] == "0"
     assert "nvidia.com/gpu" not in str(head["template"])
     _check_gpu_workers(doc["spec"]["workerGroupSpecs"])
+    _check_secured(doc["spec"])
 
 
 def test_kuberay_rayjob():
     doc = _load("kuberay/rayjob.yaml")
     assert doc["kind"] == "RayJob" and doc["spec"]["shutdownAfterJobFinishes"] is True
     _check_entrypoint(doc["spec"]["entrypoint"])
+    # The driver needs a CPU, which only the workers (with the S3 credentials) have.
+    assert doc["spec"]["entrypointNumCpus"] >= 1
     cluster = doc["spec"]["rayClusterSpec"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     _check_gpu_workers(cluster["workerGroupSpecs"])
-    yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
+    _check_secured(cluster)
+    assert "RAY_AUTH_MODE" not in yaml.safe_dump(doc)  # KubeRay's authOptions set it
 
 
 def test_aws_cluster_launcher():
@@ -64,7 +87,17 @@ def test_aws_cluster_launcher():
     assert any("--num-cpus=0" in c for c in doc["head_start_ray_commands"])
     workers = [t for name, t in types.items() if name != doc["head_node_type"]]
     assert workers and all(t["resources"].get("GPU", 0) >= 1 for t in workers)
+    # Drivers ask for a CPU (`nst submit`): the autoscaler must know that a worker has one.
+    assert all(t["resources"].get("CPU", 0) >= 1 for t in workers)
     assert doc["provider"]["type"] == "aws"
+    # Token auth on every node, with the token `ray get-auth-token --generate` wrote; the
+    # dashboard on the head's loopback (reached through `ray dashboard`); S3 only on workers.
+    starts = doc["head_start_ray_commands"] + doc["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
+    assert doc["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "dashboard-host" not in str(starts)
+    assert "IamInstanceProfile" not in head["node_config"]
+    assert all(t["node_config"]["IamInstanceProfile"] for t in workers)
 
 
 def test_dockerfile_installs_the_project_and_its_weights():

@@ -1,15 +1,20 @@
-"""Ray Jobs: submit to a real head started with `ray start --head`, follow it to the end."""
+"""Ray Jobs: submit to a real head started with `ray start --head` and Ray's default token
+authentication, follow it to the end, join it with `nst run --address`."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from pipeline import submit
@@ -23,54 +28,118 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env(home: Path, **changes: str) -> dict[str, str]:
+    """A user's environment: HOME (where Ray keeps ~/.ray/auth_token) in the test's folder, no
+    RAY_AUTH_* or address set, the project's interpreter first on PATH (as in a cluster image)."""
+    drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k not in drop and k != "RAY_API_SERVER_ADDRESS"}
+    return {**env, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}", **changes}
+
+
+@dataclass(frozen=True)
+class Head:
+    address: str  # the dashboard: Jobs API
+    gcs: str  # what ray.init(address=...) joins
+    token: str
+    home: Path  # its ~/.ray/auth_token holds the token
+
+    def client(self):
+        """A Jobs API client of the test's own, holding the token whatever this process's Ray
+        settings (an explicit Authorization header is sent as it is)."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A one-node cluster. Its PATH holds an interpreter with the project's dependencies, as a
-    cluster image would; the test runs from elsewhere, as a submitter would."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
-    dashboard = _free_port()
+    """A one-node cluster started as a user would: `ray get-auth-token --generate`, then a plain
+    `ray start --head`, which turns token authentication on because the token file exists.
+    `--block` keeps `ray start` in the foreground, so that stopping it stops this head's processes
+    only (`ray stop` would stop every Ray on the machine)."""
+    home = tmp_path_factory.mktemp("home")
+    env = _env(home)
+    subprocess.run(
+        [str(BIN / "ray"), "get-auth-token", "--generate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    port, dashboard = _free_port(), _free_port()
     temp = tmp_path_factory.mktemp("ray")
+    # Free ports for every server of the head: Ray's fixed defaults (the job agent's 52365, the
+    # client server's 10001) may be held by another Ray on the machine, and a job agent that
+    # cannot bind leaves the Jobs API answering "No available agent" for good.
+    servers = (
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
     cmd = [
         str(BIN / "ray"),
         "start",
         "--head",
-        f"--port={_free_port()}",
+        "--block",
+        f"--port={port}",
         "--num-cpus=2",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp}",
         f"--dashboard-port={dashboard}",
+        *(f"--{server}={_free_port()}" for server in servers),
         "--disable-usage-stats",
     ]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    log = (temp / "ray-start.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 60
-    while True:  # the Jobs API answers a little after `ray start` returns
+    deadline = time.time() + 120
+    while True:
         try:
-            submit._client(address).get_version()
+            if requests.get(f"{address}/api/version", timeout=5).status_code == 401:
+                break  # up, and refusing requests without the token
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, (temp / "ray-start.log").read_text()
+        time.sleep(1)
+    head = Head(address, f"127.0.0.1:{port}", token, home)
+    # The Jobs API takes jobs once the head's job agent is up, which can take tens of seconds on a
+    # loaded machine: wait for it here, so that each test's time limits are its own.
+    # test_submit_retries_while_the_job_agent_is_not_ready covers `nst submit` in that window.
+    while True:
+        try:
+            head.client().submit_job(entrypoint="true")
             break
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(1)
-    yield address
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        except RuntimeError as exc:
+            assert "try again later" in str(exc) and time.time() < deadline, exc
+    yield head
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
-def _nst(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _nst(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=cwd,
+        env=env,
     )
 
 
-def _wait(address: str, submission_id: str, timeout: float = 300) -> str:
+def _wait(head: Head, submission_id: str, timeout: float = 300) -> str:
+    client = head.client()
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state, _ = submit.status(address, submission_id)
+        state = str(client.get_job_status(submission_id).value)
         if state in submit.TERMINAL:
             return state
         time.sleep(1)
@@ -94,43 +163,161 @@ def _spec(tmp_path: Path, **changes) -> Path:
 
 
 def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
+    env = _env(head.home)  # the token only in ~/.ray/auth_token, RAY_AUTH_MODE unset
     spec = _spec(tmp_path)
-    proc = _nst("submit", str(spec), "--address", head, cwd=tmp_path)
+    proc = _nst("submit", str(spec), "--address", head.address, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     submission_id = proc.stdout.strip().splitlines()[-1]
-    assert _wait(head, submission_id) == "SUCCEEDED", submit.logs(head, submission_id)
+    assert _wait(head, submission_id) == "SUCCEEDED", head.client().get_job_logs(submission_id)
     out = tmp_path / "out" / "cluster"
     assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
-    status = _nst("status", submission_id, "--address", head, cwd=tmp_path)
+    status = _nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert status.returncode == 0 and f"{submission_id}: SUCCEEDED" in status.stdout
-    logs = _nst("logs", submission_id, "--address", head, cwd=tmp_path)
+    logs = _nst("logs", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert "cluster: 4 done, 0 failed" in logs.stdout
 
     # The entrypoint names no interpreter path of the submitter.
-    from ray.job_submission import JobSubmissionClient
-
-    entrypoint = JobSubmissionClient(head).get_job_info(submission_id).entrypoint
+    entrypoint = head.client().get_job_info(submission_id).entrypoint
     assert entrypoint.startswith("python -m pipeline.cli run jobs/job.yaml")
     assert sys.executable not in entrypoint
 
 
 def test_failing_job_reports_failed_with_its_log_tail(head, tmp_path):
+    env = _env(head.home)
     spec = _spec(tmp_path, content={"source": str(tmp_path / "no-such-photos")})
-    proc = _nst("submit", str(spec), "--address", head, "--follow", cwd=tmp_path)
+    proc = _nst("submit", str(spec), "--address", head.address, "--follow", cwd=tmp_path, env=env)
     assert proc.returncode == 1
     submission_id = proc.stdout.strip().splitlines()[0]
     assert f"{submission_id}: FAILED" in proc.stdout
-    status = _nst("status", submission_id, "--address", head, cwd=tmp_path)
+    status = _nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert status.returncode == 1
     assert "FAILED" in status.stdout and "last log lines:" in status.stdout
     assert "no-such-photos: no such folder or prefix" in status.stdout
 
 
+def test_token_from_each_source_and_what_a_refusal_says(head, tmp_path):
+    no_home = tmp_path / "no-token-home"
+    no_home.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text(head.token)
+
+    def status(**changes: str) -> subprocess.CompletedProcess:
+        env = _env(no_home, **changes)
+        return _nst("status", "nope", "--address", head.address, cwd=tmp_path, env=env)
+
+    # The token reaches the head: the answer is about the job, not about the token.
+    for given in ({"RAY_AUTH_TOKEN": head.token}, {"RAY_AUTH_TOKEN_PATH": str(token_file)}):
+        proc = status(**given)
+        assert proc.returncode == 2 and "no job 'nope' at the cluster" in proc.stderr, given
+
+    proc = status()
+    assert proc.returncode == 2 and "requires authentication: no token was sent" in proc.stderr
+    assert "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token" in proc.stderr
+    proc = status(RAY_AUTH_MODE="disabled", RAY_AUTH_TOKEN=head.token)
+    assert proc.returncode == 2 and "unset RAY_AUTH_MODE=disabled" in proc.stderr
+    proc = status(RAY_AUTH_TOKEN="not-the-token")
+    assert proc.returncode == 2 and "the token sent is not the cluster's" in proc.stderr
+    assert "not-the-token" not in proc.stderr
+
+
+class _AgentNotReady(http.server.ThreadingHTTPServer):
+    """Stands in front of the head and answers job submissions as Ray's Jobs API does while the
+    head's job agent is not up yet (HTTP 500, "try again later"), `refusals` times; everything
+    else, the token included, goes through to the head."""
+
+    def __init__(self, upstream: str, refusals: float):
+        self.upstream, self.refusals = upstream, refusals
+        super().__init__(("127.0.0.1", 0), _Forward)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    server: _AgentNotReady
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "POST" and self.path.rstrip("/") == "/api/jobs" and self.server.refusals:
+            self.server.refusals -= 1
+            status, kind = 500, "text/plain"
+            content = b"No available agent to submit job, please try again later."
+        else:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            r = requests.request(
+                self.command, self.server.upstream + self.path, data=body, headers=headers
+            )
+            status, kind, content = r.status_code, r.headers.get("Content-Type"), r.content
+        self.send_response(status)
+        self.send_header("Content-Type", kind or "text/plain")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
+    env = _env(head.home)
+    spec = _spec(tmp_path)
+    proxy = _AgentNotReady(head.address, refusals=2)
+    try:
+        proc = _nst("submit", str(spec), "--address", proxy.address, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.count("the head's job agent is not ready; retrying") == 2
+        submission_id = proc.stdout.strip().splitlines()[-1]
+        stop = _nst("stop", submission_id, "--address", proxy.address, cwd=tmp_path, env=env)
+        assert stop.returncode == 0 and submission_id in stop.stdout, stop.stderr
+        assert _wait(head, submission_id) in ("STOPPED", "SUCCEEDED")
+    finally:
+        proxy.shutdown()
+
+    # An agent that never comes: a bounded wait, then an error that says so.
+    proxy = _AgentNotReady(head.address, refusals=float("inf"))
+    code = (
+        "import sys\n"
+        "from pipeline import submit\n"
+        "try:\n"
+        "    submit.submit(sys.argv[1], sys.argv[2], [], agent_wait_s=3)\n"
+        "except submit.SubmitError as exc:\n"
+        "    print(exc)\n"
+    )
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(spec), proxy.address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert "the head's job agent did not answer within 3 s" in proc.stdout, proc.stderr
+        assert time.monotonic() - started < 60
+    finally:
+        proxy.shutdown()
+
+
+def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
+    spec = _spec(tmp_path, name="joined")
+    env = _env(head.home)
+    proc = _nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out" / "joined"
+    assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
+
+
 def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):
+    env = _env(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")
-    proc = _nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path)
+    proc = _nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "content.source: is required" in proc.stderr
     spec = _spec(tmp_path)
-    proc = _nst("submit", str(spec), "--address", f"http://127.0.0.1:{_free_port()}", cwd=tmp_path)
+    address = f"http://127.0.0.1:{_free_port()}"
+    proc = _nst("submit", str(spec), "--address", address, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "cannot reach the Ray Jobs API" in proc.stderr
