@@ -1,112 +1,28 @@
-"""The web app over a real local Ray, through real HTTP, and in a real browser (Chromium)."""
+"""The web API over a real local Ray and real HTTP: stylize, the catalogue, the job gallery."""
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 import torch
-import uvicorn
 from PIL import Image
 
-from pipeline import images
-from pipeline.jobspec import parse_spec
-from pipeline.plan import make_plan
-from pipeline.runner import RunOptions, run_plan
-from pipeline.web.app import Settings, create_app
+from pipeline.storage import S3Settings
+from pipeline.web.jobs import JobTables
 
-from .conftest import local_ray, make_content, make_style
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCREENSHOTS = Path(os.environ.get("NST_SCREENSHOTS", "/tmp/nst-screenshots"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _png(image) -> bytes:
-    return images.png_bytes(image)
-
-
-@pytest.fixture(scope="module")
-def finished_job(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("web")
-    for i in range(3):
-        images.save_png(make_content(40, 48, seed=i), root / "c" / f"c{i}.png")
-    for i in range(2):
-        images.save_png(make_style(40, 40, seed=i), root / "s" / f"s{i}.png")
-    (root / "c" / "broken.png").write_bytes(b"not a png")
-    spec = {
-        "name": "gallery",
-        "content": {"source": str(root / "c")},
-        "styles": {"source": str(root / "s")},
-        "params": {"schedule": [[32, 3]]},
-        "output": str(root / "runs"),
-    }
-    with local_ray():
-        run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
-        yield root / "runs"
-
-
-@pytest.fixture(scope="module")
-def server(finished_job, artworks):
-    settings = Settings(
-        jobs=str(finished_job),
-        catalog=str(artworks),
-        actors=1,
-        max_size=64,
-        max_upload_bytes=300_000,
-        max_upload_pixels=1_000_000,
-    )
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 120
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=30)
-
-
-def _submit(url: str, **form) -> requests.Response:
-    files = [
-        ("content", ("c.png", _png(make_content(40, 56)), "image/png")),
-        ("styles", ("s.png", _png(make_style(48, 48)), "image/png")),
-    ]
-    data = {"preset": "preview", "size": "32", "iterations": "2", **form}
-    return requests.post(f"{url}/api/stylize", files=files, data=data, timeout=60)
-
-
-def _wait(url: str, task_id: str) -> dict:
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        status = requests.get(f"{url}/api/tasks/{task_id}", timeout=30).json()
-        if status["status"] in ("done", "failed"):
-            return status
-        time.sleep(0.3)
-    raise AssertionError("task did not finish")
+from ..conftest import make_content, make_style
+from .conftest import HOSTILE_ID, HOSTILE_TEXT, png, submit, wait
 
 
 def test_api_stylizes_an_upload_with_progress(server):
-    task_id = _submit(server, color="luminance").json()["task_id"]
-    status = _wait(server, task_id)
+    task_id = submit(server, color="luminance").json()["task_id"]
+    status = wait(server, task_id)
     assert status["status"] == "done", status
     assert status["iterations"] == status["iteration"] > 0 and len(status["trace"]) > 0
     result = requests.get(f"{server}/api/tasks/{task_id}/result.png", timeout=30)
@@ -116,11 +32,38 @@ def test_api_stylizes_an_upload_with_progress(server):
 
 
 def test_several_users_queue_and_the_server_stays_responsive(server):
-    ids = [_submit(server).json()["task_id"] for _ in range(3)]
+    ids = [submit(server).json()["task_id"] for _ in range(3)]
     started = time.time()
     assert requests.get(f"{server}/api/config", timeout=30).status_code == 200
     assert time.time() - started < 2.0
-    assert all(_wait(server, i)["status"] == "done" for i in ids)
+    assert all(wait(server, i)["status"] == "done" for i in ids)
+
+
+def test_a_long_run_reports_a_thinned_trace(server):
+    task_id = submit(server, iterations="450").json()["task_id"]
+    status = wait(server, task_id)
+    assert status["status"] == "done", status
+    iterations = [point[0] for point in status["trace"]]
+    assert len(iterations) <= 200 and iterations[-1] == 450 and iterations == sorted(iterations)
+
+
+def test_an_image_wider_than_four_to_one_is_stylized(server):
+    """A 5:1 panorama fits every level at 160 px (80x16, then 160x32)."""
+    files = [
+        ("content", ("wide.png", png(make_content(40, 200)), "image/png")),
+        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+    ]
+    data = {"preset": "preview", "size": "160", "iterations": "2"}
+    response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    assert wait(server, task_id)["status"] == "done"
+    result = requests.get(f"{server}/api/tasks/{task_id}/result.png", timeout=30)
+    assert Image.open(io.BytesIO(result.content)).size == (160, 32)
+
+
+_CONTENT = ("c.png", png(make_content(40, 56)), "image/png")
+_STYLE = ("s.png", png(make_style(48, 48)), "image/png")
 
 
 @pytest.mark.parametrize(
@@ -129,46 +72,73 @@ def test_several_users_queue_and_the_server_stays_responsive(server):
         ([("content", ("c.jpg", b"hello" * 10, "image/jpeg"))], {}, 400, "content: not an image"),
         ([("content", ("c.png", os.urandom(400_000), "image/png"))], {}, 413, "too large"),
         (
-            [("content", ("c.png", _png(torch.full((3, 1000, 1100), 0.5)), "image/png"))],
+            [("content", ("c.png", png(torch.full((3, 1000, 1100), 0.5)), "image/png"))],
             {},
             400,
             "MP is over the 1 MP limit",
         ),
-        ([("content", ("c.png", _png(make_content(8, 8)), "image/png"))], {}, 400, "too small"),
-        ([], {"size": "512"}, 400, "size: at most 64 px"),
+        ([("content", ("c.png", png(make_content(8, 8)), "image/png"))], {}, 400, "too small"),
+        (
+            [("content", ("c.png", png(make_content(16, 400)), "image/png"))],
+            {},
+            400,
+            "content would be 1x32 px at long side 32",
+        ),
+        ([("styles", _STYLE)] * 3, {}, 400, "styles: at most 2 style images"),
+        ([], {"size": "512"}, 400, "size: at most 160 px"),
+        ([], {"iterations": "1000"}, 400, "iterations: 1000 over all levels; at most 500"),
         ([], {"color": "sepia"}, 400, "color: 'sepia' is not one of"),
+        ([], {"preset": "nope"}, 400, "preset: unknown preset 'nope'; known: fast, preview"),
     ],
 )
 def test_bad_uploads_and_controls_are_refused_clearly(server, files, form, status, message):
-    base = {
-        "content": ("c.png", _png(make_content(40, 56)), "image/png"),
-        "styles": ("s.png", _png(make_style(48, 48)), "image/png"),
-    }
-    for name, value in files:
-        base[name] = value
+    sent = [("content", _CONTENT), ("styles", _STYLE)]
+    replaced = {name for name, _ in files}
+    sent = [f for f in sent if f[0] not in replaced] + files
     data = {"preset": "preview", "size": "32", **form}
-    response = requests.post(
-        f"{server}/api/stylize", files=list(base.items()), data=data, timeout=60
-    )
+    response = requests.post(f"{server}/api/stylize", files=sent, data=data, timeout=60)
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
 
 
 def test_a_painting_picked_from_the_catalogue_as_style(server):
-    artists = requests.get(f"{server}/api/catalog/paintings", timeout=30).json()["artists"]
-    assert "Albrecht Dürer" in artists and len(artists) == 50
+    listing = requests.get(f"{server}/api/catalog/paintings", timeout=30).json()
+    assert "Albrecht Dürer" in listing["artists"] and len(listing["artists"]) == 50
+    counts = {a["name"]: a["paintings"] for a in listing["counts"]}
+    assert counts["Claude Monet"] == 4 and counts["Albrecht Dürer"] == 3 and counts["Titian"] == 0
     paintings = requests.get(
         f"{server}/api/catalog/paintings", params={"artist": "Albrecht Dürer"}, timeout=30
     ).json()["paintings"]
     assert [p["number"] for p in paintings] == [1, 2, 3]
-    files = [("content", ("c.png", _png(make_content(40, 56)), "image/png"))]
+    thumb = requests.get(
+        f"{server}/api/catalog/image", params={"id": paintings[0]["id"], "side": 96}, timeout=30
+    )
+    assert Image.open(io.BytesIO(thumb.content)).size == (24, 24)  # never upscaled
+    files = [("content", _CONTENT)]
     data = {"preset": "preview", "size": "32", "iterations": "2", "paintings": paintings[0]["id"]}
     response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
     assert response.status_code == 200, response.text
-    assert _wait(server, response.json()["task_id"])["status"] == "done"
+    assert wait(server, response.json()["task_id"])["status"] == "done"
     data["paintings"] = "artworks:resized:../../etc/passwd:1"
     response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
     assert response.status_code == 404 and "no painting" in response.json()["detail"]
+
+
+def test_the_catalogue_is_listed_once_not_per_thumbnail(served):
+    index = served.state.catalog()
+    calls = []
+    listing = index._open().root.list
+    index._open().root.list = lambda *a, **k: calls.append(a) or listing(*a, **k)
+    try:
+        for artist in ("Claude Monet", "Rene Magritte"):
+            for p in requests.get(
+                f"{served.url}/api/catalog/paintings", params={"artist": artist}, timeout=30
+            ).json()["paintings"]:
+                url = f"{served.url}/api/catalog/image"
+                assert requests.get(url, params={"id": p["id"]}, timeout=30).status_code == 200
+    finally:
+        index._open().root.list = listing
+    assert calls == []
 
 
 def test_openapi_schema_documents_the_api(server):
@@ -178,7 +148,7 @@ def test_openapi_schema_documents_the_api(server):
 
 
 def test_job_browsing_api_paginates_filters_and_guards_paths(server):
-    assert requests.get(f"{server}/api/jobs", timeout=30).json() == {"jobs": ["gallery"]}
+    assert requests.get(f"{server}/api/jobs", timeout=30).json() == {"jobs": ["gallery", "shared"]}
     page = requests.get(
         f"{server}/api/jobs/gallery/pairs", params={"per_page": 4}, timeout=30
     ).json()
@@ -203,6 +173,27 @@ def test_job_browsing_api_paginates_filters_and_guards_paths(server):
         assert requests.get(server + bad, timeout=30).status_code == 404, bad
 
 
+def test_a_hostile_results_part_cannot_smuggle_a_pair_id(server):
+    listing = requests.get(f"{server}/api/jobs/shared/pairs", timeout=30).json()
+    ids = [p["pair_id"] for p in listing["pairs"]]
+    assert HOSTILE_ID not in ids and "f" * 20 in ids and listing["total"] == 9
+    assert HOSTILE_TEXT in listing["artists"]  # text stays text: the page never parses it
+    quoted = requests.utils.quote(HOSTILE_ID, safe="")
+    assert requests.get(f"{server}/api/jobs/shared/pairs/{quoted}", timeout=30).status_code == 404
+
+
+def test_pair_details_name_no_server_paths_or_hosts(server, finished_job):
+    failed = requests.get(
+        f"{server}/api/jobs/gallery/pairs", params={"status": "failed"}, timeout=30
+    ).json()["pairs"]
+    for pair in failed:
+        response = requests.get(f"{server}/api/jobs/gallery/pairs/{pair['pair_id']}", timeout=30)
+        detail = response.json()
+        assert not {"content_uri", "output_uri", "hostname", "actor_id"} & set(detail)
+        assert str(finished_job.parent) not in response.text and "/tmp" not in response.text
+    assert any(p["error"].startswith("broken.png: not an image") for p in failed)
+
+
 def test_nst_report_writes_pictures_and_html(finished_job):
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "report", str(finished_job / "gallery")],
@@ -219,75 +210,9 @@ def test_nst_report_writes_pictures_and_html(finished_job):
     assert "8 pairs" in text and "broken.png" in text and "contact_sheet.png" in text
 
 
-# -- a real browser --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium); CI needs it")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield b
-        b.close()
-
-
-def test_browser_uploads_two_images_and_sees_the_result(server, browser, tmp_path):
-    images.save_png(make_content(40, 56), tmp_path / "photo.png")
-    images.save_png(make_style(48, 48), tmp_path / "painting.png")
-    page = browser.new_page()
-    page.goto(server)
-    page.set_input_files("#content", str(tmp_path / "photo.png"))
-    page.set_input_files("#styles", str(tmp_path / "painting.png"))
-    page.fill("#size", "48")
-    page.fill("#iterations", "3")
-    page.click("#go")
-    page.wait_for_function("document.getElementById('result').naturalWidth > 0", timeout=180_000)
-    assert page.eval_on_selector("#result", "img => img.naturalWidth") == 48
-    assert page.is_visible("#download") and "done in" in page.inner_text("#progress")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "stylize.png"), full_page=True)
-
-    # A bad upload: the page says why.
-    (tmp_path / "notes.png").write_text("not an image")
-    page.set_input_files("#content", str(tmp_path / "notes.png"))
-    page.click("#go")
-    page.wait_for_function("document.getElementById('error').textContent.length > 0")
-    assert "content: not an image" in page.inner_text("#error")
-    page.close()
-
-
-def test_browser_browses_a_finished_jobs_gallery(server, browser):
-    page = browser.new_page()
-    page.goto(server)
-    page.click("#tab-jobs")
-    page.wait_for_selector("#gallery .card")
-    assert page.locator("#gallery .card").count() == 8
-    assert page.inner_text("#total") == "8 pairs"
-    page.select_option("#status", "failed")
-    page.wait_for_function("document.querySelectorAll('#gallery .card').length === 2")
-    page.select_option("#status", "done")
-    page.wait_for_function("document.querySelectorAll('#gallery .card').length === 6")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth)"
-    )
-    page.click("#gallery .card >> nth=0")
-    page.wait_for_selector("#pair-losses")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "gallery.png"), full_page=True)
-    page.close()
+def test_debug_puts_paths_and_hosts_back(finished_job):
+    tables = JobTables(str(finished_job), S3Settings(), debug=True)
+    failed = tables.page("gallery", None, "failed", 1, 1)["pairs"][0]
+    detail = tables.detail("gallery", failed["pair_id"])
+    assert detail["content_uri"].startswith(str(finished_job.parent)) and detail["hostname"]
+    assert str(finished_job.parent) in detail["error"]
