@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ class Busy(Exception):
 @dataclass
 class Task:
     actor: Any  # the StudioActor handle
-    ref: Any  # ObjectRef of its stylize call
+    ref: Any  # ObjectRef of its stylize call; None once its outcome is collected
     touched: float = field(default_factory=time.monotonic)
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -53,7 +53,6 @@ class TaskBoard:
         idle_timeout: float,
         keep_results: float,
         debug: bool = False,
-        clock: Callable[[], float] = time.monotonic,
     ):
         self.tasks: dict[str, Task] = {}
         self.actors: list[Any] = []
@@ -62,7 +61,6 @@ class TaskBoard:
         self.idle_timeout = idle_timeout
         self.keep_results = keep_results
         self.debug = debug
-        self.clock = clock
 
     def use(self, actors: list[Any]) -> None:
         """The StudioActors to share tasks among, in turn (started with the server)."""
@@ -88,7 +86,7 @@ class TaskBoard:
         task_id = uuid.uuid4().hex
         actor = next(self._next_actor)
         ref = actor.stylize.remote(task_id, content, styles, params, None)
-        self.tasks[task_id] = Task(actor, ref, touched=self.clock())
+        self.tasks[task_id] = Task(actor, ref, touched=time.monotonic())
         return task_id
 
     async def get(self, task_id: str) -> Task | None:
@@ -96,7 +94,7 @@ class TaskBoard:
         task = self.tasks.get(task_id)
         if task is None:
             return None
-        task.touched = self.clock()
+        task.touched = time.monotonic()
         if not task.finished and ray.wait([task.ref], timeout=0)[0]:
             try:
                 outcome = await task.ref
@@ -107,6 +105,7 @@ class TaskBoard:
                     task.error = "cancelled: nobody was waiting for it"
                 else:
                     task.result = outcome
+            task.ref = None  # the outcome is here: free the object store's copy
         return task
 
     def _describe(self, exc: Exception) -> str:
@@ -119,19 +118,19 @@ class TaskBoard:
 
     def reap(self) -> list[str]:
         """Cancel abandoned tasks and drop stale results; returns the ids dropped."""
-        now = self.clock()
+        now = time.monotonic()
         dropped = []
         for task_id, task in list(self.tasks.items()):
             idle = now - task.touched
-            if not task.finished and idle > self.idle_timeout:
+            if not task.finished and idle > self.idle_timeout:  # abandoned
                 # Queued: ray.cancel keeps it from starting. Running: the actor stops it at its
                 # next progress report.
                 ray.cancel(task.ref)
                 task.actor.cancel.remote(task_id)
-            elif not (task.finished and idle > self.keep_results):
-                continue
-            else:
+            elif task.finished and idle > self.keep_results:  # stale
                 task.actor.forget.remote(task_id)
+            else:
+                continue
             del self.tasks[task_id]
             dropped.append(task_id)
         if dropped:
