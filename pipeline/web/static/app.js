@@ -26,7 +26,7 @@ function showTab(name) {
     $("view-" + tab).hidden = tab !== name;
     $("tab-" + tab).setAttribute("aria-selected", String(tab === name));
   }
-  if (name === "jobs" && config?.jobs) loadJobs().catch(showError);
+  if (name === "jobs") ready.then(() => config.jobs && loadJobs()).catch(showError);
 }
 $("tab-stylize").addEventListener("click", () => showTab("stylize"));
 $("tab-jobs").addEventListener("click", () => showTab("jobs"));
@@ -321,4 +321,5 @@ async function init() {
   resetResult();
   if (config.catalog) await loadArtists();
 }
-init().catch(showError);
+const ready = init(); // a tab chosen before the config arrived waits for it
+ready.catch(showError);
