@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -358,21 +359,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def serve_settings(args: argparse.Namespace) -> Any:
+    """`nst serve`'s options as the web app's Settings; a token is made when bound beyond
+    loopback and none is given (--token or $NST_TOKEN)."""
+    from .web.settings import Settings, token_for
 
-    from .web.app import Settings, create_app
-
-    settings = Settings(
+    return Settings(
         jobs=args.jobs,
         catalog=args.catalog,
         actors=args.actors,
         weights=args.weights,
         device=args.device,
         max_size=args.max_size,
+        max_iterations=args.max_iterations,
+        max_styles=args.max_styles,
+        max_pending=args.max_pending,
+        port=args.port,
+        host=args.host,
+        allowed_hosts=tuple(args.allowed_host or ()),
+        token=token_for(args.host, args.token or os.environ.get("NST_TOKEN")),
+        debug=args.debug,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+
+
+def serve_url(host: str, port: int, token: str | None) -> str:
+    """The address to open, as Jupyter prints it: with the token when there is one."""
+    import socket
+
+    from .web.guard import WILDCARD_BINDS
+
+    name = socket.gethostname() if host in WILDCARD_BINDS else host
+    name = f"[{name}]" if ":" in name else name
+    return f"http://{name}:{port}/" + (f"?token={token}" if token else "")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .web.app import create_app
+    from .web.settings import needs_token
+
+    settings = serve_settings(args)
+    if needs_token(args.host):
         print(f"nst: serving on {args.host}: reachable from other machines", file=sys.stderr)
+    print(f"nst: open {serve_url(args.host, args.port, settings.token)}", file=sys.stderr)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -387,6 +417,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .runner import RunOptions
+    from .web.settings import Settings as ServeSettings
 
     parser = argparse.ArgumentParser(prog="nst", description="Neural style transfer on Ray.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -493,7 +524,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="artists.csv catalogue to pick paintings from (demo: the shipped mini catalogue)",
     )
     p.add_argument("--actors", type=int, default=1, help="warm stylizer actors (default: 1)")
-    p.add_argument("--max-size", type=int, default=512, help="largest output side (default: 512)")
+    for limit, what in (
+        ("max_size", "largest output side in px"),
+        ("max_iterations", "most iterations one picture may ask, all levels together"),
+        ("max_styles", "most style images one picture may blend"),
+        ("max_pending", "pictures queued or in work at once; more are refused with 429"),
+    ):
+        p.add_argument(
+            "--" + limit.replace("_", "-"),
+            type=int,
+            default=getattr(ServeSettings, limit),
+            help=f"{what} (default: %(default)s)",
+        )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME[:PORT]",
+        help="a Host name clients may use besides 127.0.0.1/localhost, e.g. behind a reverse "
+        "proxy; repeatable; '*' for any",
+    )
+    p.add_argument(
+        "--token",
+        help="require this token (default: $NST_TOKEN; one is made and printed when --host is "
+        "not loopback)",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="put server paths, hostnames and full errors in responses",
+    )
     _engine_options(p)
     p.set_defaults(func=cmd_serve)
 

@@ -151,6 +151,11 @@ def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
     return size
 
 
+def style_side_at(size: int, params: StyleParams) -> int:
+    """Long side of the style images at a level of long side `size` (stroke size: style_scale)."""
+    return max(MIN_SIDE, round(size * params.style_scale))
+
+
 def _digest(image: torch.Tensor) -> str:
     """Identity of a style image for the Gram-target cache: hashed on the host, before the image
     moves to the device, so that no lookup waits for the GPU."""
@@ -294,7 +299,7 @@ class Stylizer:
         params: StyleParams,
     ) -> Grams:
         """One pair's blended Gram targets at one level, (1, C, C) per layer."""
-        style_side = max(MIN_SIDE, round(size * params.style_scale))
+        style_side = style_side_at(size, params)
         grams = []
         for i, (s, digest) in enumerate(zip(styles, digests, strict=True)):
             s_size = fit(s.shape, style_side, f"style {i + 1}")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -38,6 +39,11 @@ class Plan:
     def per_artist(self) -> dict[str, int]:
         """Pairs per artist (or per style for plain images)."""
         return dict(sorted(Counter(p.style.artist or p.style.identity for p in self.pairs).items()))
+
+
+# What `pair_id` returns: 20 hex digits (80 bits of SHA-256). Readers of a results table that
+# anyone could have written (the web app) accept only ids of this form.
+PAIR_ID_RE = re.compile(r"[0-9a-f]{20}")
 
 
 def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:

@@ -3,12 +3,17 @@
 Each `StudioActor` holds a `Stylizer`. Its `stylize` calls run one at a time (Ray queues the rest:
 several users share the actors fairly), while `progress_of` runs in a separate concurrency group,
 so the page can poll the current iteration, losses and a preview image mid-optimization.
+
+A running call cannot be interrupted by `ray.cancel` (threaded actors are not), so `cancel` marks
+the task and its next progress report raises `TaskCancelled`, which ends the optimization. The
+call then returns `{"cancelled": True, "iteration": ...}` rather than an error nobody collects.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import ray
@@ -17,8 +22,14 @@ import torch
 from .. import images
 from ..engine import Progress, Stylizer
 from ..params import StyleParams
+from .traces import TRACE_POINTS, thin
 
 PREVIEW_SIDE = 256  # previews are small PNGs, cheap to encode every few iterations
+REMEMBER_CANCELLED = 1024  # ids cancelled before their call started (queued past ray.cancel)
+
+
+class TaskCancelled(Exception):
+    """The server gave up on the task (nobody polled it): the optimization stops."""
 
 
 @ray.remote(concurrency_groups={"control": 4}, max_restarts=-1)
@@ -27,6 +38,7 @@ class StudioActor:
         torch.set_num_threads(threads)
         self.stylizer = Stylizer(weights=weights, device=device)
         self.state: dict[str, dict[str, Any]] = {}
+        self.cancelled: deque[str] = deque(maxlen=REMEMBER_CANCELLED)
         self.lock = threading.Lock()
 
     def stylize(
@@ -37,6 +49,8 @@ class StudioActor:
         params: dict[str, Any],
         blend: list[float] | None,
     ) -> dict[str, Any]:
+        if task_id in self.cancelled:
+            return {"cancelled": True, "iteration": 0}
         p = StyleParams.from_dict(params)
         started = time.time()
         with self.lock:
@@ -52,12 +66,16 @@ class StudioActor:
         s = [images.decode(b, name=f"style {i + 1}", max_side=side) for i, b in enumerate(styles)]
         every = max(1, p.iterations // 40)
         previewed = [0]  # iteration of the last preview (reports may skip iterations on a GPU)
+        reached = [0]
 
         def report(progress: Progress) -> None:
-            state = self.state[task_id]
-            state["iteration"] = progress.iteration
+            state = self.state.get(task_id)
+            if state is None:  # cancelled or forgotten by the server
+                raise TaskCancelled(task_id)
+            reached[0] = state["iteration"] = progress.iteration
             state["level"] = progress.level
-            state["trace"].append(
+            trace = state["trace"]
+            trace.append(
                 [
                     progress.iteration,
                     progress.losses.content,
@@ -65,6 +83,8 @@ class StudioActor:
                     progress.losses.total,
                 ]
             )
+            if len(trace) > 2 * TRACE_POINTS:  # bounded memory for any number of iterations
+                state["trace"] = thin(trace)
             if progress.iteration - previewed[0] >= every or progress.iteration == p.iterations:
                 previewed[0] = progress.iteration
                 image = progress.image[0].detach().cpu()
@@ -72,8 +92,14 @@ class StudioActor:
                 small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
                 state["preview"] = images.encode_png(small)
 
-        result = self.stylizer.stylize(c, s, params=p, style_blend=blend, callback=report)
-        self.state[task_id]["status"] = "done"
+        try:
+            result = self.stylizer.stylize(c, s, params=p, style_blend=blend, callback=report)
+        except TaskCancelled:
+            return {"cancelled": True, "iteration": reached[0]}
+        state = self.state.get(task_id)
+        if state is None:  # cancelled during the last iterations
+            return {"cancelled": True, "iteration": p.iterations}
+        state["status"] = "done"
         return {
             "png": images.png_bytes(result.image),
             "losses": vars(result.losses),
@@ -85,8 +111,14 @@ class StudioActor:
     @ray.method(concurrency_group="control")
     def progress_of(self, task_id: str) -> dict[str, Any] | None:
         state = self.state.get(task_id)
-        return None if state is None else dict(state, trace=list(state["trace"]))
+        return None if state is None else dict(state, trace=thin(state["trace"]))
 
     @ray.method(concurrency_group="control")
     def forget(self, task_id: str) -> None:
+        self.state.pop(task_id, None)
+
+    @ray.method(concurrency_group="control")
+    def cancel(self, task_id: str) -> None:
+        """Stop the task at its next progress report, or before it starts."""
+        self.cancelled.append(task_id)
         self.state.pop(task_id, None)

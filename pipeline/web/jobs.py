@@ -1,0 +1,154 @@
+"""Finished and running jobs under `--jobs`, read for the gallery.
+
+A results table is data anyone with write access to the prefix could have written (a shared S3
+prefix): rows whose pair id is not of the form `pair_id` gives are dropped, and what leaves the
+server is a fixed set of columns, with machine paths and hostnames left out unless --debug.
+Every method blocks on storage: call them from a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import pandas as pd
+
+from ..jobspec import NAME_RE
+from ..plan import PAIR_ID_RE
+from ..results import MANIFEST, ResultStore
+from ..storage import S3Settings, Storage
+from .traces import thin
+
+log = logging.getLogger(__name__)
+
+# A running job grows: its table and the job list are re-read after this many seconds.
+REREAD_AFTER = 5.0
+
+LIST_COLUMNS = [
+    "pair_id",
+    "status",
+    "error",
+    "content_id",
+    "style_id",
+    "artist",
+    "genre",
+    "loss_content",
+    "loss_style",
+    "loss_total",
+    "seconds",
+    "width",
+    "height",
+]
+# Where the files were, on which machine, by which process: for --debug only.
+PRIVATE_COLUMNS = (
+    "content_uri",
+    "style_uri",
+    "output_uri",
+    "dataset_path",
+    "hostname",
+    "actor_id",
+    "weights",
+)
+IMAGE_COLUMNS = {"content": "content_uri", "style": "style_uri", "result": "output_uri"}
+# The folders of a path or URI in an error message ('/srv/in/a.png: ...' -> 'a.png: ...').
+_FOLDERS = re.compile(r"(?<![\w.~-])(?:[a-z][a-z0-9+.-]*://(?:[^\s'\"/]+/)*|/(?:[^\s'\"/]+/)+)")
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+class UnknownPair(LookupError):
+    pass
+
+
+class JobTables:
+    def __init__(self, root: str, s3: S3Settings, debug: bool = False):
+        self.root = root
+        self.s3 = s3
+        self.debug = debug
+        self._lock = threading.Lock()
+        self._names: tuple[float, list[str]] | None = None
+        self._tables: dict[str, tuple[float, pd.DataFrame]] = {}
+
+    def names(self) -> list[str]:
+        """Folders under the root that hold a job's manifest."""
+        cached = self._names
+        if cached and time.monotonic() - cached[0] < REREAD_AFTER:
+            return cached[1]
+        root = Storage(self.root, self.s3)
+        names = [d for d in root.dirs() if NAME_RE.match(d) and root.exists(f"{d}/{MANIFEST}")]
+        self._names = (time.monotonic(), names)
+        return names
+
+    def table(self, job: str) -> pd.DataFrame:
+        if not NAME_RE.match(job) or job not in self.names():
+            raise UnknownJob(job)
+        cached = self._tables.get(job)
+        if cached and time.monotonic() - cached[0] < REREAD_AFTER:
+            return cached[1]
+        table = ResultStore(self.root, job, self.s3).read().to_pandas()
+        valid = table.pair_id.astype(str).str.fullmatch(PAIR_ID_RE.pattern)
+        if not valid.all():
+            log.warning("job %s: %d row(s) with an invalid pair id ignored", job, (~valid).sum())
+            table = table[valid]
+        table = table.sort_values(["content_id", "style_id"]).reset_index(drop=True)
+        with self._lock:
+            self._tables[job] = (time.monotonic(), table)
+        return table
+
+    def row(self, job: str, pair_id: str) -> dict[str, Any]:
+        if not PAIR_ID_RE.fullmatch(pair_id):
+            raise UnknownPair(pair_id)
+        table = self.table(job)
+        match = table[table.pair_id == pair_id]
+        if match.empty:
+            raise UnknownPair(pair_id)
+        return match.iloc[0].to_dict()
+
+    def page(
+        self, job: str, artist: str | None, status: str | None, page: int, per_page: int
+    ) -> dict[str, Any]:
+        table = self.table(job)
+        artists = table.artist.fillna(table.style_id)
+        view = table
+        if artist:
+            view = view[artists == artist]
+        if status:
+            view = view[view.status == status]
+        rows = view.iloc[(page - 1) * per_page : page * per_page][LIST_COLUMNS]
+        return {
+            "total": len(view),
+            "page": page,
+            "per_page": per_page,
+            "artists": sorted(set(artists)),
+            "pairs": [self.public(r) for r in rows.to_dict("records")],
+        }
+
+    def detail(self, job: str, pair_id: str) -> dict[str, Any]:
+        row = self.row(job, pair_id)
+        trace = row.pop("trace")
+        out = self.public(row)
+        out["trace"] = [] if trace is None else thin([dict(t) for t in trace])
+        return out
+
+    def image_uri(self, job: str, pair_id: str, which: str) -> str | None:
+        return self.row(job, pair_id)[IMAGE_COLUMNS[which]] or None
+
+    def public(self, row: dict[str, Any]) -> dict[str, Any]:
+        """JSON-safe (NaN -> None, timestamps -> ISO), private columns and folders left out."""
+        out = {}
+        for key, value in row.items():
+            if key in PRIVATE_COLUMNS and not self.debug:
+                continue
+            if hasattr(value, "isoformat"):
+                value = value.isoformat()
+            elif isinstance(value, float) and value != value:
+                value = None
+            elif key == "error" and isinstance(value, str) and not self.debug:
+                value = _FOLDERS.sub("", value)
+            out[key] = value
+        return out

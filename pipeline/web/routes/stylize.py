@@ -1,0 +1,170 @@
+"""Upload a content and styles, start a task, poll its progress, fetch its preview and result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ...params import COLOR_MODES, ParamError, StyleParams
+from ...presets import load_preset, preset_names
+from ..settings import Settings
+from ..state import State
+from ..tasks import Task
+from ..uploads import check_fits, inspect_image, read_upload
+
+router = APIRouter(tags=["stylize"])
+WEB_PRESET = "preview"  # the CPU-friendly preset: a first picture in under a minute
+
+
+@router.get("/api/config")
+def config(state: State) -> dict[str, Any]:
+    s = state.settings
+    return {
+        "presets": preset_names(),
+        "preset": WEB_PRESET,
+        "colors": list(COLOR_MODES),
+        "max_size": s.max_size,
+        "max_iterations": s.max_iterations,
+        "max_styles": s.max_styles,
+        "max_upload_mb": s.max_upload_bytes / 2**20,
+        "catalog": s.catalog is not None,
+        "jobs": s.jobs is not None,
+    }
+
+
+def resolve_params(
+    settings: Settings,
+    *,
+    preset: str,
+    size: int | None,
+    style_weight: float | None,
+    color: str,
+    iterations: int | None,
+) -> StyleParams:
+    """The preset (by name only: no client string reaches the file system) with the visitor's
+    changes, within this server's limits."""
+    names = preset_names()
+    if preset not in names:
+        known = ", ".join(names)
+        raise HTTPException(400, f"preset: unknown preset {preset[:40]!r}; known: {known}")
+    try:
+        params = load_preset(preset)
+        params = params.resized(size or min(params.size, settings.max_size))
+        if iterations is not None:
+            params = params.with_iterations(iterations)
+        changes: dict[str, Any] = {"color": color}
+        if style_weight is not None:
+            changes["style_weight"] = style_weight
+        params = StyleParams.from_dict(changes, base=params)
+    except ParamError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if params.size > settings.max_size:
+        raise HTTPException(400, f"size: at most {settings.max_size} px on this server")
+    if params.iterations > settings.max_iterations:
+        raise HTTPException(
+            400,
+            f"iterations: {params.iterations} over all levels; "
+            f"at most {settings.max_iterations} on this server",
+        )
+    return params
+
+
+@router.post("/api/stylize")
+async def stylize(
+    state: State,
+    content: Annotated[UploadFile, File(description="content image")],
+    styles: Annotated[list[UploadFile] | None, File(description="style image(s)")] = None,
+    paintings: Annotated[list[str] | None, Form(description="catalogue painting ids")] = None,
+    preset: Annotated[str, Form(description="a preset name of GET /api/config")] = WEB_PRESET,
+    size: Annotated[int | None, Form()] = None,
+    style_weight: Annotated[float | None, Form()] = None,
+    color: Annotated[str, Form()] = "none",
+    iterations: Annotated[int | None, Form(description="iterations of the last level")] = None,
+) -> dict[str, str]:
+    s = state.settings
+    params = resolve_params(
+        s,
+        preset=preset,
+        size=size,
+        style_weight=style_weight,
+        color=color,
+        iterations=iterations,
+    )
+    style_files = [f for f in styles or [] if f.filename]
+    chosen = [p for p in paintings or [] if p]
+    if not style_files and not chosen:
+        raise HTTPException(400, "add at least one style image (upload or pick a painting)")
+    if len(style_files) + len(chosen) > s.max_styles:
+        raise HTTPException(
+            400, f"styles: at most {s.max_styles} style images (uploads and paintings together)"
+        )
+
+    async def accept(data: bytes, what: str, style: bool) -> bytes:
+        image = await run_in_threadpool(inspect_image, data, what, s.max_upload_pixels)
+        check_fits(image, params, style=style)
+        return data
+
+    content_bytes = await accept(
+        await read_upload(content, "content", s.max_upload_bytes), "content", style=False
+    )
+    style_bytes = []
+    for i, f in enumerate(style_files, start=1):
+        data = await read_upload(f, f"style {i}", s.max_upload_bytes)
+        style_bytes.append(await accept(data, f"style {i}", style=True))
+    for identity in chosen:
+        data = await run_in_threadpool(state.catalog().painting_bytes, identity)
+        style_bytes.append(await accept(data, f"painting {identity[:60]}", style=True))
+    # On the event loop, like every other use of the board: no locks needed.
+    task_id = state.tasks.start(content_bytes, style_bytes, params.to_dict())
+    return {"task_id": task_id}
+
+
+async def _task(state: State, task_id: str) -> Task:
+    task = await state.tasks.get(task_id)
+    if task is None:
+        raise HTTPException(404, "no such task (finished long ago, or abandoned)")
+    return task
+
+
+@router.get("/api/tasks/{task_id}")
+async def task_status(task_id: str, state: State) -> dict[str, Any]:
+    """Progress (iteration, a loss trace of at most 200 points); losses and time when done."""
+    task = await _task(state, task_id)
+    progress = await task.actor.progress_of.remote(task_id) or {}
+    progress["has_preview"] = bool(progress.pop("preview", None))
+    if task.error:
+        return {**progress, "status": "failed", "error": task.error}
+    if task.result:
+        r = task.result
+        return {
+            **progress,
+            "status": "done",
+            "losses": r["losses"],
+            "seconds": r["seconds"],
+            "device": r["device"],
+        }
+    return {**progress, "status": progress.get("status", "queued")}
+
+
+@router.get("/api/tasks/{task_id}/preview.png")
+async def task_preview(task_id: str, state: State) -> Response:
+    task = await _task(state, task_id)
+    progress = await task.actor.progress_of.remote(task_id) or {}
+    if not progress.get("preview"):
+        raise HTTPException(404, "no preview yet")
+    return Response(progress["preview"], media_type="image/png")
+
+
+@router.get("/api/tasks/{task_id}/result.png")
+async def task_result(task_id: str, state: State) -> Response:
+    task = await _task(state, task_id)
+    if not task.result:
+        raise HTTPException(404, "not finished")
+    return Response(
+        task.result["png"],
+        media_type="image/png",
+        headers={"Content-Disposition": f'inline; filename="nst-{task_id[:8]}.png"'},
+    )

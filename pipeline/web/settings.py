@@ -1,0 +1,57 @@
+"""What `nst serve` was started with: sources, limits and who may talk to it."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from ..storage import S3Settings
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Multipart framing and the small form fields beside the files.
+FORM_OVERHEAD_BYTES = 2**20
+
+
+@dataclass
+class Settings:
+    jobs: str | None = None  # a folder or s3:// prefix holding job outputs
+    catalog: str | None = None  # artists.csv + images, for picking paintings
+    actors: int = 1
+    weights: str = "caffe"
+    device: str = "auto"
+    # -- limits: what one visitor may ask of the shared actors --
+    max_size: int = 512  # largest output side a visitor may ask for
+    # All levels together; the quality preset scaled to 512 px asks 700.
+    max_iterations: int = 1000
+    max_styles: int = 4  # images blended into one style (uploads and paintings together)
+    max_upload_bytes: int = 20 * 2**20  # one file
+    max_upload_pixels: int = 40_000_000  # one image, read from its header before decoding
+    max_pending: int = 16  # tasks queued or running, all visitors together: more get a 429
+    # The page polls twice a second: a task nobody asked about for this long was abandoned
+    # (tab closed) and is cancelled.
+    idle_timeout: float = 60.0
+    keep_results: float = 900.0  # a finished result stays downloadable this long after last look
+    # -- access --
+    port: int = 8000  # the port clients see in the Host header
+    host: str = "127.0.0.1"  # the bind address
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback ("name" or "name:port")
+    token: str | None = None  # required on every request when set
+    debug: bool = False  # server paths, hostnames and full errors in responses
+    s3: S3Settings = field(default_factory=S3Settings.from_env)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """A request body past this is refused while it streams, before the form parser spools."""
+        return self.max_upload_bytes * (1 + self.max_styles) + FORM_OVERHEAD_BYTES
+
+
+def needs_token(host: str) -> bool:
+    """Bound beyond loopback, anyone on the network can reach the server: a token is required."""
+    return host not in LOOPBACK
+
+
+def token_for(host: str, given: str | None) -> str | None:
+    """The token to require: the one given, else a fresh one when bound beyond loopback."""
+    if given:
+        return given
+    return secrets.token_urlsafe(24) if needs_token(host) else None

@@ -1,0 +1,68 @@
+"""Checks on an uploaded image, from its header, before anything decodes the whole of it."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from fastapi import HTTPException, UploadFile
+from PIL import Image, UnidentifiedImageError
+
+from ..engine import StylizeError, fit, style_side_at
+from ..params import MIN_SIDE, StyleParams
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+KINDS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted image: its bytes and its size in pixels."""
+
+    what: str  # 'content', 'style 2': names it in messages
+    data: bytes
+    width: int
+    height: int
+
+
+async def read_upload(file: UploadFile, what: str, max_bytes: int) -> bytes:
+    data = await file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{what}: file too large (limit {max_bytes / 2**20:.1f} MB)")
+    return data
+
+
+def inspect_image(data: bytes, what: str, max_pixels: int) -> Upload:
+    """Type and pixel count from the header: a 100-megapixel PNG is refused without decoding."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind, width, height = img.format, img.width, img.height
+    except (UnidentifiedImageError, OSError):
+        raise HTTPException(400, f"{what}: not an image ({KINDS})") from None
+    if kind not in ALLOWED_FORMATS:
+        raise HTTPException(400, f"{what}: {kind} is not accepted ({KINDS})")
+    if width * height > max_pixels:
+        raise HTTPException(
+            400,
+            f"{what}: {width * height / 1e6:.0f} MP is over the {max_pixels / 1e6:.0f} MP limit",
+        )
+    if min(width, height) < MIN_SIDE:
+        raise HTTPException(
+            400, f"{what}: too small: {width}x{height} px, at least {MIN_SIDE} px a side"
+        )
+    return Upload(what, data, width, height)
+
+
+def check_fits(upload: Upload, params: StyleParams, *, style: bool) -> None:
+    """Every level of the schedule can take the image: a very wide one at a small size cannot.
+
+    The engine's own rule (`fit`) decides, on the shape the header gives, so that the visitor
+    hears it now instead of as a failed task.
+    """
+    shape = (upload.height, upload.width)
+    for size, _ in params.schedule:
+        side = style_side_at(size, params) if style else size
+        try:
+            fit(shape, side, upload.what)
+        except StylizeError as exc:
+            raise HTTPException(400, f"{exc}; choose a larger size or crop the image") from None

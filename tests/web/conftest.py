@@ -1,0 +1,193 @@
+"""Servers for the web tests: real uvicorn on free ports over one real local Ray, tiny limits."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+import uvicorn
+
+from pipeline import images
+from pipeline.jobspec import parse_spec
+from pipeline.plan import make_plan
+from pipeline.runner import RunOptions, run_plan
+from pipeline.web.app import Settings, create_app
+
+from ..conftest import local_ray, make_content, make_style
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# A part someone with write access to a shared prefix could add: markup in every string column.
+HOSTILE_ID = '"><img src=x onerror="document.title=1">'
+HOSTILE_TEXT = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png(image) -> bytes:
+    return images.png_bytes(image)
+
+
+@dataclasses.dataclass
+class Served:
+    url: str
+    app: object  # the FastAPI app: its state is the server's own
+
+    @property
+    def state(self):
+        return self.app.state.web
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[Served]:
+    """A real uvicorn server in a thread, on `settings.host` and `settings.port`."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not srv.started:
+        assert time.time() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.2)
+    try:
+        yield Served(f"http://127.0.0.1:{settings.port}", app)
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="package")
+def web_ray():
+    with local_ray():
+        yield
+
+
+@pytest.fixture(scope="package")
+def finished_job(tmp_path_factory, web_ray) -> Path:
+    """A finished job `gallery` (6 done, 2 failed pairs) and `shared`: the same job plus a
+    Parquet part with a hostile pair id and markup in its strings."""
+    root = tmp_path_factory.mktemp("web")
+    for i in range(3):
+        images.save_png(make_content(40, 48, seed=i), root / "c" / f"c{i}.png")
+    for i in range(2):
+        images.save_png(make_style(40, 40, seed=i), root / "s" / f"s{i}.png")
+    (root / "c" / "broken.png").write_bytes(b"not a png")
+    spec = {
+        "name": "gallery",
+        "content": {"source": str(root / "c")},
+        "styles": {"source": str(root / "s")},
+        "params": {"schedule": [[32, 3]]},
+        "output": str(root / "runs"),
+    }
+    run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
+    runs = root / "runs"
+    shutil.copytree(runs / "gallery", runs / "shared")
+    parts = sorted((runs / "shared" / "results").glob("*.parquet"))
+    table = pq.read_table(parts[0])
+    rows = table.slice(0, 2).to_pylist()
+    rows[0]["pair_id"] = HOSTILE_ID
+    rows[1].update(pair_id="f" * 20, artist=HOSTILE_TEXT, content_id=HOSTILE_TEXT)
+    pq.write_table(
+        table.from_pylist(rows, schema=table.schema), runs / "shared" / "results" / "part-x.parquet"
+    )
+    return runs
+
+
+def main_settings(finished_job: Path, artworks: Path) -> Settings:
+    return Settings(
+        jobs=str(finished_job),
+        catalog=str(artworks),
+        actors=1,
+        max_size=160,
+        max_iterations=500,
+        max_styles=2,
+        max_upload_bytes=300_000,
+        max_upload_pixels=1_000_000,
+        allowed_hosts=("nst.example.org",),
+        port=free_port(),
+    )
+
+
+@pytest.fixture(scope="package")
+def served(finished_job, artworks) -> Iterator[Served]:
+    """The server most tests use: loopback, no token, small limits, --jobs and --catalog."""
+    with serving(main_settings(finished_job, artworks)) as s:
+        yield s
+
+
+@pytest.fixture(scope="package")
+def server(served) -> str:
+    return served.url
+
+
+def submit(url: str, headers: dict | None = None, **form) -> requests.Response:
+    files = [
+        ("content", ("c.png", png(make_content(40, 56)), "image/png")),
+        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+    ]
+    data = {"preset": "preview", "size": "32", "iterations": "2", **form}
+    return requests.post(f"{url}/api/stylize", files=files, data=data, headers=headers, timeout=60)
+
+
+def wait(url: str, task_id: str, headers: dict | None = None) -> dict:
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        status = requests.get(f"{url}/api/tasks/{task_id}", headers=headers, timeout=30).json()
+        if status["status"] in ("done", "failed"):
+            return status
+        time.sleep(0.3)
+    raise AssertionError("task did not finish")
+
+
+@pytest.fixture(scope="package")
+def browser():
+    if not CHROMIUM:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium); CI needs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="package")
+def screenshots(tmp_path_factory) -> Path:
+    """$NST_SCREENSHOTS when set (to keep them), else a pytest temporary folder."""
+    given = os.environ.get("NST_SCREENSHOTS")
+    folder = Path(given) if given else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
