@@ -13,16 +13,22 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Beyond the SDK's own request retries: an endpoint that refuses connections for a while (a
-# restarting MinIO, a network blip) is retried with backoff for about a minute in all.
+# pyarrow's own attempts per request. Against a dead endpoint 3 attempts take ~2 s; 10 took
+# 76-94 s (measured), which the backoff below then multiplied into minutes.
+SDK_ATTEMPTS = 3
+# Beyond those, for errors that are transient mid-job (throttling, 5xx, a dropped connection, a
+# restarting MinIO): 7 retries after 60.5 s of backoff in all, each logged as a warning. A dead
+# endpoint fails one operation after about 80 s; at first use the probe fails in seconds instead.
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+# (endpoint, bucket) pairs this process has probed successfully.
+_PROBED: set[tuple[str | None, str]] = set()
 
 
 class StorageError(RuntimeError):
@@ -56,7 +62,7 @@ def filesystem(uri: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem,
     uri = str(uri)
     if uri.startswith("s3://"):
         settings = s3 or S3Settings.from_env()
-        kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10)}
+        kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(SDK_ATTEMPTS)}
         if settings.endpoint_url:
             scheme, _, host = settings.endpoint_url.partition("://")
             kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
@@ -80,6 +86,8 @@ class Storage:
 
     def _retry(self, what: str, key: str, action: Callable[[], T]) -> T:
         """Run `action`, retrying transient remote errors; a StorageError names the object."""
+        if not self.local:
+            self.probe()
         delays = () if self.local else RETRY_DELAYS
         for attempt in range(len(delays) + 1):
             try:
@@ -92,10 +100,12 @@ class Storage:
                         f"{self.uri_of(key)}: cannot {what} ({_short(exc)})"
                     ) from None
                 log.warning(
-                    "%s %s failed (%s); retrying in %ss",
+                    "%s %s failed (%s); retry %d of %d in %ss",
                     what,
                     self.uri_of(key),
                     _short(exc),
+                    attempt + 1,
+                    len(delays),
                     delays[attempt],
                 )
                 time.sleep(delays[attempt])
@@ -172,6 +182,39 @@ class Storage:
         except FileNotFoundError:
             pass
 
+    # -- first use: fail fast and clearly ----------------------------------------------------
+
+    def _where(self, role: str) -> str:
+        bucket = self.base.partition("/")[0]
+        endpoint = self.s3.endpoint_url or "AWS S3"
+        return f"{role}{self.uri} (bucket {bucket!r} at {endpoint})"
+
+    def probe(self, role: str = "") -> None:
+        """Fail in seconds, with one line naming the bucket and the endpoint, when the store
+        cannot work at all: no credentials, bad credentials, no such bucket, an endpoint that
+        does not resolve, refuses or does not answer. Runs once per endpoint and bucket in a
+        process, before its first request, so that the backoff meant for a store that fails
+        mid-job never makes a user wait minutes for a store that was never there."""
+        if self.local:
+            return
+        bucket, _, prefix = self.base.partition("/")
+        if (self.s3.endpoint_url, bucket) in _PROBED:
+            return
+        import botocore.exceptions as bex
+
+        try:
+            _probe_client(self.s3).list_objects_v2(
+                Bucket=bucket, Prefix=prefix.rstrip("/") + "/" if prefix else "", MaxKeys=1
+            )
+        except (bex.ClientError, bex.BotoCoreError) as exc:
+            problem = _s3_problem(exc)
+            if problem:
+                raise StorageError(f"{self._where(role)}: {problem}") from None
+            # Throttled, a 5xx, or not allowed to list where reading may still be allowed: the
+            # request itself decides, with the retries meant for that.
+            log.info("probe of %s: %s", self._where(""), _short(exc))
+        _PROBED.add((self.s3.endpoint_url, bucket))
+
     def check_writable(self) -> None:
         """Before any compute: can we write here? A clear error naming bucket and endpoint."""
         probe = ".nst-write-check"
@@ -179,43 +222,78 @@ class Storage:
             self.write_bytes(probe, b"ok")
             self.delete(probe)
             return
-        import boto3
         import botocore.exceptions as bex
-        from botocore.config import Config
 
+        self.probe("output ")
         bucket, _, prefix = self.base.partition("/")
         key = posixpath.join(prefix, probe) if prefix else probe
-        endpoint = self.s3.endpoint_url or "AWS S3"
-        # A fresh session resolves the credential chain now (the default one caches it).
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.s3.endpoint_url,
-            region_name=self.s3.region,
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20
-            ),
-        )
-        where = f"output {self.uri} (bucket {bucket!r} at {endpoint})"
+        client = _probe_client(self.s3)
         try:
             client.put_object(Bucket=bucket, Key=key, Body=b"ok")
             client.delete_object(Bucket=bucket, Key=key)
-        except bex.NoCredentialsError:
-            raise StorageError(
-                f"{where}: no AWS credentials found (environment, profile, or instance role)"
-            ) from None
-        except bex.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "NoSuchBucket":
-                raise StorageError(f"{where}: the bucket does not exist") from None
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-                raise StorageError(
-                    f"{where}: access denied ({code}): check the credentials and their permissions"
-                ) from None
-            raise StorageError(f"{where}: {code or 'error'} ({_short(exc)})") from None
-        except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
-            raise StorageError(f"{where}: endpoint unreachable ({_short(exc)})") from None
-        except bex.BotoCoreError as exc:
-            raise StorageError(f"{where}: {_short(exc)}") from None
+        except (bex.ClientError, bex.BotoCoreError) as exc:
+            problem = _s3_problem(exc, writing=True) or _short(exc)
+            raise StorageError(f"{self._where('output ')}: {problem}") from None
+
+
+def _probe_client(s3: S3Settings) -> Any:
+    """A boto3 client that gives up in seconds: 2 attempts, 3 s to connect, 10 s to answer.
+    A fresh session resolves the credential chain now (the default one caches it)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        region_name=s3.region,
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": 2},
+            connect_timeout=3,
+            read_timeout=10,
+        ),
+    )
+
+
+def _status(exc: Any) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _s3_problem(exc: Exception, writing: bool = False) -> str | None:
+    """Why a boto3 request failed, when retrying cannot help; None when it may (throttling,
+    5xx), or when a denied listing does not mean that reading is denied."""
+    import botocore.exceptions as bex
+
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return "no AWS credentials found (environment, profile, or instance role)"
+    if isinstance(exc, bex.EndpointConnectionError):
+        inner = exc.kwargs.get("error")
+        if type(inner).__name__ == "NameResolutionError":
+            return "endpoint unreachable (its host name does not resolve)"
+        return f"endpoint unreachable ({str(inner or exc).rsplit(': ', 1)[-1]})"
+    if isinstance(exc, bex.ConnectTimeoutError):
+        return "endpoint unreachable (connection timed out)"
+    if isinstance(exc, bex.ReadTimeoutError):
+        return "endpoint does not answer (read timed out)"
+    if isinstance(exc, bex.ClientError):
+        code, status = _code(exc), _status(exc)
+        if code == "NoSuchBucket" or (status == 404 and code in ("404", "NotFound")):
+            return "the bucket does not exist"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+            return f"access denied ({code}): check the credentials and their permissions"
+        if code == "AccessDenied" or status == 403:
+            if not writing:
+                return None
+            return f"access denied ({code}): check the credentials and their permissions"
+        if 400 <= status < 500 and status not in (408, 409, 429):
+            return f"{code or status} ({_short(exc)})"
+        return None
+    if isinstance(exc, bex.BotoCoreError):
+        return _short(exc)
+    return None
 
 
 def _transient(exc: OSError) -> bool:
