@@ -7,11 +7,15 @@ paths below it are relative, '/'-separated keys.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import posixpath
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +33,9 @@ SDK_ATTEMPTS = 3
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 # (endpoint, bucket) pairs this process has probed successfully.
 _PROBED: set[tuple[str | None, str]] = set()
+# Files written locally get the mode a plain open() would give (mkstemp makes them 0600).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class StorageError(RuntimeError):
@@ -134,17 +141,19 @@ class Storage:
             raise FileNotFoundError(f"{self.uri_of(key)}: not found") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        """Write whole: locally to a temporary name then renamed; on S3 the multipart upload is
-        invisible until closed. Either way a crash never leaves half an object."""
+        """Write whole: locally to a private temporary file, synced, then renamed; on S3 the
+        multipart upload is invisible until closed. Either way a crash never leaves half an
+        object."""
         path = self.path(key)
 
         def write() -> None:
             if self.local:
-                os.makedirs(posixpath.dirname(path), exist_ok=True)
-                tmp = f"{path}.tmp-{os.getpid()}"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
+                tmp = self._local_temp(path, data)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.unlink(tmp)
+                    raise
             else:
                 with self.fs.open_output_stream(path) as f:
                     f.write(data)
@@ -153,6 +162,23 @@ class Storage:
             self._retry("write", key, write)
         except FileNotFoundError as exc:  # a local parent that vanished
             raise StorageError(f"{self.uri_of(key)}: cannot write ({_short(exc)})") from None
+
+    @staticmethod
+    def _local_temp(path: str, data: bytes) -> str:
+        """A complete, synced copy of `data` beside `path` under a name nobody can predict."""
+        parent, name = posixpath.split(path)
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # so that a power cut cannot leave a renamed empty file
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
 
     def _info(self, key: str) -> pafs.FileInfo:
         return self._retry("stat", key, lambda: self.fs.get_file_info(self.path(key)))
@@ -181,6 +207,145 @@ class Storage:
             self._retry("delete", key, lambda: self.fs.delete_file(self.path(key)))
         except FileNotFoundError:
             pass
+
+    # -- conditional writes, for the output lock ---------------------------------------------
+    # S3 has them as If-None-Match / If-Match headers; locally an exclusive hard link creates,
+    # and a flock on the folder makes read-compare-write one step among the processes that use
+    # these methods.
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist yet; False if it does."""
+        if self.local:
+
+            def link() -> bool:
+                tmp = self._local_temp(self.path(key), data)
+                try:
+                    os.link(tmp, self.path(key))  # complete or absent, never an empty lock file
+                    return True
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp)
+
+            return self._retry("create", key, link)
+        return self._s3_conditional("create", key, {"Body": data, "IfNoneMatch": "*"})
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The bytes of `key` and a tag that changes when it is rewritten (on S3 its ETag)."""
+        if self.local:
+            data = self.read_bytes(key)
+            return data, hashlib.sha256(data).hexdigest()
+        response = self._s3_request("read", key, "get_object", {})
+        if response is None:
+            raise FileNotFoundError(f"{self.uri_of(key)}: not found")
+        return response["Body"].read(), response["ETag"]
+
+    def replace(self, key: str, data: bytes, tag: str) -> bool:
+        """Overwrite `key` only if it still carries `tag`; False if it changed or vanished."""
+        if self.local:
+
+            def swap() -> bool:
+                with self._local_mutex(key):
+                    if self._local_tag(key) != tag:
+                        return False
+                    os.replace(self._local_temp(self.path(key), data), self.path(key))
+                    return True
+
+            return self._retry("replace", key, swap)
+        return self._s3_conditional("replace", key, {"Body": data, "IfMatch": tag})
+
+    def delete_if(self, key: str, tag: str) -> bool:
+        """Delete `key` only if it still carries `tag`; False if it changed or vanished."""
+        if self.local:
+
+            def unlink() -> bool:
+                with self._local_mutex(key):
+                    if self._local_tag(key) != tag:
+                        return False
+                    os.unlink(self.path(key))
+                    return True
+
+            return self._retry("delete", key, unlink)
+        return self._s3_conditional("delete", key, {"IfMatch": tag})
+
+    @contextlib.contextmanager
+    def _local_mutex(self, key: str) -> Iterator[None]:
+        fd = os.open(posixpath.dirname(self.path(key)), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+            yield
+        finally:
+            os.close(fd)
+
+    def _local_tag(self, key: str) -> str | None:
+        try:
+            return self.read_tagged(key)[1]
+        except FileNotFoundError:
+            return None
+
+    def _s3_conditional(self, what: str, key: str, kwargs: dict[str, Any]) -> bool:
+        """An S3 put or delete with a precondition: False when the store says it did not hold.
+
+        A store that refuses the header (501 NotImplemented) or a boto3 too old to send it
+        gets the plain request and a warning; a store that ignores the header does the plain
+        request silently. Either way two runs starting in the same instant can
+        both write the lock; the one whose lock was overwritten stops when it next reads the
+        lock (ResultStore.acquire_lock reads it back at once, then every refresh).
+        """
+        method = "delete_object" if what == "delete" else "put_object"
+        try:
+            return self._s3_request(what, key, method, kwargs) is not None
+        except _Unsupported as exc:
+            log.warning(
+                "%s: the store does not support conditional requests (%s); the output lock "
+                "is only checked, not atomic",
+                self.uri_of(key),
+                exc,
+            )
+            plain = {k: v for k, v in kwargs.items() if not k.startswith("If")}
+            if what == "create" and self._s3_request("stat", key, "head_object", {}):
+                return False
+            self._s3_request(what, key, method, plain)
+            return True
+
+    def _s3_request(
+        self, what: str, key: str, method: str, kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """One boto3 call on `key` with the storage layer's retries; None on 404 or 412."""
+        import boto3
+        import botocore.exceptions as bex
+        from botocore.config import Config
+
+        bucket, _, prefix = self.path(key).partition("/")
+        where = self._where("")
+
+        def call() -> dict[str, Any] | None:
+            client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.s3.endpoint_url,
+                region_name=self.s3.region,
+                config=Config(retries={"mode": "standard", "max_attempts": SDK_ATTEMPTS}),
+            )
+            try:
+                return getattr(client, method)(Bucket=bucket, Key=prefix, **kwargs)
+            except bex.ParamValidationError as exc:
+                raise _Unsupported(f"this boto3 cannot send it: {_short(exc)}") from None
+            except bex.ClientError as exc:
+                status = _status(exc)
+                if status == 412 or (status == 404 and _code(exc) != "NoSuchBucket"):
+                    return None
+                if status == 501 or _code(exc) == "NotImplemented":
+                    raise _Unsupported(_short(exc)) from None
+                problem = _s3_problem(exc)
+                if problem:
+                    raise StorageError(f"{where}: {problem}") from None
+                raise ConnectionError(_short(exc)) from None  # 5xx, throttling, 409 conflict
+            except (bex.NoCredentialsError, bex.PartialCredentialsError) as exc:
+                raise StorageError(f"{where}: {_s3_problem(exc)}") from None
+            except bex.BotoCoreError as exc:  # a dropped connection, a timeout
+                raise ConnectionError(_short(exc)) from None
+
+        return self._retry(what, key, call)
 
     # -- first use: fail fast and clearly ----------------------------------------------------
 
@@ -234,6 +399,10 @@ class Storage:
         except (bex.ClientError, bex.BotoCoreError) as exc:
             problem = _s3_problem(exc, writing=True) or _short(exc)
             raise StorageError(f"{self._where('output ')}: {problem}") from None
+
+
+class _Unsupported(Exception):
+    """The store or the SDK cannot make this request conditional."""
 
 
 def _probe_client(s3: S3Settings) -> Any:

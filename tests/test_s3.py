@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 from pipeline import images, storage
 from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
-from pipeline.results import image_key
+from pipeline.results import LOCK, OutputLocked, ResultStore, image_key
 from pipeline.runner import RunOptions, run_plan
 from pipeline.storage import S3Settings, Storage, StorageError
 
@@ -336,3 +336,34 @@ def test_a_store_lost_mid_job_is_retried_with_a_warning_each_time_then_named(
     assert [r.levelname for r in retries] == ["WARNING", "WARNING"]
     assert "retry 2 of 2" in retries[1].getMessage()
     assert seconds < 15
+
+
+def test_the_output_lock_on_s3_changes_only_by_conditional_requests(s3, caplog):
+    _, client, _ = s3
+    key = "lock/job/" + LOCK
+    first, second = (
+        ResultStore(f"s3://{BUCKET}/lock", "job"),
+        ResultStore(f"s3://{BUCKET}/lock", "job"),
+    )
+    first.acquire_lock("run-a")
+    with pytest.raises(OutputLocked, match="being written by run run-a"):
+        second.acquire_lock("run-b")
+    assert not second.root.create(LOCK, b"{}")  # If-None-Match: * refused the put
+    assert json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())["run_id"] == "run-a"
+
+    # run-a stops refreshing (a paused machine): its lock grows old.
+    held = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    paused = {**held, "host": "elsewhere", "heartbeat": 0}
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(paused).encode())
+    _, old_tag = first.root.read_tagged(LOCK)
+    second.acquire_lock("run-b")
+    assert "taking over the stale lock of run run-a" in caplog.text
+    assert not first.root.replace(LOCK, b"{}", old_tag)  # If-Match with an old ETag refused
+    assert not first.root.delete_if(LOCK, old_tag)
+
+    with pytest.raises(OutputLocked, match="run run-a was taken over by run run-b"):
+        first.refresh_lock("run-a")
+    first.release_lock()
+    assert json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())["run_id"] == "run-b"
+    second.release_lock()
+    assert _all_keys(client, "lock/") == []
