@@ -4,6 +4,7 @@ Layout under `<output>/<job name>/`:
 
     images/<pair_id>.png        one per pair, written before its row
     results/part-*.parquet      one row per pair (schema: RESULT_SCHEMA, documented in README)
+    corrupt/part-*.parquet      parts that could not be read, set aside; their pairs are redone
     manifest.json               resolved spec, versions, counts; rewritten at start and end
     _SUCCESS                    written last, only when every pair is done or finally failed
 
@@ -18,6 +19,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import socket
 import time
 import uuid
@@ -92,6 +94,7 @@ MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 LOCK = "_LOCK"
 MAPPING = "mapping.parquet"
+CORRUPT = "corrupt"  # results parts that could not be read, set aside (outside results/)
 # A lock whose holder has not refreshed it for this long is stale (the holder refreshes every 30 s).
 LOCK_STALE_SECONDS = 120
 
@@ -128,13 +131,37 @@ class ResultStore:
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """Every committed row, one per pair: a finished row beats a failed one, then the newest."""
-        tables = [
-            pq.read_table(io.BytesIO(self.root.read_bytes(k)), columns=columns)
-            for k in self.part_keys()
-        ]
+        tables = [t for k in self.part_keys() if (t := self._read_part(k, columns)) is not None]
         if not tables:
             return RESULT_SCHEMA.empty_table().select(columns or RESULT_SCHEMA.names)
         return dedupe(pa.concat_tables(tables, promote_options="default"))
+
+    def _read_part(self, key: str, columns: list[str] | None) -> pa.Table | None:
+        """One part's rows; None for a part that cannot be decoded, which is moved to
+        corrupt/ so that its pairs count as not done and the run computes them again."""
+        try:
+            data = self.root.read_bytes(key)
+        except FileNotFoundError:  # compacted away by a run that finished meanwhile
+            return None
+        try:
+            return pq.read_table(io.BytesIO(data), columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            try:
+                pq.read_table(io.BytesIO(data))
+            except (pa.ArrowException, OSError):
+                pass
+            else:
+                raise  # the file is whole: a wrong column list, not a damaged part
+            aside = f"{CORRUPT}/{posixpath.basename(key)}"
+            self.root.write_bytes(aside, data)
+            self.root.delete(key)
+            log.warning(
+                "%s is corrupt or truncated (%s); moved to %s, its pairs will be computed again",
+                self.root.uri_of(key),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                self.root.uri_of(aside),
+            )
+            return None
 
     def committed(self) -> dict[str, tuple[str, bool]]:
         """pair_id -> (status, retriable) of what is already in results/."""

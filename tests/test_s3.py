@@ -367,3 +367,20 @@ def test_the_output_lock_on_s3_changes_only_by_conditional_requests(s3, caplog):
     assert json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())["run_id"] == "run-b"
     second.release_lock()
     assert _all_keys(client, "lock/") == []
+
+
+def test_a_truncated_part_on_s3_is_set_aside_and_its_pairs_redone(s3, caplog):
+    _, client, _ = s3
+    _upload_inputs(client, "t", contents=1)
+    plan = make_plan(parse_spec(_job("t", params={"schedule": [[32, 2]]})))
+    assert run_plan(plan, RunOptions(actors=1)).done == 2
+    (part,) = [k for k in _all_keys(client, "t/runs/s3job/results/")]
+    data = client.get_object(Bucket=BUCKET, Key=part)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=part, Body=data[: len(data) // 2])
+
+    summary = run_plan(plan, RunOptions(actors=1))
+    assert (summary.done, summary.skipped, summary.complete) == (2, 0, True)
+    name = part.rsplit("/", 1)[1]
+    assert f"s3://{BUCKET}/{part} is corrupt or truncated" in caplog.text
+    assert f"t/runs/s3job/corrupt/{name}" in _all_keys(client, "t/runs/s3job/corrupt/")
+    assert run_plan(plan, RunOptions(actors=1)).skipped == 2
