@@ -4,6 +4,7 @@ Layout under `<output>/<job name>/`:
 
     images/<pair_id>.png        one per pair, written before its row
     results/part-*.parquet      one row per pair (schema: RESULT_SCHEMA, documented in README)
+    corrupt/part-*.parquet      parts that could not be read, set aside; their pairs are redone
     manifest.json               resolved spec, versions, counts; rewritten at start and end
     _SUCCESS                    written last, only when every pair is done or finally failed
 
@@ -18,6 +19,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import socket
 import time
 import uuid
@@ -93,6 +95,7 @@ MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 LOCK = "_LOCK"
 MAPPING = "mapping.parquet"
+CORRUPT = "corrupt"  # results parts that could not be read, set aside (outside results/)
 # A lock whose holder has not refreshed it for this long is stale (the holder refreshes every 30 s).
 LOCK_STALE_SECONDS = 120
 
@@ -129,13 +132,37 @@ class ResultStore:
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """Every committed row, one per pair: a finished row beats a failed one, then the newest."""
-        tables = [
-            pq.read_table(io.BytesIO(self.root.read_bytes(k)), columns=columns)
-            for k in self.part_keys()
-        ]
+        tables = [t for k in self.part_keys() if (t := self._read_part(k, columns)) is not None]
         if not tables:
             return RESULT_SCHEMA.empty_table().select(columns or RESULT_SCHEMA.names)
         return dedupe(pa.concat_tables(tables, promote_options="default"))
+
+    def _read_part(self, key: str, columns: list[str] | None) -> pa.Table | None:
+        """One part's rows; None for a part that cannot be decoded, which is moved to
+        corrupt/ so that its pairs count as not done and the run computes them again."""
+        try:
+            data = self.root.read_bytes(key)
+        except FileNotFoundError:  # compacted away by a run that finished meanwhile
+            return None
+        try:
+            return pq.read_table(io.BytesIO(data), columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            try:
+                pq.read_table(io.BytesIO(data))
+            except (pa.ArrowException, OSError):
+                pass
+            else:
+                raise  # the file is whole: a wrong column list, not a damaged part
+            aside = f"{CORRUPT}/{posixpath.basename(key)}"
+            self.root.write_bytes(aside, data)
+            self.root.delete(key)
+            log.warning(
+                "%s is corrupt or truncated (%s); moved to %s, its pairs will be computed again",
+                self.root.uri_of(key),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                self.root.uri_of(aside),
+            )
+            return None
 
     def committed(self) -> dict[str, tuple[str, bool]]:
         """pair_id -> (status, retriable) of what is already in results/."""
@@ -167,40 +194,76 @@ class ResultStore:
             self.root.delete(k)
 
     # -- one writer at a time ---------------------------------------------------------------
+    # Every change of the lock is conditional on what was read (Storage.create / replace /
+    # delete_if), so two runs cannot both take it. What remains: a run paused longer than
+    # LOCK_STALE_SECONDS (a suspended laptop, a long network partition) loses its lock to a new
+    # run and learns it at its next refresh (runner.LOCK_REFRESH_SECONDS, 30 s); rows it
+    # commits in between are valid (same pair ids), duplicates that `dedupe` drops.
 
     def acquire_lock(self, run_id: str) -> None:
-        """Refuse to start while another live run writes this output; take over a dead one's.
-
-        Best effort (two runs starting in the same second can both pass), which is enough to
-        stop the common mistake of launching the same job twice.
-        """
-        if self.root.exists(LOCK):
+        """Refuse to start while another live run writes this output; take over a dead one's."""
+        body = self._lock_body(run_id)
+        if not self.root.create(LOCK, body):
             try:
-                other = json.loads(self.root.read_bytes(LOCK))
-            except (ValueError, FileNotFoundError):
-                other = {}
-            if other and not _stale(other):
-                age = time.time() - float(other.get("heartbeat", 0))
-                raise OutputLocked(
-                    f"{self.uri} is being written by run {other.get('run_id')} (host "
-                    f"{other.get('host')}, pid {other.get('pid')}, seen {age:.0f} s ago); if that "
-                    f"run is dead, wait {LOCK_STALE_SECONDS} s or delete {self.root.uri_of(LOCK)}"
-                )
-            if other:
+                data, tag = self.root.read_tagged(LOCK)
+            except FileNotFoundError:  # released in between: one more try
+                if not self.root.create(LOCK, body):
+                    raise OutputLocked(f"{self.uri}: another run took the output lock") from None
+            else:
+                other = _parse_lock(data)
+                if other and not _stale(other):
+                    age = time.time() - float(other.get("heartbeat", 0))
+                    raise OutputLocked(
+                        f"{self.uri} is being written by run {other.get('run_id')} (host "
+                        f"{other.get('host')}, pid {other.get('pid')}, seen {age:.0f} s ago); if "
+                        f"that run is dead, wait {LOCK_STALE_SECONDS} s or delete "
+                        f"{self.root.uri_of(LOCK)}"
+                    )
                 log.warning("taking over the stale lock of run %s", other.get("run_id"))
+                if not self.root.replace(LOCK, body, tag):
+                    raise OutputLocked(f"{self.uri}: another run took over the stale lock first")
+        self._lock_run_id = run_id
+        # Reads it back: on a store that ignores conditional writes, the later of two
+        # simultaneous starters wins here and the other stops.
         self.refresh_lock(run_id)
 
     def refresh_lock(self, run_id: str) -> None:
+        """Renew the heartbeat; OutputLocked if another run holds the lock now."""
+        try:
+            data, tag = self.root.read_tagged(LOCK)
+        except FileNotFoundError:  # deleted by hand: take it again unless someone else did
+            if self.root.create(LOCK, self._lock_body(run_id)):
+                log.warning("the output lock of run %s was deleted; taken again", run_id)
+                return
+            data, tag = self.root.read_tagged(LOCK)
+        holder = _parse_lock(data).get("run_id")
+        if holder != run_id or not self.root.replace(LOCK, self._lock_body(run_id), tag):
+            raise OutputLocked(
+                f"{self.uri}: the output lock of run {run_id} was taken over by run {holder} "
+                f"(it looked dead for {LOCK_STALE_SECONDS} s); stopping so that two runs never "
+                "write the same output"
+            )
+
+    def release_lock(self, run_id: str | None = None) -> None:
+        """Delete the lock if it is still ours (the run that acquired it, by default)."""
+        run_id = run_id or getattr(self, "_lock_run_id", None)
+        try:
+            data, tag = self.root.read_tagged(LOCK)
+        except FileNotFoundError:
+            return
+        holder = _parse_lock(data).get("run_id")
+        if run_id is None or holder != run_id or not self.root.delete_if(LOCK, tag):
+            log.warning("%s: left the output lock of run %s in place", self.uri, holder)
+
+    @staticmethod
+    def _lock_body(run_id: str) -> bytes:
         mine = {
             "run_id": run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "heartbeat": time.time(),
         }
-        self.root.write_bytes(LOCK, json.dumps(mine).encode())
-
-    def release_lock(self) -> None:
-        self.root.delete(LOCK)
+        return json.dumps(mine).encode()
 
     def write_mapping(self) -> str:
         """Dataset mode: output file -> content, painting, artist, genre, losses (the labels)."""
@@ -250,6 +313,15 @@ class ResultStore:
 
     def clear_marker(self) -> None:
         self.root.delete(MARKER)
+
+
+def _parse_lock(data: bytes) -> dict[str, Any]:
+    """The lock's fields; {} for an unreadable lock (one written half by an older version)."""
+    try:
+        lock = json.loads(data)
+    except ValueError:
+        return {}
+    return lock if isinstance(lock, dict) else {}
 
 
 def _stale(lock: dict[str, Any]) -> bool:

@@ -350,3 +350,30 @@ def test_a_bug_is_not_bad_input(tmp_path, monkeypatch, caplog):
     store = ResultStore(str(tmp_path / "out"), "bug")
     store.write_part(rows, "r", 0)  # the new column round-trips through Parquet
     assert store.read().column("traceback").null_count == 1
+
+
+def test_a_truncated_part_is_named_set_aside_and_its_pairs_redone(tmp_path, caplog):
+    images.save_png(make_content(32, 32), tmp_path / "c" / "a.png")
+    for i in range(2):
+        images.save_png(make_style(32, 32, seed=i), tmp_path / "s" / f"{i}.png")
+    spec = {
+        "name": "trunc",
+        "content": {"source": str(tmp_path / "c")},
+        "styles": {"source": str(tmp_path / "s")},
+        "params": {"schedule": [[32, 1]]},
+        "output": str(tmp_path / "o"),
+    }
+    plan = make_plan(parse_spec(spec))
+    assert run_plan(plan, RunOptions(actors=1)).done == 2
+    (part,) = (tmp_path / "o" / "trunc" / "results").iterdir()
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2])
+
+    summary = run_plan(plan, RunOptions(actors=1))
+    assert (summary.done, summary.skipped, summary.complete) == (2, 0, True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if w.startswith(f"{part} is corrupt or truncated")]
+    assert (tmp_path / "o" / "trunc" / "corrupt" / part.name).read_bytes() == data[: len(data) // 2]
+    table = ResultStore(str(tmp_path / "o"), "trunc").read().to_pandas()
+    assert len(table) == 2 and (table.status == "done").all()
+    assert run_plan(plan, RunOptions(actors=1)).skipped == 2

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from pipeline import images
+from pipeline import images, storage
 from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
-from pipeline.results import image_key
+from pipeline.results import LOCK, OutputLocked, ResultStore, image_key
 from pipeline.runner import RunOptions, run_plan
 from pipeline.storage import S3Settings, Storage, StorageError
 
@@ -254,3 +254,133 @@ def test_cli_refuses_an_unwritable_output_before_computing(s3, tmp_path):
     assert proc.returncode == 2
     assert "no-such-bucket" in proc.stderr and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _nst_fails_fast(command: str, job: dict, tmp_path: Path, **env: str | None) -> str:
+    """Run `nst <command>` on `job` with changes to the environment (None removes a variable);
+    assert that it ends within 15 s with exit code 2 and one line, and return that line."""
+    spec = tmp_path / f"{command}.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    environ = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    for name, value in env.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", command, str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+    )
+    seconds = time.monotonic() - started
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert seconds < 15, (seconds, lines[0])
+    return lines[0]
+
+
+def test_a_store_that_cannot_work_stops_nst_in_seconds_naming_bucket_and_endpoint(s3, tmp_path):
+    endpoint = s3[0]
+    refused = f"http://127.0.0.1:{_free_port()}"
+    unresolvable = "http://nst-no-such-host.invalid:9000"
+    line = _nst_fails_fast("plan", _job("a"), tmp_path, AWS_ENDPOINT_URL=refused)
+    assert f"bucket '{BUCKET}' at {refused}): endpoint unreachable" in line
+
+    line = _nst_fails_fast("plan", _job("a"), tmp_path, AWS_ENDPOINT_URL=unresolvable)
+    assert f"bucket '{BUCKET}' at {unresolvable}): endpoint unreachable" in line
+    assert "host name does not resolve" in line
+
+    no_credentials = {
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_PROFILE": None,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+    }
+    line = _nst_fails_fast("plan", _job("a"), tmp_path, **no_credentials)
+    assert f"bucket '{BUCKET}' at {endpoint.url}): no AWS credentials found" in line
+
+    job = _job("a", content={"source": "s3://no-such-bucket/contents"})
+    line = _nst_fails_fast("plan", job, tmp_path)
+    assert f"bucket 'no-such-bucket' at {endpoint.url}): the bucket does not exist" in line
+
+    # nst run: inputs that need no store, an output on an endpoint that does not resolve.
+    job = _job("a", content={"source": "demo"}, styles={"source": "demo"})
+    line = _nst_fails_fast("run", job, tmp_path, AWS_ENDPOINT_URL=unresolvable)
+    assert f"output s3://{BUCKET}/a/runs/s3job (bucket '{BUCKET}' at {unresolvable})" in line
+
+
+def test_a_store_lost_mid_job_is_retried_with_a_warning_each_time_then_named(
+    s3, monkeypatch, caplog
+):
+    endpoint, client, _ = s3
+    client.put_object(Bucket=BUCKET, Key="lost/x", Body=b"x")
+    store = Storage(f"s3://{BUCKET}/lost")
+    assert store.read_bytes("x") == b"x"  # the store answered once: what fails now is transient
+    monkeypatch.setattr(storage, "RETRY_DELAYS", (0.1, 0.2))
+    endpoint.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageError, match=f"s3://{BUCKET}/lost/x: cannot read"):
+            store.read_bytes("x")
+        seconds = time.monotonic() - started
+    finally:
+        endpoint.start()
+    retries = [
+        r for r in caplog.records if "failed" in r.getMessage() and "retry" in r.getMessage()
+    ]
+    assert [r.levelname for r in retries] == ["WARNING", "WARNING"]
+    assert "retry 2 of 2" in retries[1].getMessage()
+    assert seconds < 15
+
+
+def test_the_output_lock_on_s3_changes_only_by_conditional_requests(s3, caplog):
+    _, client, _ = s3
+    key = "lock/job/" + LOCK
+    first, second = (
+        ResultStore(f"s3://{BUCKET}/lock", "job"),
+        ResultStore(f"s3://{BUCKET}/lock", "job"),
+    )
+    first.acquire_lock("run-a")
+    with pytest.raises(OutputLocked, match="being written by run run-a"):
+        second.acquire_lock("run-b")
+    assert not second.root.create(LOCK, b"{}")  # If-None-Match: * refused the put
+    assert json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())["run_id"] == "run-a"
+
+    # run-a stops refreshing (a paused machine): its lock grows old.
+    held = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    paused = {**held, "host": "elsewhere", "heartbeat": 0}
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(paused).encode())
+    _, old_tag = first.root.read_tagged(LOCK)
+    second.acquire_lock("run-b")
+    assert "taking over the stale lock of run run-a" in caplog.text
+    assert not first.root.replace(LOCK, b"{}", old_tag)  # If-Match with an old ETag refused
+    assert not first.root.delete_if(LOCK, old_tag)
+
+    with pytest.raises(OutputLocked, match="run run-a was taken over by run run-b"):
+        first.refresh_lock("run-a")
+    first.release_lock()
+    assert json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())["run_id"] == "run-b"
+    second.release_lock()
+    assert _all_keys(client, "lock/") == []
+
+
+def test_a_truncated_part_on_s3_is_set_aside_and_its_pairs_redone(s3, caplog):
+    _, client, _ = s3
+    _upload_inputs(client, "t", contents=1)
+    plan = make_plan(parse_spec(_job("t", params={"schedule": [[32, 2]]})))
+    assert run_plan(plan, RunOptions(actors=1)).done == 2
+    (part,) = [k for k in _all_keys(client, "t/runs/s3job/results/")]
+    data = client.get_object(Bucket=BUCKET, Key=part)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=part, Body=data[: len(data) // 2])
+
+    summary = run_plan(plan, RunOptions(actors=1))
+    assert (summary.done, summary.skipped, summary.complete) == (2, 0, True)
+    name = part.rsplit("/", 1)[1]
+    assert f"s3://{BUCKET}/{part} is corrupt or truncated" in caplog.text
+    assert f"t/runs/s3job/corrupt/{name}" in _all_keys(client, "t/runs/s3job/corrupt/")
+    assert run_plan(plan, RunOptions(actors=1)).skipped == 2
