@@ -464,12 +464,17 @@ def _run_pairs(
     def flush(final: bool = False) -> None:
         nonlocal seq, last_flush
         last_flush = time.monotonic()
+        if buffer:
+            commit(final)
+        # After the commit: rows computed before a takeover are still saved (parts are named by
+        # run id and duplicates are dropped on read); OutputLocked then stops this run.
         try:
             store.refresh_lock(ctx.run_id)
         except StorageError as exc:
             log.warning("refreshing the output lock failed (%s)", exc)
-        if not buffer:
-            return
+
+    def commit(final: bool) -> None:
+        nonlocal seq
         t = time.perf_counter()
         try:
             store.write_part(buffer, ctx.run_id, seq)
