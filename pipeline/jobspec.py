@@ -13,6 +13,7 @@ the job's working directory).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,8 @@ from .storage import S3Settings
 from .vgg import WEIGHT_SOURCES
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+# A job's name names its output folder (and the web app's job list).
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class SpecError(ValueError):
@@ -131,7 +134,7 @@ class StorageSpec(_Section):
 class JobSpec(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    name: Annotated[StrictStr, Field(pattern=NAME_RE.pattern)]
     content: ContentSpec
     styles: StylesSpec
     pairing: Literal["cross"] | RandomPairing = "cross"

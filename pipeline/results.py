@@ -91,6 +91,29 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 
+# The columns that decide which row of a pair wins (dedupe).
+KEY_COLUMNS = ["pair_id", "status", "finished_at"]
+# A compacted part holds at most about this many rows (it may exceed it by the last part read):
+# files of tens of MB for readers (a 250-iteration trace is ~1,750 numbers a row), and the driver
+# never holds more than one part's rows while compacting.
+COMPACT_ROWS = 10_000
+COMPACTED = "compacted"
+MAPPING_COLUMNS = [
+    "dataset_path",
+    "content_id",
+    "content_uri",
+    "style_id",
+    "style_uri",
+    "artist",
+    "genre",
+    "nationality",
+    "painting",
+    "loss_content",
+    "loss_style",
+    "loss_total",
+    "pair_id",
+]
+
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 LOCK = "_LOCK"
@@ -131,11 +154,18 @@ class ResultStore:
         return [k for k in self.root.list("results") if k.endswith(".parquet")]
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
-        """Every committed row, one per pair: a finished row beats a failed one, then the newest."""
-        tables = [t for k in self.part_keys() if (t := self._read_part(k, columns)) is not None]
+        """Every committed row, one per pair: a finished row beats a failed one, then the newest.
+        Name the `columns` you need: a row's loss trace is most of its bytes."""
+        wanted = None if columns is None else list(dict.fromkeys([*columns, *KEY_COLUMNS]))
+        tables = [
+            _conform(t, wanted)
+            for k in self.part_keys()
+            if (t := self._read_part(k, wanted)) is not None
+        ]
         if not tables:
             return RESULT_SCHEMA.empty_table().select(columns or RESULT_SCHEMA.names)
-        return dedupe(pa.concat_tables(tables, promote_options="default"))
+        table = dedupe(pa.concat_tables(tables))
+        return table if columns is None else table.select(columns)
 
     def _read_part(self, key: str, columns: list[str] | None) -> pa.Table | None:
         """One part's rows; None for a part that cannot be decoded, which is moved to
@@ -184,14 +214,54 @@ class ResultStore:
         return key
 
     def compact(self, run_id: str) -> None:
-        """One part with one row per pair, replacing the parts it was read from."""
+        """Parts of up to COMPACT_ROWS rows, one row per pair, replacing the parts read.
+
+        Streams: which row wins is decided from the key columns of every part (a few MB at
+        100,000 pairs); then the parts are read one at a time and their winning rows written
+        out. A compacted part whose rows all still win is left as it is, so a rerun that adds a
+        few rows to a large job rewrites only the small parts."""
         keys = self.part_keys()
-        if len(keys) <= 1:
+        index, counts = [], {}
+        for number, key in enumerate(keys):
+            t = self._read_part(key, KEY_COLUMNS)
+            if t is None:
+                continue
+            counts[number] = t.num_rows
+            part = pa.array([number] * t.num_rows, pa.int32())
+            index.append(t.append_column("_part", part).append_column("_row", _rows(t)))
+        if not index:
             return
-        table = self.read()
-        self.root.write_bytes(f"results/part-{run_id}-compacted.parquet", _parquet_bytes(table))
-        for k in keys:  # a crash here leaves duplicates that `read` (and the next run) drop
-            self.root.delete(k)
+        winners = dedupe(pa.concat_tables(index))
+        keep: dict[int, list[int]] = {}
+        for part, row in zip(
+            winners["_part"].to_pylist(), winners["_row"].to_pylist(), strict=True
+        ):
+            keep.setdefault(part, []).append(row)
+        whole = {n for n, count in counts.items() if len(keep.get(n, ())) == count}
+        redo = [n for n in counts if not (n in whole and COMPACTED in keys[n])]
+        if not redo or (len(redo) == 1 and redo[0] in whole):
+            return
+        out: list[pa.Table] = []
+        written: list[str] = []
+
+        def spill() -> None:
+            key = f"results/part-{run_id}-{COMPACTED}-{len(written):04d}.parquet"
+            self.root.write_bytes(key, _parquet_bytes(pa.concat_tables(out)))
+            written.append(key)
+            out.clear()
+
+        for number in redo:
+            rows = keep.get(number)
+            table = self._read_part(keys[number], None) if rows else None
+            if table is not None:
+                out.append(_conform(table, None).take(pa.array(sorted(rows), pa.int64())))
+            if sum(t.num_rows for t in out) >= COMPACT_ROWS:
+                spill()
+        if out:
+            spill()
+        for number in redo:  # a crash here leaves duplicates that reads drop
+            if keys[number] not in written:
+                self.root.delete(keys[number])
 
     # -- one writer at a time ---------------------------------------------------------------
     # Every change of the lock is conditional on what was read (Storage.create / replace /
@@ -267,24 +337,9 @@ class ResultStore:
 
     def write_mapping(self) -> str:
         """Dataset mode: output file -> content, painting, artist, genre, losses (the labels)."""
-        table = self.read()
+        table = self.read([*MAPPING_COLUMNS, "status"])
         done = table.filter(pc.equal(table["status"], "done"))
-        columns = [
-            "dataset_path",
-            "content_id",
-            "content_uri",
-            "style_id",
-            "style_uri",
-            "artist",
-            "genre",
-            "nationality",
-            "painting",
-            "loss_content",
-            "loss_style",
-            "loss_total",
-            "pair_id",
-        ]
-        done = done.select(columns).sort_by("dataset_path")
+        done = done.select(MAPPING_COLUMNS).sort_by("dataset_path")
         self.root.write_bytes(MAPPING, _parquet_bytes(done))
         return self.root.uri_of(MAPPING)
 
@@ -336,21 +391,44 @@ def _stale(lock: dict[str, Any]) -> bool:
 
 
 def dedupe(table: pa.Table) -> pa.Table:
-    """One row per pair_id: status done first, then the latest finished_at."""
+    """One row per pair_id: status done first, then the latest finished_at. Sorts the key
+    columns only, then takes the winners from the whole table once."""
     if table.num_rows == 0:
         return table
+    keys = pa.table(
+        {
+            "pair_id": table["pair_id"],
+            "_done": pc.equal(table["status"], "done"),
+            "finished_at": table["finished_at"],
+        }
+    )
     order = pc.sort_indices(
-        table.append_column("_done", pc.equal(table["status"], "done")),
+        keys,
         sort_keys=[
             ("pair_id", "ascending"),
             ("_done", "descending"),
             ("finished_at", "descending"),
         ],
     )
-    table = table.take(order)
-    ids = table["pair_id"].to_pylist()
-    keep = [i for i, p in enumerate(ids) if i == 0 or ids[i - 1] != p]
-    return table.take(pa.array(keep, pa.int64()))
+    ids = keys["pair_id"].take(order)
+    # The first row of each pair_id in that order wins.
+    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    winners = pc.filter(order, pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
+    return table.take(winners)
+
+
+def _rows(table: pa.Table) -> pa.Array:
+    return pa.array(range(table.num_rows), pa.int64())
+
+
+def _conform(table: pa.Table, columns: list[str] | None) -> pa.Table:
+    """A part as RESULT_SCHEMA (or its `columns`): columns that older versions did not write
+    (e.g. `traceback`) come back as nulls."""
+    for name in columns or RESULT_SCHEMA.names:
+        if name not in table.column_names:
+            kind = RESULT_SCHEMA.field(name).type
+            table = table.append_column(name, pa.nulls(table.num_rows, kind))
+    return table.select(columns or RESULT_SCHEMA.names)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

@@ -316,7 +316,7 @@ def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")
     proc = _nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path, env=env)
-    assert proc.returncode == 2 and "content.source: is required" in proc.stderr
+    assert proc.returncode == 2 and "bad.yaml: content: is required" in proc.stderr
     spec = _spec(tmp_path)
     address = f"http://127.0.0.1:{_free_port()}"
     proc = _nst("submit", str(spec), "--address", address, cwd=tmp_path, env=env)
