@@ -69,9 +69,7 @@ def test_compaction_streams_into_bounded_parts_and_keeps_the_winners(tmp_path, m
     store.compact("run2")
     after = store.part_keys()
     kept = [k for k in parts if k in after]
-    assert kept == parts and all(
-        (tmp_path / "j" / k).stat().st_mtime_ns == mtimes[k] for k in kept
-    )
+    assert kept == parts and all((tmp_path / "j" / k).stat().st_mtime_ns == mtimes[k] for k in kept)
     assert store.read(["pair_id"]).num_rows == 52
 
 
