@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from .dataset import DatasetSpec
+from .engine import style_side_at
 from .estimate import effective_params
 from .params import DEFAULT_MAX_PIXELS, ParamError, StyleParams
 from .presets import DEFAULT_PRESET, load_preset, preset_names
@@ -176,7 +177,7 @@ class JobSpec(_Section):
         params = effective_params(self._params, self.dataset)
         where = "dataset.size" if self.dataset is not None else "params.schedule"
         for size, _ in params.schedule:
-            for what, side in (("content", size), ("style", round(size * params.style_scale))):
+            for what, side in (("content", size), ("style", style_side_at(size, params))):
                 if side * side > limit:
                     raise _FieldError(
                         where if what == "content" else "params.style_scale",

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from . import __version__, dataset, images
-from .engine import StylizeError, Stylizer
+from .engine import StylizeError, Stylizer, style_side_at
 from .images import ImageError
 from .inputs import ImageRef, read_image
 from .params import DEFAULT_MAX_PIXELS, StyleParams
@@ -99,7 +99,7 @@ class PairWorker:
                 size = self.ctx.params.size
                 if self.ctx.dataset is not None:  # `shorter` makes the long side up to ~2 N
                     size = max(size, 2 * self.ctx.dataset.size)
-                side = max(16, round(size * self.ctx.params.style_scale))
+                side = style_side_at(size, self.ctx.params)
                 self._styles[ref.uri] = read_image(
                     ref, max_side=side, s3=self.ctx.s3, max_pixels=self.max_pixels
                 )
