@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .params import ParamError, StyleParams, parse_schedule
+from .core.params import ParamError, StyleParams, parse_schedule
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 
 # Parameters that get their own option with a different shape, or none.
@@ -124,12 +124,11 @@ def _stylize_one(
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     from . import images
-    from .engine import Stylizer
+    from .core.engine import Stylizer
 
     params = _resolve_params(args)
-    style_side = round(params.size * params.style_scale)
     content = images.load(args.content, max_side=params.size)
-    styles = [images.load(s, max_side=style_side) for s in args.styles]
+    styles = [images.load(s, max_side=params.style_side) for s in args.styles]
     blend = None
     if args.style_blend:
         try:
@@ -162,7 +161,7 @@ def _load_plan(args: argparse.Namespace) -> Any:
 def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
-    from .engine import pick_precision
+    from .core.engine import pick_precision
     from .estimate import (
         FLOP_PER_PIXEL_ITERATION,
         GPU_FLOPS_EFFECTIVE,
@@ -408,7 +407,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .datasets import fetch
+    from .fetch import fetch
 
     path = fetch(args.dataset, args.dest)
     print(f"{args.dataset} unzipped into {path}")
@@ -568,15 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .datasets import FetchError
-    from .engine import StylizeError
+    from .core.engine import StylizeError
+    from .core.errors import WeightsError
+    from .fetch import FetchError
     from .images import ImageError
     from .jobspec import SpecError
     from .results import OutputLocked
     from .runner import ResourceError
     from .storage import StorageError
     from .submit import SubmitError
-    from .vgg import WeightsError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from .dataset import DatasetSpec
-from .params import StyleParams
+from .core.params import StyleParams
+from .dataset_mode import DatasetSpec
 
 # VGG-19 up to relu5_1, forward plus the input gradient: about 1.44 MFLOP per pixel per iteration
 # (4 x 361k multiply-adds per pixel).
@@ -50,10 +50,10 @@ def measure_cpu_flops(seconds: float = 1.0, precision: str = "fp32") -> float:
 
 
 def _random_vgg():
-    from .vgg import _CFG, LAYER_NAMES, STYLE_LAYERS, VGGFeatures
+    from .core.network import CFG, LAYER_NAMES, STYLE_LAYERS, VGGFeatures
 
     state, in_ch, convs = {}, 3, (n for n in LAYER_NAMES if n.startswith("conv"))
-    for v in _CFG:
+    for v in CFG:
         if v != "M":
             name = next(convs)
             state[f"{name}.weight"] = torch.randn(v, in_ch, 3, 3) * (2 / (9 * in_ch)) ** 0.5

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .params import MIN_SIDE
+from .core.sizes import MIN_SIDE
 
 
 class ImageError(ValueError):

@@ -33,13 +33,13 @@ from pydantic import (
     model_validator,
 )
 
-from .dataset import DatasetSpec
-from .engine import style_side_at
+from .core.params import ParamError, StyleParams
+from .core.sizes import DEFAULT_MAX_PIXELS
+from .core.weights import WEIGHT_SOURCES
+from .dataset_mode import DatasetSpec
 from .estimate import effective_params
-from .params import DEFAULT_MAX_PIXELS, ParamError, StyleParams
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 from .storage import S3Settings
-from .vgg import WEIGHT_SOURCES
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 # A job's name names its output folder (and the web app's job list).
@@ -177,7 +177,7 @@ class JobSpec(_Section):
         params = effective_params(self._params, self.dataset)
         where = "dataset.size" if self.dataset is not None else "params.schedule"
         for size, _ in params.schedule:
-            for what, side in (("content", size), ("style", style_side_at(size, params))):
+            for what, side in (("content", size), ("style", params.style_side_at(size))):
                 if side * side > limit:
                     raise _FieldError(
                         where if what == "content" else "params.style_scale",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .catalog import Catalog, CatalogError
-from .dataset import UnsafePath, dest_path
+from .dataset_mode import UnsafePath, dest_path
 from .demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError

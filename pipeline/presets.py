@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .params import ParamError, StyleParams
+from .core.params import ParamError, StyleParams
 
 DEFAULT_PRESET = "fast"
 

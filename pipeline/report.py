@@ -167,8 +167,8 @@ def domain_figures(
 ) -> dict[str, Any]:
     """MMD of the outputs and of the original contents to the job's paintings (lower: closer
     to the art domain), on up to `sample` pairs."""
-    from .domain import features, mmd2
-    from .engine import Stylizer
+    from .core.engine import Stylizer
+    from .core.mmd import features, mmd2
 
     done = [r for r in rows if r["status"] == "done"][:sample]
     contents = sorted({r["content_uri"] for r in done})

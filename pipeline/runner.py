@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .engine import default_batch
+from .core.engine import default_batch
 from .plan import Pair, Plan
 from .results import ResultStore, new_run_id
 from .storage import StorageError

@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
-from . import __version__, dataset, images
-from .engine import StylizeError, Stylizer, style_side_at
+from . import __version__, dataset_mode, images
+from .core.engine import StylizeError, Stylizer
+from .core.params import StyleParams
+from .core.sizes import DEFAULT_MAX_PIXELS
 from .images import ImageError
 from .inputs import ImageRef, read_image
-from .params import DEFAULT_MAX_PIXELS, StyleParams
 from .plan import Pair
 from .results import ResultStore
 from .storage import S3Settings, StorageError
@@ -35,7 +36,7 @@ from .storage import S3Settings, StorageError
 log = logging.getLogger(__name__)
 
 # The input's fault: final, a rerun gives the same answer (`--retry-failed` tries them anyway).
-BAD_INPUT = (ImageError, StylizeError, dataset.UnsafePath)
+BAD_INPUT = (ImageError, StylizeError, dataset_mode.UnsafePath)
 # Errors a rerun should try again: the input is fine, the infrastructure was not.
 RETRIABLE = (StorageError, ConnectionError, TimeoutError, torch.cuda.OutOfMemoryError)
 
@@ -66,7 +67,7 @@ class JobContext:
     params: StyleParams
     weights: str = "caffe"
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
-    dataset: dataset.DatasetSpec | None = None
+    dataset: dataset_mode.DatasetSpec | None = None
 
 
 class PairWorker:
@@ -99,7 +100,7 @@ class PairWorker:
                 size = self.ctx.params.size
                 if self.ctx.dataset is not None:  # `shorter` makes the long side up to ~2 N
                     size = max(size, 2 * self.ctx.dataset.size)
-                side = style_side_at(size, self.ctx.params)
+                side = self.ctx.params.style_side_at(size)
                 self._styles[ref.uri] = read_image(
                     ref, max_side=side, s3=self.ctx.s3, max_pixels=self.max_pixels
                 )
@@ -185,10 +186,12 @@ class PairWorker:
                 pair.content, max_side=params.size, s3=self.ctx.s3, max_pixels=self.max_pixels
             )
         else:  # the output path is checked before any compute
-            dest = dataset.dest_path(pair.content.identity, pair.style.identity, self.ctx.dataset)
+            dest = dataset_mode.dest_path(
+                pair.content.identity, pair.style.identity, self.ctx.dataset
+            )
             content = read_image(pair.content, s3=self.ctx.s3, max_pixels=self.max_pixels)
             limit = self.max_pixels or DEFAULT_MAX_PIXELS
-            content, params, final = dataset.prepare(content, self.ctx.dataset, params, limit)
+            content, params, final = dataset_mode.prepare(content, self.ctx.dataset, params, limit)
         style = self._style(pair.style)
         io = time.perf_counter() - t
         return _Prepared(pair, row, started, content, style, params, final, dest, io)
@@ -202,9 +205,9 @@ class PairWorker:
             image = result.image
             row["output_uri"] = self.store.write_image(prep.pair.pair_id, images.png_bytes(image))
         else:
-            image = dataset.finish(result.image, prep.final)
+            image = dataset_mode.finish(result.image, prep.final)
             key = f"dataset/{prep.dest}"
-            self.store.root.write_bytes(key, dataset.encode(image, self.ctx.dataset))
+            self.store.root.write_bytes(key, dataset_mode.encode(image, self.ctx.dataset))
             row.update(output_uri=self.store.root.uri_of(key), dataset_path=prep.dest)
         h, w = image.shape[-2:]
         row.update(

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from pipeline import images
+from pipeline.core.engine import Stylizer
+from pipeline.core.params import StyleParams
 from pipeline.demo import demo_catalog
-from pipeline.engine import Stylizer
-from pipeline.params import StyleParams
 
 
 @contextlib.contextmanager

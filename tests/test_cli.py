@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from pipeline import images
-from pipeline.params import COLOR_MODES, OPTIMIZERS
+from pipeline.core.params import COLOR_MODES, OPTIMIZERS
 
 from .conftest import make_content, make_style
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline import images
-from pipeline.dataset import DatasetSpec, UnsafePath, dest_path
+from pipeline.dataset_mode import DatasetSpec, UnsafePath, dest_path
 from pipeline.jobspec import SpecError, parse_spec
 from pipeline.plan import make_plan
 from pipeline.runner import RunOptions, run_plan
@@ -148,8 +148,8 @@ def test_styles_of_one_name_in_two_folders_get_distinct_outputs(tree, tmp_path):
 
 def test_no_aspect_ratio_makes_a_level_larger_than_max_pixels():
     """A 16 x 4000 px strip under `shorter` 512 would need a 128,000 px long side."""
-    from pipeline.dataset import prepare
-    from pipeline.params import StyleParams
+    from pipeline.core.params import StyleParams
+    from pipeline.dataset_mode import prepare
 
     strip = torch.rand(3, 16, 4000)
     spec, params = DatasetSpec(size=512), StyleParams(schedule=((256, 10), (512, 5)))

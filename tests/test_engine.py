@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import color, losses
-from pipeline.engine import StylizeError, Stylizer, pick_precision
-from pipeline.params import ParamError
+from pipeline.core import color, losses
+from pipeline.core.engine import StylizeError, Stylizer, pick_precision
+from pipeline.core.params import ParamError
 
 from .conftest import make_content, make_style, tiny
 

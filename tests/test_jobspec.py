@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.engine import pick_precision
+from pipeline.core.engine import pick_precision
 from pipeline.jobspec import SpecError, load_spec, parse_spec
 from pipeline.plan import make_plan
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.lbfgs import BatchedLBFGS
+from pipeline.core.lbfgs import BatchedLBFGS
 
 
 def _problems(seed: int = 0, n: int = 40, b: int = 3):

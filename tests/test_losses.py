@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import losses
+from pipeline.core import losses
 
 
 def test_gram_matches_a_direct_computation():

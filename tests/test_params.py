@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.params import ParamError, StyleParams, parse_schedule
+from pipeline.core.params import ParamError, StyleParams, parse_schedule
 from pipeline.presets import load_preset, preset_names
 
 

@@ -20,8 +20,8 @@ import ray
 import torch
 
 from .. import images
-from ..engine import Progress, Stylizer
-from ..params import StyleParams
+from ..core.engine import Progress, Stylizer
+from ..core.params import StyleParams
 from .traces import TRACE_POINTS, thin
 
 PREVIEW_SIDE = 256  # previews are small PNGs, cheap to encode every few iterations
@@ -61,9 +61,11 @@ class StudioActor:
                 "trace": [],
                 "preview": None,
             }
-        side = round(p.size * p.style_scale)
         c = images.decode(content, name="content", max_side=p.size)
-        s = [images.decode(b, name=f"style {i + 1}", max_side=side) for i, b in enumerate(styles)]
+        s = [
+            images.decode(b, name=f"style {i + 1}", max_side=p.style_side)
+            for i, b in enumerate(styles)
+        ]
         every = max(1, p.iterations // 40)
         previewed = [0]  # iteration of the last preview (reports may skip iterations on a GPU)
         reached = [0]

@@ -18,9 +18,9 @@ from typing import Any
 
 import ray
 
-from ..engine import StylizeError
+from ..core.engine import StylizeError
+from ..core.params import ParamError
 from ..images import ImageError
-from ..params import ParamError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 
-from ..engine import StylizeError, fit, style_side_at
-from ..params import MIN_SIDE, StyleParams
+from ..core.errors import StylizeError
+from ..core.params import StyleParams
+from ..core.sizes import MIN_SIDE, fit
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 KINDS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
@@ -61,7 +62,7 @@ def check_fits(upload: Upload, params: StyleParams, *, style: bool) -> None:
     """
     shape = (upload.height, upload.width)
     for size, _ in params.schedule:
-        side = style_side_at(size, params) if style else size
+        side = params.style_side_at(size) if style else size
         try:
             fit(shape, side, upload.what)
         except StylizeError as exc:

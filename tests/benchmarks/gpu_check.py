@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_mb, sync  # noqa: E402
 
 from pipeline import images  # noqa: E402
-from pipeline.engine import Stylizer, default_batch  # noqa: E402
+from pipeline.core.engine import Stylizer, default_batch  # noqa: E402
+from pipeline.core.params import StyleParams  # noqa: E402
 from pipeline.jobspec import parse_spec  # noqa: E402
-from pipeline.params import StyleParams  # noqa: E402
 from pipeline.plan import make_plan  # noqa: E402
 from pipeline.results import new_run_id  # noqa: E402
 from pipeline.worker import JobContext, PairWorker  # noqa: E402

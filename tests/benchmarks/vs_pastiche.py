@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from pipeline import images  # noqa: E402
+from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.demo import demo_image  # noqa: E402
-from pipeline.engine import Stylizer  # noqa: E402
 from pipeline.jobspec import parse_spec  # noqa: E402
 from pipeline.plan import make_plan  # noqa: E402
 

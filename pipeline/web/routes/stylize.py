@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ...params import COLOR_MODES, ParamError, StyleParams
+from ...core.params import COLOR_MODES, ParamError, StyleParams
 from ...presets import load_preset, preset_names
 from ..settings import Settings
 from ..state import State

@@ -21,9 +21,12 @@ from typing import Any
 import torch
 
 from . import color, losses
+from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
-from .params import MIN_SIDE, ParamError, StyleParams
-from .vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, file_sha256, load_state, weights_file
+from .network import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures
+from .params import StyleParams
+from .sizes import fit, resize
+from .weights import DEFAULT_WEIGHTS, file_sha256, load_state, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,6 @@ Grams = dict[str, torch.Tensor]
 # Iterations run eagerly on a side stream before a CUDA graph captures one (PyTorch's recipe:
 # lazy initializations and autotuning happen outside the capture).
 _GRAPH_WARMUP = 3
-
-
-class StylizeError(RuntimeError):
-    """A pair could not be stylized (non-finite loss, image too small); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -138,24 +137,6 @@ def default_batch(device_type: str, size: int) -> int:
     return 1
 
 
-def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
-    """(H, W) scaled so that max(H, W) == long_side; refuses sides VGG's poolings cannot take."""
-    h, w = int(shape[-2]), int(shape[-1])
-    scale = long_side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if min(size) < MIN_SIDE:
-        raise StylizeError(
-            f"{what} would be {size[0]}x{size[1]} px at long side {long_side}; "
-            f"VGG-19 needs at least {MIN_SIDE} px on each side"
-        )
-    return size
-
-
-def style_side_at(size: int, params: StyleParams) -> int:
-    """Long side of the style images at a level of long side `size` (stroke size: style_scale)."""
-    return max(MIN_SIDE, round(size * params.style_scale))
-
-
 def _digest(image: torch.Tensor) -> str:
     """Identity of a style image for the Gram-target cache: hashed on the host, before the image
     moves to the device, so that no lookup waits for the GPU."""
@@ -197,7 +178,7 @@ class Stylizer:
 
     def __init__(
         self,
-        weights: str = "caffe",
+        weights: str = DEFAULT_WEIGHTS,
         device: str = "auto",
         target_cache: int = 32,
         *,
@@ -274,7 +255,7 @@ class Stylizer:
                 self.target_hits += 1
                 return self._targets[key]
         with torch.no_grad():
-            feats = self.features(losses.resize(style.to(self.device), size), pooling, precision)
+            feats = self.features(resize(style.to(self.device), size), pooling, precision)
             grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
         if key is not None:
             self._targets[key] = grams
@@ -299,12 +280,12 @@ class Stylizer:
         params: StyleParams,
     ) -> Grams:
         """One pair's blended Gram targets at one level, (1, C, C) per layer."""
-        style_side = style_side_at(size, params)
+        style_side = params.style_side_at(size)
         grams = []
         for i, (s, digest) in enumerate(zip(styles, digests, strict=True)):
             s_size = fit(s.shape, style_side, f"style {i + 1}")
             key: tuple | None = (digest, params.color)
-            s = losses.resize(s, s_size)
+            s = resize(s, s_size)
             if params.color == "histogram":
                 s = color.match_color(s, content)  # depends on the content: not cached
                 key = None
@@ -323,7 +304,7 @@ class Stylizer:
         params: StyleParams,
     ) -> _Batch:
         """Contents (B, 3, H, W) at this level, their relu4_2 targets, the stacked Gram targets."""
-        c = losses.resize(contents, fit(contents.shape, size, "content"))
+        c = resize(contents, fit(contents.shape, size, "content"))
         per_pair = [
             self._pair_grams(c[b : b + 1], styles[b], digests[b], blends[b], size, params)
             for b in range(c.shape[0])
@@ -352,9 +333,9 @@ class Stylizer:
             key = (_digest(s), "none")
             s = self._batch(s)
             s_size = fit(s.shape, max(size), f"style {i + 1}")
-            grams.append(self.style_grams(losses.resize(s, s_size), s_size, pooling, key=key))
+            grams.append(self.style_grams(resize(s, s_size), s_size, pooling, key=key))
         with torch.no_grad():
-            target = self.features(losses.resize(self._batch(content), size), pooling)
+            target = self.features(resize(self._batch(content), size), pooling)
             feats = self.features(x, pooling)
             dc = losses.content_loss(feats[CONTENT_LAYERS[0]], target[CONTENT_LAYERS[0]])
             g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
@@ -464,7 +445,7 @@ class Stylizer:
             if x is None:
                 x = self._init(batch.contents, params, inits)
             else:
-                x = losses.resize(x, tuple(batch.contents.shape[-2:]))
+                x = resize(x, tuple(batch.contents.shape[-2:]))
             x = self._optimize(
                 x, batch, params, iterations, level, done, trace, callback, progress_every
             )
@@ -481,7 +462,7 @@ class Stylizer:
         for b in range(n):
             error = trace.error(b)
             if error is None and not bool(torch.isfinite(final[b]).all()):
-                error = StylizeError(f"final loss became {float(final[b, 3])}")
+                error = StylizeError("loss", f"the final loss became {float(final[b, 3])}")
             if error is not None:
                 outcomes.append(error)
                 continue
@@ -519,7 +500,7 @@ class Stylizer:
             return torch.stack(noise).to(self.device)
         if params.init == "image":
             size = tuple(c.shape[-2:])
-            return torch.cat([losses.resize(self._batch(i), size) for i in inits])  # type: ignore[arg-type]
+            return torch.cat([resize(self._batch(i), size) for i in inits])  # type: ignore[arg-type]
         return color.luminance(c) if params.color == "luminance" else c.clone()
 
     def _losses(
@@ -558,7 +539,7 @@ class Stylizer:
         )
         if params.optimizer == "lbfgs":
             # One L-BFGS iteration per step, no line search and no tolerance stop: a fixed budget
-            # makes the cost predictable. Per-pair state, no host syncs (pipeline/lbfgs.py).
+            # makes the cost predictable. Per-pair state, no host syncs (pipeline/core/lbfgs.py).
             lbfgs = BatchedLBFGS(x.data, history=min(100, max(1, iterations)), static=graphed)
         else:
             adam = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))  # crowsonkb's betas
@@ -662,7 +643,7 @@ class _Trace:
         return last
 
     def error(self, b: int) -> StylizeError | None:
-        return None if self.failed[b] is None else StylizeError(self.failed[b])
+        return None if self.failed[b] is None else StylizeError("loss", self.failed[b])
 
     def all_failed(self) -> bool:
         return all(f is not None for f in self.failed)

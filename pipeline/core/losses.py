@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -60,10 +59,3 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     dx = (image[..., :, 1:] - image[..., :, :-1]).pow(2).flatten(1).mean(1)
     dy = (image[..., 1:, :] - image[..., :-1, :]).pow(2).flatten(1).mean(1)
     return dx + dy
-
-
-def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 3, h, w), antialiased when shrinking."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)

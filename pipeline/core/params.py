@@ -10,30 +10,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ParamError
+from .sizes import MIN_SIDE
+
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
 COLOR_MODES = ("none", "luminance", "histogram")
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-# VGG-19 has four 2x2 poolings before relu5_1: a side shorter than this leaves relu5_1 empty.
-MIN_SIDE = 16
-# The largest optimization a level may ask for, content or style, unless `resources.max_pixels`
-# says otherwise: 4096 x 4096. Gatys at 2048 px already needs tens of GB of activations and
-# L-BFGS history; a typo such as `schedule: [[200000, 100]]` (4e10 px) is refused before compute.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-
-
-class ParamError(ValueError):
-    """A parameter has a bad value; the message names the field and what is allowed."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(f"{name}: {message}")
-        self.field = name
-        self.reason = message
-
-    def __reduce__(self):  # pickled across Ray: rebuilt from both arguments
-        return type(self), (self.field, self.reason)
 
 
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
@@ -107,6 +91,16 @@ class StyleParams:
     def size(self) -> int:
         """Long side of the output in pixels (the last level)."""
         return self.schedule[-1][0]
+
+    def style_side_at(self, size: int) -> int:
+        """Long side of the style images at a level of long side `size`: `style_scale` sets the
+        brush-stroke size. Everything that reads, checks or resizes a style image asks this."""
+        return max(MIN_SIDE, round(size * self.style_scale))
+
+    @property
+    def style_side(self) -> int:
+        """The side to read style images at: their side at the largest level."""
+        return max(self.style_side_at(size) for size, _ in self.schedule)
 
     @property
     def iterations(self) -> int:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 import torch
 
-from . import losses
 from .engine import Stylizer
-from .vgg import STYLE_LAYERS
+from .network import STYLE_LAYERS
+from .sizes import MIN_SIDE, resize
 
 
 def style_features(stylizer: Stylizer, image: torch.Tensor, side: int) -> torch.Tensor:
@@ -20,9 +20,9 @@ def style_features(stylizer: Stylizer, image: torch.Tensor, side: int) -> torch.
     All sets must be compared at one scale: style statistics depend on it."""
     x = image.unsqueeze(0).to(stylizer.device, torch.float32)  # (1, 3, H, W)
     h, w = x.shape[-2:]
-    size = (max(16, round(h * side / max(h, w))), max(16, round(w * side / max(h, w))))
+    size = (max(MIN_SIDE, round(h * side / max(h, w))), max(MIN_SIDE, round(w * side / max(h, w))))
     with torch.no_grad():
-        feats = stylizer.net(losses.resize(x, size))
+        feats = stylizer.net(resize(x, size))
     parts = []
     for name in STYLE_LAYERS:
         f = feats[name][0].flatten(1)  # (C, H*W)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, StrictInt
 
 from . import images
-from .params import MIN_SIDE, StyleParams
+from .core.params import StyleParams
+from .core.sizes import MIN_SIDE
 
 SizePolicy = Literal["keep", "shorter", "crop"]
 Format = Literal["jpeg", "png"]
