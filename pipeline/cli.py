@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .core.errors import NSTError
 from .core.params import ParamError, StyleParams, parse_schedule
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 
@@ -248,10 +249,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"already committed, of {summary.total} pairs in {_duration(summary.seconds)}"
     )
     if summary.failures:
-        reasons = Counter(error.split(":", 1)[0] for _, error in summary.failures)
-        print("failed by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
-    for pair_id, error in summary.failures[:10]:
-        print(f"  failed {pair_id}: {error}")
+        kinds = Counter(kind for _, kind, _ in summary.failures)
+        print("failed by reason: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    for pair_id, kind, error in summary.failures[:10]:
+        print(f"  failed {pair_id}: {kind}: {error}")
     if len(summary.failures) > 10:
         print(f"  ... and {len(summary.failures) - 10} more (see the status column)")
     print(f"results: {summary.output}/results/ (Parquet), images: {summary.output}/images/")
@@ -567,16 +568,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.engine import StylizeError
-    from .core.errors import WeightsError
-    from .fetch import FetchError
-    from .images import ImageError
-    from .jobspec import SpecError
-    from .results import OutputLocked
-    from .runner import ResourceError
-    from .storage import StorageError
-    from .submit import SubmitError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -585,18 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (
-        ParamError,
-        ImageError,
-        WeightsError,
-        StylizeError,
-        SpecError,
-        FetchError,
-        StorageError,
-        OutputLocked,
-        ResourceError,
-        SubmitError,
-    ) as exc:
+    except NSTError as exc:  # every error meant for the user; a bug keeps its traceback
         print(f"nst: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

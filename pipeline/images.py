@@ -22,19 +22,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .core.errors import NSTError
 from .core.sizes import MIN_SIDE
 
 
-class ImageError(ValueError):
-    """An input image cannot be used; `reason` is short and meant for a failed row."""
-
-    def __init__(self, name: str, reason: str):
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-
-    def __reduce__(self):  # pickled across Ray: rebuilt from both arguments
-        return type(self), (self.name, self.reason)
+class ImageError(NSTError, ValueError):
+    """An input image cannot be used: `field` is the file or URI, `reason` is short and meant
+    for a failed row."""
 
 
 def decode(

@@ -43,5 +43,5 @@ def read_image(
     except FileNotFoundError:
         raise images.ImageError(ref.uri, "file not found") from None
     except StorageError as exc:
-        raise images.ImageError(ref.uri, str(exc).split(": ", 1)[-1]) from None
+        raise images.ImageError(ref.uri, exc.reason) from None
     return images.decode(data, name=ref.uri, max_side=max_side, max_pixels=max_pixels)

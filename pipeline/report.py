@@ -219,7 +219,7 @@ def write_report(
     store = ResultStore(output, job, s3)
     table = store.read()
     if table.num_rows == 0:
-        raise StorageError(f"{store.uri}: no results to report on")
+        raise StorageError(store.uri, "no results to report on")
     rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
     done = [r for r in rows if r["status"] == "done"][:limit]
     store.root.write_bytes("report/contact_sheet.png", images.encode_png(contact_sheet(done, s3)))

@@ -82,7 +82,7 @@ _STYLE = ("s.png", png(make_style(48, 48)), "image/png")
             [("content", ("c.png", png(make_content(16, 400)), "image/png"))],
             {},
             400,
-            "content would be 1x32 px at long side 32",
+            "content: would be 1x32 px at long side 32",
         ),
         ([("styles", _STYLE)] * 3, {}, 400, "styles: at most 2 style images"),
         ([], {"size": "512"}, 400, "size: at most 160 px"),

@@ -47,5 +47,7 @@ def test_unreachable_kaggle_is_a_clear_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("nst: error: download of ikarus777/best-artworks-of-all-time")
+    assert proc.stderr.startswith(
+        "nst: error: ikarus777/best-artworks-of-all-time: download failed"
+    )
     assert "0" * 32 not in proc.stderr + proc.stdout
