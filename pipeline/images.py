@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import formats
 from .core.errors import NSTError
 from .core.sizes import MIN_SIDE
 
@@ -57,6 +58,8 @@ def decode(
                         f"exceeds this worker's limit of {max_pixels / 1e6:.1f} MP "
                         "(resources.max_pixels)",
                     )
+                if img.format not in formats.FORMATS:
+                    raise ImageError(name, f"{img.format} is not accepted ({formats.NAMES})")
                 if max_side and img.format == "JPEG":
                     img.draft("RGB", (max_side, max_side))
                 img.load()

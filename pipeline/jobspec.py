@@ -36,7 +36,7 @@ from pydantic import (
 from .core.errors import NSTError
 from .core.params import ParamError, StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
-from .core.weights import WEIGHT_SOURCES
+from .core.weights import DEFAULT_WEIGHTS, WEIGHT_SOURCES
 from .dataset_mode import DatasetSpec
 from .estimate import effective_params
 from .presets import DEFAULT_PRESET, load_preset, preset_names
@@ -151,7 +151,7 @@ class JobSpec(_Section):
     preset: Text = DEFAULT_PRESET
     # The document's `params:` (overrides on top of the preset); `params` is the resolved result.
     overrides: dict[str, Any] = Field(default_factory=dict, alias="params")
-    weights: Text = "caffe"  # caffe | torchvision | path to a state dict
+    weights: Text = DEFAULT_WEIGHTS  # caffe | torchvision | path to a state dict
     output: Text = "runs"
     resources: ResourcesSpec = ResourcesSpec()
     storage: StorageSpec = StorageSpec()

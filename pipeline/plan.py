@@ -10,16 +10,14 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from .catalog import Catalog, CatalogError
 from .dataset_mode import UnsafePath, dest_path
 from .demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
+from .formats import is_image_name
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError
 from .storage import S3Settings, Storage, StorageError, is_remote
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def _images_under(
         return [
             ImageRef(uri=os.path.abspath(f), identity=os.path.relpath(f, base).replace(os.sep, "/"))
             for f in files
-            if f.lower().endswith(IMAGE_SUFFIXES)
+            if is_image_name(f)
         ]
     store = Storage(source, s3)
     try:
@@ -94,11 +92,7 @@ def _images_under(
     except StorageError as exc:
         raise SpecError(spec.source, f"{what}.source", str(exc)) from None
     prefix = "coco-val2017:" if source.endswith("/val2017") and root else ""
-    return [
-        ImageRef(uri=store.uri_of(k), identity=prefix + k)
-        for k in keys
-        if k.lower().endswith(IMAGE_SUFFIXES) and not PurePosixPath(k).name.startswith(".")
-    ]
+    return [ImageRef(uri=store.uri_of(k), identity=prefix + k) for k in keys if is_image_name(k)]
 
 
 def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[ImageRef]:

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from . import images
+from .core.weights import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image
 from .results import ResultStore
@@ -163,7 +164,7 @@ def domain_figures(
     rows: list[dict[str, Any]],
     s3: S3Settings | None = None,
     sample: int = 64,
-    weights: str = "caffe",
+    weights: str = DEFAULT_WEIGHTS,
 ) -> dict[str, Any]:
     """MMD of the outputs and of the original contents to the job's paintings (lower: closer
     to the art domain), on up to `sample` pairs."""

@@ -27,6 +27,7 @@ from . import __version__, dataset_mode, images
 from .core.engine import StylizeError, Stylizer
 from .core.params import StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
+from .core.weights import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image
 from .plan import Pair
@@ -65,7 +66,7 @@ class JobContext:
     output: str
     preset: str
     params: StyleParams
-    weights: str = "caffe"
+    weights: str = DEFAULT_WEIGHTS
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
     dataset: dataset_mode.DatasetSpec | None = None
 
