@@ -235,8 +235,9 @@ def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
     plan = plan_actors(ctx, options)
     check_resources(plan)
     remote = ray.remote(PairActor).options(
-        # num_cpus=0: actors must not hold CPU slots, or small machines deadlock (notes/ray.md);
-        # torch's threads are set explicitly instead.
+        # num_cpus=0: an actor holds its CPU slot for its whole life, so on a 2-core machine two
+        # actors leave nothing for other tasks and a run deadlocks; torch's threads are set
+        # explicitly instead.
         num_cpus=0,
         num_gpus=plan.gpus,
         max_restarts=-1,

@@ -19,7 +19,8 @@ from pipeline.demo import demo_catalog
 
 @contextlib.contextmanager
 def local_ray(**kwargs):
-    """A real local Ray for one test module: 2 CPUs, a small object store (notes/ray.md)."""
+    """A real local Ray for one test module: 2 CPUs, and a 500 MB object store instead of Ray's
+    default of 30 % of the machine's memory."""
     import ray
 
     ray.init(
