@@ -165,13 +165,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
     from .core.engine import pick_precision
-    from .estimate import (
-        FLOP_PER_PIXEL_ITERATION,
-        GPU_FLOPS_EFFECTIVE,
-        effective_params,
-        measure_cpu_flops,
-        pixel_iterations,
-    )
+    from .estimate import GPU_FLOPS_EFFECTIVE, estimate, measure_cpu_flops
 
     plan = _load_plan(args)
     spec = plan.spec
@@ -192,19 +186,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"  dataset mode: {len(plan.pairs)} files into {spec.name}/dataset/ ({d.format}, "
             f"{d.size_policy} {d.size} px, {d.styles_per_content} style(s) per content)"
         )
-    per_pair = pixel_iterations(effective_params(spec.params, spec.dataset))
-    flop = per_pair * FLOP_PER_PIXEL_ITERATION * len(plan.pairs)
+    cost = estimate(spec.params, spec.dataset, len(plan.pairs))
     precision = pick_precision(spec.params.precision, torch.device("cpu"))
     cpu = measure_cpu_flops(precision=precision)
     print(
-        f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
-        f"{flop / 1e12:.1f} TFLOP in all"
+        f"  compute: {cost.pixel_iterations / 1e6:.1f} M pixel-iterations a pair (4:3 contents "
+        f"assumed), {cost.flop / 1e12:.1f} TFLOP in all"
     )
     gpus = args.gpus
     print(
-        f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
-        f"measured in {precision}), "
-        f"{_duration(flop / GPU_FLOPS_EFFECTIVE / gpus)} on {gpus} H100/H200 GPU(s) "
+        f"  estimate: {_duration(cost.seconds(cpu))} on this machine's CPU "
+        f"({cpu / 1e9:.0f} GFLOP/s measured in {precision}), "
+        f"{_duration(cost.seconds(GPU_FLOPS_EFFECTIVE, gpus))} on {gpus} H100/H200 GPU(s) "
         f"({GPU_FLOPS_EFFECTIVE / 1e12:.0f} TFLOP/s effective each, as measured on an H200)"
     )
     print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -15,6 +18,24 @@ from pipeline import images
 from pipeline.core.engine import Stylizer
 from pipeline.core.params import StyleParams
 from pipeline.demo import demo_catalog
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_nst(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`nst ARGS` in a child process, as a user runs it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 @contextlib.contextmanager

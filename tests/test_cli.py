@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from pipeline import images
 from pipeline.core.params import COLOR_MODES, OPTIMIZERS
 
 from .conftest import make_content, make_style
-
-
-def nst(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+from .conftest import run_nst as nst
 
 
 def test_help_lists_choices_and_defaults():

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+
+from .conftest import run_nst
 
 
 def fetch(tmp_path, **env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}
     clean.update(HOME=str(tmp_path), **env)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "data",
-            "fetch",
-            "artworks",
-            "--dest",
-            str(tmp_path / "dest"),
-        ],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=120,
-    )
+    return run_nst("data", "fetch", "artworks", "--dest", str(tmp_path / "dest"), env=clean)
 
 
 def test_no_credentials_says_how_to_provide_them(tmp_path):
