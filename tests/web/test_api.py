@@ -164,6 +164,12 @@ def test_job_browsing_api_paginates_filters_and_guards_paths(server):
     assert len(detail["trace"]) == 3
     image = requests.get(f"{server}/api/jobs/gallery/pairs/{pair_id}/result.png", timeout=30)
     assert Image.open(io.BytesIO(image.content)).size[0] > 0
+    losses = requests.get(f"{server}/api/jobs/gallery/pairs/{pair_id}/losses.png", timeout=30)
+    assert losses.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(losses.content)).size == (1760, 560)  # 2x the dialog's width
+    failed_id = failed["pairs"][0]["pair_id"]
+    no_trace = requests.get(f"{server}/api/jobs/gallery/pairs/{failed_id}/losses.png", timeout=30)
+    assert no_trace.status_code == 404
     for bad in (
         "/api/jobs/..%2F..%2Fetc/pairs",
         "/api/jobs/gallery/pairs/..%2Fmanifest",
