@@ -125,7 +125,7 @@ def test_nan_loss_fails_the_pair_and_the_actor_goes_on(tmp_path):
     summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
     assert (summary.done, summary.failed, summary.complete) == (0, 3, True)
     table = ResultStore(str(tmp_path / "o"), "nan").read().to_pandas()
-    assert table.error.str.startswith("loss became inf").all()
+    assert table.error.str.startswith("loss: became inf").all()
     assert (table.error_type == "StylizeError").all() and table.actor_id.nunique() == 1
 
 

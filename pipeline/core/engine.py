@@ -462,7 +462,7 @@ class Stylizer:
         for b in range(n):
             error = trace.error(b)
             if error is None and not bool(torch.isfinite(final[b]).all()):
-                error = StylizeError("loss", f"the final loss became {float(final[b, 3])}")
+                error = StylizeError("loss", f"became {float(final[b, 3])} at the end")
             if error is not None:
                 outcomes.append(error)
                 continue
@@ -628,7 +628,7 @@ class _Trace:
                     continue
                 if not all(math.isfinite(v) for v in values):
                     self.failed[b] = (
-                        f"loss became {values[3]} at level {level + 1} "
+                        f"became {values[3]} at level {level + 1} "
                         f"(weights content={self.params.content_weight}, "
                         f"style={self.params.style_weight})"
                     )
