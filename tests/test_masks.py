@@ -167,7 +167,7 @@ def test_grey_masks_refuse_colours_and_masks_refuse_another_aspect(stylizer):
     assert masks.aspect_mismatch((96, 128), (48, 64)) is None  # scale only: fine
     assert masks.aspect_mismatch((37, 50), (48, 64)) is None  # rounded sides: fine
     wrong = SpatialMask.grey(torch.ones(64, 64))
-    with pytest.raises(ParamError, match="aspect ratio differs") as info:
+    with pytest.raises(ParamError, match="differs from the content.s 1.333") as info:
         stylizer.stylize(make_content(), [make_style()], params=tiny(), mask=wrong)
     assert info.value.field == "mask"
     two = SpatialMask(torch.ones(1, 48, 64), (1,))

@@ -117,8 +117,8 @@ def aspect_mismatch(mask_shape: Sequence[int], content_shape: Sequence[int]) -> 
     if abs(math.log((mh / mw) / (ch / cw))) <= slack:
         return None
     return (
-        f"is {mw}x{mh} px, the content {cw}x{ch} px: the aspect ratio differs "
-        f"({mw / mh:.3f} vs {cw / ch:.3f}); a mask may differ from its content in scale only"
+        f"aspect ratio (width/height) {mw / mh:.3f} differs from the content's {cw / ch:.3f}; "
+        "a mask may differ from its content in scale only"
     )
 
 
