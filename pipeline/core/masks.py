@@ -250,7 +250,9 @@ def feather_radius(size: tuple[int, int]) -> int:
 
 def composite(x: torch.Tensor, photo: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """What the network sees and the result: the photo where `keep` is 1, `x` where it is 0."""
-    return x + keep * (photo - x)  # (B, 3, h, w); exactly x where keep == 0
+    # lerp is exact at both ends (x where keep is 0, the photo where it is 1); x + keep * (p - x)
+    # would round the photo by an ulp.
+    return torch.lerp(x, photo, keep)  # (B, 3, h, w)
 
 
 def guided_gram(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
