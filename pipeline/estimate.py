@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -29,9 +30,29 @@ def effective_params(params: StyleParams, dataset: DatasetSpec | None) -> StyleP
     return params.resized(dataset.size)
 
 
-def pixel_iterations(params: StyleParams) -> float:
-    """Pixels x iterations of one pair over all levels."""
-    return sum(size * size * ASPECT * iters for size, iters in params.schedule)
+def pixel_iterations(params: StyleParams, aspect: float = ASPECT) -> float:
+    """Pixels x iterations of one pair over all levels, for contents of short/long `aspect`."""
+    return sum(size * size * aspect * iters for size, iters in params.schedule)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a job costs: its arithmetic, and the time it takes on a device of a known rate."""
+
+    pairs: int
+    pixel_iterations: float  # per pair, over all levels
+    flop: float  # the whole job
+
+    def seconds(self, flops: float, devices: int = 1) -> float:
+        """Wall time on `devices` devices of `flops` FLOP/s each, pairs spread evenly."""
+        return self.flop / flops / devices
+
+
+def estimate(params: StyleParams, dataset: DatasetSpec | None, pairs: int) -> Estimate:
+    # Dataset mode's `crop` makes every image square.
+    aspect = 1.0 if dataset is not None and dataset.size_policy == "crop" else ASPECT
+    per_pair = pixel_iterations(effective_params(params, dataset), aspect)
+    return Estimate(pairs, per_pair, per_pair * FLOP_PER_PIXEL_ITERATION * pairs)
 
 
 def measure_cpu_flops(seconds: float = 1.0, precision: str = "fp32") -> float:

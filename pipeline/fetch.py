@@ -7,6 +7,8 @@ import io
 import os
 from pathlib import Path
 
+from .core.errors import NSTError
+
 DATASETS = {
     "artworks": "ikarus777/best-artworks-of-all-time",  # artists.csv, images/, resized/ (~2.3 GB)
     "coco-val2017": "awsaf49/coco-2017-dataset",  # the whole of COCO 2017 (~25 GB); val2017 inside
@@ -19,8 +21,8 @@ HOW_TO_AUTHENTICATE = (
 )
 
 
-class FetchError(RuntimeError):
-    """Download failed; the message says why and what to do."""
+class FetchError(NSTError):
+    """A download failed; `reason` says why and what to do."""
 
 
 def has_credentials() -> bool:
@@ -34,9 +36,9 @@ def has_credentials() -> bool:
 
 def fetch(name: str, dest: str) -> Path:
     if name not in DATASETS:
-        raise FetchError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise FetchError("dataset", f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if not has_credentials():
-        raise FetchError(HOW_TO_AUTHENTICATE)
+        raise FetchError("kaggle", HOW_TO_AUTHENTICATE)
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     banner = io.StringIO()
@@ -51,13 +53,13 @@ def fetch(name: str, dest: str) -> Path:
             )
     except SystemExit:
         raise FetchError(
-            f"kaggle refused the credentials: {_first_line(banner.getvalue())}"
+            "kaggle", f"refused the credentials: {_first_line(banner.getvalue())}"
         ) from None
     except ImportError as exc:
-        raise FetchError(f"the kaggle package is missing ({exc}): pip install kaggle") from None
+        raise FetchError("kaggle", f"the package is missing ({exc}): pip install kaggle") from None
     except Exception as exc:
         raise FetchError(
-            f"download of {DATASETS[name]} failed: {type(exc).__name__}: {_first_line(str(exc))}"
+            DATASETS[name], f"download failed: {type(exc).__name__}: {_first_line(str(exc))}"
         ) from None
     return target
 

@@ -22,19 +22,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import formats
+from .core.errors import NSTError
 from .core.sizes import MIN_SIDE
 
 
-class ImageError(ValueError):
-    """An input image cannot be used; `reason` is short and meant for a failed row."""
-
-    def __init__(self, name: str, reason: str):
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-
-    def __reduce__(self):  # pickled across Ray: rebuilt from both arguments
-        return type(self), (self.name, self.reason)
+class ImageError(NSTError, ValueError):
+    """An input image cannot be used: `field` is the file or URI, `reason` is short and meant
+    for a failed row."""
 
 
 def decode(
@@ -63,6 +58,8 @@ def decode(
                         f"exceeds this worker's limit of {max_pixels / 1e6:.1f} MP "
                         "(resources.max_pixels)",
                     )
+                if img.format not in formats.FORMATS:
+                    raise ImageError(name, f"{img.format} is not accepted ({formats.NAMES})")
                 if max_side and img.format == "JPEG":
                     img.draft("RGB", (max_side, max_side))
                 img.load()

@@ -51,4 +51,4 @@ def read_source(ref: ImageRef, s3: S3Settings | None = None) -> bytes | Path:
     except FileNotFoundError:
         raise images.ImageError(ref.uri, "file not found") from None
     except StorageError as exc:
-        raise images.ImageError(ref.uri, str(exc).split(": ", 1)[-1]) from None
+        raise images.ImageError(ref.uri, exc.reason) from None

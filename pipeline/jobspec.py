@@ -34,9 +34,10 @@ from pydantic import (
     model_validator,
 )
 
+from .core.errors import NSTError
 from .core.params import ParamError, StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
-from .core.weights import WEIGHT_SOURCES
+from .core.weights import DEFAULT_WEIGHTS, WEIGHT_SOURCES
 from .dataset_mode import DatasetSpec
 from .estimate import effective_params
 from .masks import MaskSettings
@@ -48,16 +49,24 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class SpecError(ValueError):
-    """A job spec is invalid; the message names the file and the field."""
+class SpecError(NSTError, ValueError):
+    """A job spec is invalid: `source` is its file, `field` the dotted field ("" for the whole
+    file), `reason` why."""
+
+    def __init__(self, source: str, field: str, reason: str):
+        super().__init__(field, reason)
+        self.source = source
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.source, self.field, self.reason) if part)
+
+    def __reduce__(self):
+        return type(self), (self.source, self.field, self.reason)
 
 
-class _FieldError(ValueError):
-    """Raised inside a validator: a reason for one dotted field (pydantic keeps the exception)."""
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(reason)
-        self.field = field
+class _FieldError(NSTError, ValueError):
+    """Raised inside a validator: a reason for one dotted field (pydantic keeps the exception;
+    it wraps only ValueError)."""
 
 
 def _one_or_many(value: Any) -> Any:
@@ -181,7 +190,7 @@ class JobSpec(_Section):
     preset: Text = DEFAULT_PRESET
     # The document's `params:` (overrides on top of the preset); `params` is the resolved result.
     overrides: dict[str, Any] = Field(default_factory=dict, alias="params")
-    weights: Text = "caffe"  # caffe | torchvision | path to a state dict
+    weights: Text = DEFAULT_WEIGHTS  # caffe | torchvision | path to a state dict
     output: Text = "runs"
     resources: ResourcesSpec = ResourcesSpec()
     storage: StorageSpec = StorageSpec()
@@ -201,7 +210,7 @@ class JobSpec(_Section):
             self._params = StyleParams.from_dict(self.overrides, base=load_preset(self.preset))
         except ParamError as exc:
             where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
-            raise _FieldError(where, str(exc).split(": ", 1)[1]) from None
+            raise _FieldError(where, exc.reason) from None
         local = (info.context or {}).get("local_files", True)
         if local and self.weights not in WEIGHT_SOURCES and not Path(self.weights).is_file():
             raise _FieldError(
@@ -279,17 +288,17 @@ def parse_spec(data: Any, source: str = "<spec>", local_files: bool = True) -> J
 
     `local_files`: check that a weights file exists here (off when the spec runs elsewhere)."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: must be a mapping of keys, got {type(data).__name__}")
+        raise SpecError(source, "", f"must be a mapping of keys, got {type(data).__name__}")
     try:
         spec = JobSpec.model_validate(data, context={"local_files": local_files})
     except ValidationError as exc:
-        raise SpecError(f"{source}: {_describe(exc)}") from None
+        raise SpecError(source, *_describe(exc)) from None
     spec._source = source
     return spec
 
 
-def _describe(exc: ValidationError) -> str:
-    """One line, `dotted.field: reason`, for the most specific of pydantic's errors."""
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    """(dotted field, reason) of the most specific of pydantic's errors, for one line."""
     errors = exc.errors()
     # A union (pairing) reports one error per member: the one that went deepest is the one meant.
     # An unknown key comes first: a misspelt key also makes the intended one "missing".
@@ -297,22 +306,22 @@ def _describe(exc: ValidationError) -> str:
     loc = _dotted(error["loc"])
     field = ".".join(str(p) for p in loc)
     cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _FieldError):
-        return f"{cause.field}: {cause}"
+    if isinstance(cause, NSTError):
+        return cause.field, cause.reason
     if error["type"] in _UNKNOWN:
         allowed = _fields_at(loc[:-1])
-        return f"{field}: unknown key; allowed: {', '.join(allowed)}"
+        return field, f"unknown key; allowed: {', '.join(allowed)}"
     if loc == ("pairing",):
-        return f"pairing: must be 'cross' or {{random: K, seed: S}}, got {error['input']!r}"
+        return "pairing", f"must be 'cross' or {{random: K, seed: S}}, got {error['input']!r}"
     if error["type"] == "missing":
-        return f"{field}: is required"
+        return field, "is required"
     if error["type"] == "string_pattern_mismatch" and field in _PATTERN_HELP:
-        return f"{field}: {_PATTERN_HELP[field]}, got {error['input']!r}"
+        return field, f"{_PATTERN_HELP[field]}, got {error['input']!r}"
     message = error["msg"]
     for prefix in ("Input should be ", "String should be ", "String should "):
         if message.startswith(prefix):
             message = "must " + ("be " if prefix.endswith("be ") else "") + message[len(prefix) :]
-    return f"{field or 'spec'}: {message}, got {error['input']!r}"
+    return field, f"{message}, got {error['input']!r}"
 
 
 _UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
@@ -353,14 +362,15 @@ def _is_model(kind: Any) -> bool:
 def load_spec(path: str | Path, local_files: bool = True) -> JobSpec:
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"{path}: job spec not found")
+        raise SpecError(str(path), "", "job spec not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(f"{path}: {where}not valid YAML ({exc.problem or exc.context})") from None
+        reason = f"{where}not valid YAML ({exc.problem or exc.context})"
+        raise SpecError(str(path), "", reason) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
-        raise SpecError(f"{path}: not valid YAML ({first})") from None
+        raise SpecError(str(path), "", f"not valid YAML ({first})") from None
     return parse_spec(data if data is not None else {}, source=str(path), local_files=local_files)

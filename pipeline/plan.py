@@ -11,16 +11,14 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from .catalog import Catalog, CatalogError
 from .dataset_mode import UnsafePath, dest_path
 from .demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
+from .formats import is_image_name
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError
 from .storage import S3Settings, Storage, StorageError, is_remote
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,9 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _images_under(source: str, what: str, root: str | None, s3: S3Settings) -> list[ImageRef]:
+def _images_under(
+    spec: JobSpec, source: str, what: str, root: str | None, s3: S3Settings
+) -> list[ImageRef]:
     """Images of a plain source: demo, a folder, a glob, or an s3:// prefix."""
     if source == "demo":
         names = DEMO_CONTENTS if what == "content" else DEMO_STYLES
@@ -77,7 +77,9 @@ def _images_under(source: str, what: str, root: str | None, s3: S3Settings) -> l
     if source == "coco-val2017":
         if not root:
             raise SpecError(
-                f"{what}.root: required for coco-val2017 (the unzipped coco2017 folder)"
+                spec.source,
+                f"{what}.root",
+                "required for coco-val2017 (the unzipped coco2017 folder)",
             )
         source = f"{root.rstrip('/')}/val2017"
     if not is_remote(source) and glob.has_magic(source):
@@ -88,21 +90,17 @@ def _images_under(source: str, what: str, root: str | None, s3: S3Settings) -> l
         return [
             ImageRef(uri=os.path.abspath(f), identity=os.path.relpath(f, base).replace(os.sep, "/"))
             for f in files
-            if f.lower().endswith(IMAGE_SUFFIXES)
+            if is_image_name(f)
         ]
     store = Storage(source, s3)
     try:
         if not store.is_dir():
-            raise SpecError(f"{what}.source: {source}: no such folder or prefix")
+            raise SpecError(spec.source, f"{what}.source", f"{source}: no such folder or prefix")
         keys = store.list()
     except StorageError as exc:
-        raise SpecError(f"{what}.source: {exc}") from None
+        raise SpecError(spec.source, f"{what}.source", str(exc)) from None
     prefix = "coco-val2017:" if source.endswith("/val2017") and root else ""
-    return [
-        ImageRef(uri=store.uri_of(k), identity=prefix + k)
-        for k in keys
-        if k.lower().endswith(IMAGE_SUFFIXES) and not PurePosixPath(k).name.startswith(".")
-    ]
+    return [ImageRef(uri=store.uri_of(k), identity=prefix + k) for k in keys if is_image_name(k)]
 
 
 def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[ImageRef]:
@@ -116,23 +114,17 @@ def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[Ima
 
 def resolve_contents(spec: JobSpec) -> list[ImageRef]:
     c = spec.content
-    try:
-        found = _images_under(c.source, "content", c.root, spec.s3())
-    except SpecError as exc:
-        raise SpecError(f"{spec.source}: {exc}") from None
+    found = _images_under(spec, c.source, "content", c.root, spec.s3())
     refs = _take(found, c.limit, c.sample_seed)
     if not refs:
-        raise SpecError(f"{spec.source}: content.source: no images found in {c.source}")
+        raise SpecError(spec.source, "content.source", f"no images found in {c.source}")
     return refs
 
 
 def resolve_styles(spec: JobSpec) -> list[ImageRef]:
     s = spec.styles
     if s.source:
-        try:
-            refs = _images_under(s.source, "styles", None, spec.s3())
-        except SpecError as exc:
-            raise SpecError(f"{spec.source}: {exc}") from None
+        refs = _images_under(spec, s.source, "styles", None, spec.s3())
     else:
         try:
             paintings = Catalog.open(Storage(catalog_location(s.catalog), spec.s3())).select(
@@ -144,8 +136,10 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
                 sample_seed=s.sample_seed,
                 use_resized=s.use_resized,
             )
-        except (CatalogError, StorageError) as exc:
-            raise SpecError(f"{spec.source}: {exc}") from None
+        except CatalogError as exc:
+            raise SpecError(spec.source, exc.field, exc.reason) from None
+        except StorageError as exc:
+            raise SpecError(spec.source, "styles.catalog", str(exc)) from None
         # The mini catalogue's paintings are not the Kaggle files of the same number.
         prefix = "demo:" if s.catalog == DEMO_CATALOG else ""
         refs = [
@@ -160,7 +154,7 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
         ]
     refs = _take(refs, s.limit, s.sample_seed)
     if not refs:
-        raise SpecError(f"{spec.source}: styles: no style images found")
+        raise SpecError(spec.source, "styles", "no style images found")
     return refs
 
 
@@ -176,17 +170,16 @@ def resolve_masks(spec: JobSpec, contents: list[ImageRef]) -> dict[str, ImageRef
     """Content identity -> its mask, for the contents that have one (`content.masks`)."""
     masks = spec.content.masks
     assert masks is not None
-    try:
-        found = _images_under(masks.source, "content.masks", None, spec.s3())
-    except SpecError as exc:
-        raise SpecError(f"{spec.source}: {exc}") from None
+    found = _images_under(spec, masks.source, "content.masks", None, spec.s3())
     by_key: dict[str, ImageRef] = {}
     for ref in found:
         other = by_key.setdefault(mask_key(ref.identity), ref)
         if other is not ref:
             raise SpecError(
-                f"{spec.source}: content.masks: {other.identity} and {ref.identity} are both "
-                f"masks of {mask_key(ref.identity)}; keep one"
+                spec.source,
+                "content.masks",
+                f"{other.identity} and {ref.identity} are both masks of "
+                f"{mask_key(ref.identity)}; keep one",
             )
     wanted = {c.identity: by_key.get(mask_key(c.identity)) for c in contents}
     return {identity: ref for identity, ref in wanted.items() if ref is not None}
@@ -202,8 +195,10 @@ def make_plan(spec: JobSpec) -> Plan:
             contents = [c for c in contents if c.identity in masks]
             if not contents:
                 raise SpecError(
-                    f"{spec.source}: content.masks: no content has a mask in "
-                    f"{spec.content.masks.source} (same path, any image suffix)"
+                    spec.source,
+                    "content.masks",
+                    f"no content has a mask in {spec.content.masks.source} "
+                    "(same path, any image suffix)",
                 )
     pairs = []
     for content in contents:
@@ -235,6 +230,7 @@ def _check_distinct_outputs(pairs: list[Pair], spec: JobSpec) -> None:
             if one == two:  # two styles of one content
                 one, two = f"{one} x {other.style.identity}", f"{two} x {pair.style.identity}"
             raise SpecError(
-                f"{spec.source}: dataset: {one} and {two} would both be written to {dest}; "
-                "rename one of them"
+                spec.source,
+                "dataset",
+                f"{one} and {two} would both be written to {dest}; rename one of them",
             )

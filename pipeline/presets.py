@@ -53,4 +53,4 @@ def load_preset(name: str) -> StyleParams:
     try:
         return StyleParams.from_dict(values)
     except ParamError as exc:
-        raise ParamError(f"preset {path.name}: {exc.field}", str(exc).split(": ", 1)[1]) from None
+        raise ParamError(f"preset {path.name}: {exc.field}", exc.reason) from None

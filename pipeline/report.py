@@ -3,33 +3,23 @@ a loss-curve plot and an HTML summary, written to `<output>/<job>/report/`."""
 
 from __future__ import annotations
 
-import html
+import functools
 import json
-import math
 from collections import Counter
 from typing import Any
 
+import jinja2
 from PIL import Image, ImageDraw
 
 from . import images
+from .core.weights import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image
+from .plots import loss_png
 from .results import ResultStore
 from .storage import S3Settings, StorageError
 
 THUMB = 160
-COLORS = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-]
 
 
 def split_job_uri(job_uri: str) -> tuple[str, str]:
@@ -74,96 +64,47 @@ def contact_sheet(rows: list[dict[str, Any]], s3: S3Settings | None = None) -> I
     return sheet
 
 
-def loss_plot(rows: list[dict[str, Any]], width: int = 640, height: int = 360) -> Image.Image:
-    """log10(total loss) against iteration, one line per pair."""
-    plot = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(plot)
-    traces = [
-        [(t["iteration"], t["total"]) for t in row["trace"] if t["total"] > 0]
-        for row in rows
-        if row.get("trace") is not None and len(row["trace"])
-    ]
-    traces = [t for t in traces if t]
-    left, top, right, bottom = 60, 20, width - 20, height - 40
-    draw.rectangle((left, top, right, bottom), outline=(0, 0, 0))
-    draw.text((left, bottom + 20), "iteration", fill=(0, 0, 0))
-    draw.text((4, top), "log10 loss", fill=(0, 0, 0))
-    if not traces:
-        draw.text((left + 10, top + 10), "no finished pairs", fill=(0, 0, 0))
-        return plot
-    x_max = max(i for t in traces for i, _ in t)
-    ys = [math.log10(v) for t in traces for _, v in t]
-    y_lo, y_hi = min(ys), max(ys)
-    y_hi = y_hi if y_hi > y_lo else y_lo + 1
-    for k, trace in enumerate(traces):
-        points = [
-            (
-                left + (right - left) * (i - 1) / max(1, x_max - 1),
-                bottom - (bottom - top) * (math.log10(v) - y_lo) / (y_hi - y_lo),
-            )
-            for i, v in trace
-        ]
-        if len(points) > 1:
-            draw.line(points, fill=COLORS[k % len(COLORS)], width=2)
-    draw.text((left - 50, top), f"{y_hi:.1f}", fill=(0, 0, 0))
-    draw.text((left - 50, bottom - 10), f"{y_lo:.1f}", fill=(0, 0, 0))
-    draw.text((right - 30, bottom + 4), str(x_max), fill=(0, 0, 0))
-    return plot
-
-
 def summary_html(
-    job: str, rows: list[dict[str, Any]], figures: dict[str, Any] | None = None
+    job: str,
+    rows: list[dict[str, Any]],
+    figures: dict[str, Any] | None = None,
+    sheet: int | None = None,
 ) -> str:
-    status = Counter(r["status"] for r in rows)
-    artists = Counter(r.get("artist") or r["style_id"] for r in rows if r["status"] == "done")
+    """The report page (templates/report.html.j2); `sheet`: pairs on the contact sheet."""
+    done = [r for r in rows if r["status"] == "done"]
+    artists = Counter(r.get("artist") or r["style_id"] for r in done)
     genres = Counter(
-        g.strip()
-        for r in rows
-        if r["status"] == "done"
-        for g in (r.get("genre") or "").split(",")
-        if g.strip()
+        g.strip() for r in done for g in (r.get("genre") or "").split(",") if g.strip()
     )
-    esc = html.escape
-    body = [
-        f"<h1>{esc(job)}</h1>",
-        f"<p>{len(rows)} pairs: " + ", ".join(f"{n} {esc(s)}" for s, n in status.items()) + "</p>",
-        '<img src="contact_sheet.png" alt="contact sheet"> <img src="losses.png" alt="losses">',
-        "<h2>By artist</h2><ul>",
-        *(f"<li>{esc(a)}: {n}</li>" for a, n in sorted(artists.items())),
-        "</ul><h2>By genre</h2><ul>",
-        *(f"<li>{esc(g)}: {n}</li>" for g, n in sorted(genres.items())),
-        "</ul>",
-        *_figures_html(figures),
-        "<h2>Pairs</h2><table><tr><th>pair</th><th>content</th><th>style</th><th>artist</th>"
-        "<th>status</th><th>loss</th><th>seconds</th></tr>",
-    ]
-    for r in rows:
-        loss = "" if r["loss_total"] is None else f"{r['loss_total']:.3g}"
-        secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        link = (
-            f'<a href="../images/{esc(r["pair_id"])}.png">{esc(r["pair_id"])}</a>'
-            if r["status"] == "done"
-            else esc(r["pair_id"])
-        )
-        body.append(
-            f"<tr><td>{link}</td><td>{esc(r['content_id'])}</td><td>{esc(r['style_id'])}</td>"
-            f"<td>{esc(r.get('artist') or '')}</td><td>{esc(r['status'])}"
-            f"{(': ' + esc(r['error'])) if r.get('error') else ''}</td><td>{loss}</td>"
-            f"<td>{secs}</td></tr>"
-        )
-    body.append("</table>")
-    return (
-        "<!doctype html><meta charset='utf-8'><title>" + esc(job) + "</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px}</style>"
-        + "\n".join(body)
+    return _template().render(
+        job=job,
+        rows=rows,
+        statuses=sorted(Counter(r["status"] for r in rows).items()),
+        done=len(done),
+        sheet=len(done) if sheet is None else min(sheet, len(done)),
+        artists=sorted(artists.items()),
+        genres=sorted(genres.items()),
+        figures=figures,
     )
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    # autoescape=True rather than by file suffix: every template here is HTML, and a value
+    # (a file name, an artist, an error message) is never markup.
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("report.html.j2")
 
 
 def domain_figures(
     rows: list[dict[str, Any]],
     s3: S3Settings | None = None,
     sample: int = 64,
-    weights: str = "caffe",
+    weights: str = DEFAULT_WEIGHTS,
 ) -> dict[str, Any]:
     """MMD of the outputs and of the original contents to the job's paintings (lower: closer
     to the art domain), on up to `sample` pairs."""
@@ -195,21 +136,6 @@ def domain_figures(
     }
 
 
-def _figures_html(figures: dict[str, Any] | None) -> list[str]:
-    if not figures:
-        return []
-    if "note" in figures:
-        return [f"<h2>Distance to the art domain</h2><p>{html.escape(figures['note'])}</p>"]
-    return [
-        "<h2>Distance to the art domain</h2>",
-        "<p>Squared MMD between VGG-19 style statistics and the job's paintings (lower is "
-        f"closer), on {figures['outputs']} outputs, {figures['contents']} contents and "
-        f"{figures['paintings']} paintings:</p><ul>",
-        f"<li>stylized outputs: {figures['mmd2_outputs_to_paintings']:.4f}</li>",
-        f"<li>original contents: {figures['mmd2_contents_to_paintings']:.4f}</li></ul>",
-    ]
-
-
 def write_report(
     job_uri: str, s3: S3Settings | None = None, limit: int = 24, mmd: bool | None = None
 ) -> str:
@@ -219,16 +145,19 @@ def write_report(
     store = ResultStore(output, job, s3)
     table = store.read()
     if table.num_rows == 0:
-        raise StorageError(f"{store.uri}: no results to report on")
+        raise StorageError(store.uri, "no results to report on")
     rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
-    done = [r for r in rows if r["status"] == "done"][:limit]
-    store.root.write_bytes("report/contact_sheet.png", images.encode_png(contact_sheet(done, s3)))
-    store.root.write_bytes("report/losses.png", images.encode_png(loss_plot(done)))
+    sheet = [r for r in rows if r["status"] == "done"][:limit]
+    store.root.write_bytes("report/contact_sheet.png", images.encode_png(contact_sheet(sheet, s3)))
+    # The curves summarize every finished pair; only the contact sheet stops at `limit`.
+    traces = [r["trace"] for r in rows if r["status"] == "done" and r.get("trace")]
+    store.root.write_bytes("report/losses.png", loss_png(traces))
     manifest = store.read_manifest() or {}
     if mmd is None:
         mmd = bool((manifest.get("spec") or {}).get("dataset"))
     figures = domain_figures(rows, s3) if mmd else None
     if figures is not None:
         store.root.write_bytes("report/domain.json", json.dumps(figures, indent=2).encode())
-    store.root.write_bytes("report/index.html", summary_html(job, rows, figures).encode())
+    page = summary_html(job, rows, figures, sheet=limit)
+    store.root.write_bytes("report/index.html", page.encode())
     return store.root.uri_of("report")

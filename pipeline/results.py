@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .core.errors import NSTError
 from .storage import S3Settings, Storage
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ CORRUPT = "corrupt"  # results parts that could not be read, set aside (outside 
 LOCK_STALE_SECONDS = 120
 
 
-class OutputLocked(RuntimeError):
-    """Another run is writing the same output right now."""
+class OutputLocked(NSTError):
+    """Another run is writing the same output right now; `field` is the job's output."""
 
 
 def image_key(pair_id: str) -> str:
@@ -281,20 +282,21 @@ class ResultStore:
                 data, tag = self.root.read_tagged(LOCK)
             except FileNotFoundError:  # released in between: one more try
                 if not self.root.create(LOCK, body):
-                    raise OutputLocked(f"{self.uri}: another run took the output lock") from None
+                    raise OutputLocked(self.uri, "another run took the output lock") from None
             else:
                 other = _parse_lock(data)
                 if other and not _stale(other):
                     age = time.time() - float(other.get("heartbeat", 0))
                     raise OutputLocked(
-                        f"{self.uri} is being written by run {other.get('run_id')} (host "
+                        self.uri,
+                        f"being written by run {other.get('run_id')} (host "
                         f"{other.get('host')}, pid {other.get('pid')}, seen {age:.0f} s ago); if "
                         f"that run is dead, wait {LOCK_STALE_SECONDS} s or delete "
-                        f"{self.root.uri_of(LOCK)}"
+                        f"{self.root.uri_of(LOCK)}",
                     )
                 log.warning("taking over the stale lock of run %s", other.get("run_id"))
                 if not self.root.replace(LOCK, body, tag):
-                    raise OutputLocked(f"{self.uri}: another run took over the stale lock first")
+                    raise OutputLocked(self.uri, "another run took over the stale lock first")
         self._lock_run_id = run_id
         # Reads it back: on a store that ignores conditional writes, the later of two
         # simultaneous starters wins here and the other stops.
@@ -312,9 +314,10 @@ class ResultStore:
         holder = _parse_lock(data).get("run_id")
         if holder != run_id or not self.root.replace(LOCK, self._lock_body(run_id), tag):
             raise OutputLocked(
-                f"{self.uri}: the output lock of run {run_id} was taken over by run {holder} "
+                self.uri,
+                f"the output lock of run {run_id} was taken over by run {holder} "
                 f"(it looked dead for {LOCK_STALE_SECONDS} s); stopping so that two runs never "
-                "write the same output"
+                "write the same output",
             )
 
     def release_lock(self, run_id: str | None = None) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__
 from .core.engine import default_batch
+from .core.errors import NSTError
 from .plan import Pair, Plan
 from .results import ResultStore, new_run_id
 from .storage import StorageError
@@ -39,7 +40,7 @@ MAX_ATTEMPTS = 5
 WAIT_NOTE_SECONDS = 10
 
 
-class ResourceError(RuntimeError):
+class ResourceError(NSTError):
     """The cluster cannot give the actors what they need, or did not within the wait."""
 
 
@@ -72,7 +73,7 @@ class RunSummary:
     failed: int = 0
     seconds: float = 0.0
     complete: bool = False
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (pair, type, error)
 
     @property
     def ran(self) -> int:
@@ -133,8 +134,9 @@ def ensure_ray(address: str | None) -> None:
         # A cluster that refuses the token looks to ray.init() like one that does not answer: it
         # retries for 20 s and raises ConnectionError (Ray 2.60).
         raise SubmitError(
-            f"cannot join the Ray cluster at {joining} ({exc}); if it uses token "
-            f"authentication, {auth_advice(token_sent)}"
+            joining,
+            f"cannot join this Ray cluster ({exc}); if it uses token "
+            f"authentication, {auth_advice(token_sent)}",
         ) from None
 
 
@@ -189,14 +191,16 @@ def check_resources(plan: ActorPlan) -> None:
         )
         if maximum is None:
             raise ResourceError(
+                "resources",
                 f"the job needs {what}; the cluster has {total:g} {key} and no autoscaler to "
                 "add more: lower resources.actors / gpus_per_actor (or --actors, "
-                "--gpus-per-actor)"
+                "--gpus-per-actor)",
             )
         if amount > maximum.get(key, 0) + 1e-9:
             raise ResourceError(
+                "resources",
                 f"the job needs {what}; the cluster has {total:g} {key} now and its autoscaler "
-                f"adds at most up to {maximum.get(key, 0):g}"
+                f"adds at most up to {maximum.get(key, 0):g}",
             )
         log.warning(
             "the job needs %s; the cluster has %g %s now: waiting for its autoscaler",
@@ -231,8 +235,9 @@ def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
     plan = plan_actors(ctx, options)
     check_resources(plan)
     remote = ray.remote(PairActor).options(
-        # num_cpus=0: actors must not hold CPU slots, or small machines deadlock (notes/ray.md);
-        # torch's threads are set explicitly instead.
+        # num_cpus=0: an actor holds its CPU slot for its whole life, so on a 2-core machine two
+        # actors leave nothing for other tasks and a run deadlocks; torch's threads are set
+        # explicitly instead.
         num_cpus=0,
         num_gpus=plan.gpus,
         max_restarts=-1,
@@ -258,7 +263,7 @@ def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
         _wait_started(actors, plan, options.wait_resources)
     except RayError as exc:  # the actor died in its constructor
         _kill(actors)
-        raise ResourceError(f"the actors cannot start: {_cause(exc)}") from None
+        raise ResourceError("actors", f"cannot start: {_cause(exc)}") from None
     except BaseException:
         _kill(actors)
         raise
@@ -283,9 +288,10 @@ def _wait_started(actors: list[Any], plan: ActorPlan, timeout: float) -> None:
             free = ray.available_resources()
             each = f"{plan.gpus:g} GPU" if plan.gpus > 0 else "no GPU"
             raise ResourceError(
-                f"{len(pending)} of {len(actors)} actor(s) did not start within {timeout:.0f} s "
+                "actors",
+                f"{len(pending)} of {len(actors)} did not start within {timeout:.0f} s "
                 f"(each needs {each}; free now: {free.get('GPU', 0):g} GPU, "
-                f"{free.get('CPU', 0):g} CPU); --wait-resources sets the wait"
+                f"{free.get('CPU', 0):g} CPU); --wait-resources sets the wait",
             )
         if time.monotonic() >= note:
             note += WAIT_NOTE_SECONDS
@@ -482,8 +488,9 @@ def _run_pairs(
         except StorageError as exc:
             if final:
                 raise StorageError(
-                    f"{len(buffer)} result rows not committed ({exc}); their "
-                    "pairs are redone by the next run"
+                    exc.field,
+                    f"{len(buffer)} result rows not committed ({exc.reason}); their "
+                    "pairs are redone by the next run",
                 ) from None
             log.warning(
                 "committing %d rows failed (%s); keeping them for the next try", len(buffer), exc
@@ -511,8 +518,7 @@ def _run_pairs(
                         summary.done += 1
                     else:
                         summary.failed += 1
-                        failure = f"{row['error_type']}: {row['error']}"
-                        summary.failures.append((row["pair_id"], failure))
+                        summary.failures.append((row["pair_id"], row["error_type"], row["error"]))
                     if on_row:
                         on_row(row, summary)
                 submit(actor)

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
+from .core.errors import NSTError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -38,8 +40,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class StorageError(RuntimeError):
-    """An object could not be read or written; the message names it (never credentials)."""
+class StorageError(NSTError):
+    """An object could not be read or written: `field` names it (a URI, a bucket at an endpoint;
+    never credentials)."""
 
 
 def is_remote(uri: str) -> bool:
@@ -77,7 +80,7 @@ def filesystem(uri: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem,
             kwargs["region"] = settings.region
         return pafs.S3FileSystem(**kwargs), uri.removeprefix("s3://").rstrip("/")
     if is_remote(uri):
-        raise StorageError(f"{uri}: unsupported scheme (local paths and s3:// are supported)")
+        raise StorageError(uri, "unsupported scheme (local paths and s3:// are supported)")
     path = uri.removeprefix("file://")
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
@@ -103,9 +106,7 @@ class Storage:
                 raise
             except OSError as exc:
                 if attempt == len(delays) or not _transient(exc):
-                    raise StorageError(
-                        f"{self.uri_of(key)}: cannot {what} ({_short(exc)})"
-                    ) from None
+                    raise StorageError(self.uri_of(key), f"cannot {what} ({_short(exc)})") from None
                 log.warning(
                     "%s %s failed (%s); retry %d of %d in %ss",
                     what,
@@ -161,7 +162,7 @@ class Storage:
         try:
             self._retry("write", key, write)
         except FileNotFoundError as exc:  # a local parent that vanished
-            raise StorageError(f"{self.uri_of(key)}: cannot write ({_short(exc)})") from None
+            raise StorageError(self.uri_of(key), f"cannot write ({_short(exc)})") from None
 
     @staticmethod
     def _local_temp(path: str, data: bytes) -> str:
@@ -338,10 +339,10 @@ class Storage:
                     raise _Unsupported(_short(exc)) from None
                 problem = _s3_problem(exc)
                 if problem:
-                    raise StorageError(f"{where}: {problem}") from None
+                    raise StorageError(where, problem) from None
                 raise ConnectionError(_short(exc)) from None  # 5xx, throttling, 409 conflict
             except (bex.NoCredentialsError, bex.PartialCredentialsError) as exc:
-                raise StorageError(f"{where}: {_s3_problem(exc)}") from None
+                raise StorageError(where, _s3_problem(exc)) from None
             except bex.BotoCoreError as exc:  # a dropped connection, a timeout
                 raise ConnectionError(_short(exc)) from None
 
@@ -374,7 +375,7 @@ class Storage:
         except (bex.ClientError, bex.BotoCoreError) as exc:
             problem = _s3_problem(exc)
             if problem:
-                raise StorageError(f"{self._where(role)}: {problem}") from None
+                raise StorageError(self._where(role), problem) from None
             # Throttled, a 5xx, or not allowed to list where reading may still be allowed: the
             # request itself decides, with the retries meant for that.
             log.info("probe of %s: %s", self._where(""), _short(exc))
@@ -398,7 +399,7 @@ class Storage:
             client.delete_object(Bucket=bucket, Key=key)
         except (bex.ClientError, bex.BotoCoreError) as exc:
             problem = _s3_problem(exc, writing=True) or _short(exc)
-            raise StorageError(f"{self._where('output ')}: {problem}") from None
+            raise StorageError(self._where("output "), problem) from None
 
 
 class _Unsupported(Exception):

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .core.errors import NSTError
 from .jobspec import load_spec
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")
 AGENT_WAIT_S = 60.0
 
 
-class SubmitError(RuntimeError):
-    """The cluster could not be reached or refused the job."""
+class SubmitError(NSTError):
+    """The cluster could not be reached or refused the job; `field` is the cluster's address
+    (or the job's id)."""
 
 
 def use_given_token() -> bool:
@@ -95,16 +97,18 @@ def _client(address: str | None):
 
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
-        raise SubmitError("no cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+        raise SubmitError(
+            "address", "none given: pass --address http://HEAD:8265 or set RAY_ADDRESS"
+        )
     token_sent = use_given_token()
     try:
         return JobSubmissionClient(address)
     except AuthenticationError:
         raise SubmitError(
-            f"the Ray Jobs API at {address} requires authentication: {auth_advice(token_sent)}"
+            address, f"the Ray Jobs API requires authentication: {auth_advice(token_sent)}"
         ) from None
     except Exception as exc:  # connection refused, wrong port, no dashboard on the head
-        raise SubmitError(f"cannot reach the Ray Jobs API at {address} ({_first(exc)})") from None
+        raise SubmitError(address, f"cannot reach the Ray Jobs API ({_first(exc)})") from None
 
 
 def stage_working_dir(spec_path: Path, into: Path) -> str:
@@ -154,12 +158,15 @@ def submit(
             except Exception as exc:
                 # Ray answers this (HTTP 500, no error code to test) before creating the job.
                 if "try again later" not in str(exc):
-                    raise SubmitError(f"the cluster refused the job ({_first(exc)})") from None
+                    raise SubmitError(
+                        address or "cluster", f"refused the job ({_first(exc)})"
+                    ) from None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SubmitError(
+                        address or "cluster",
                         f"the head's job agent did not answer within {agent_wait_s:.0f} s "
-                        f"({_first(exc)}); see the head's dashboard_agent.log"
+                        f"({_first(exc)}); see the head's dashboard_agent.log",
                     ) from None
                 log.warning("the head's job agent is not ready; retrying for %.0f s more", left)
                 time.sleep(min(2.0, left))
@@ -171,7 +178,7 @@ def status(address: str | None, submission_id: str) -> tuple[str, str]:
     try:
         info = client.get_job_info(submission_id)
     except Exception as exc:
-        raise SubmitError(f"no job {submission_id!r} at the cluster ({_first(exc)})") from None
+        raise SubmitError(submission_id, f"no such job at the cluster ({_first(exc)})") from None
     return str(info.status.value if hasattr(info.status, "value") else info.status), (
         info.message or ""
     )
@@ -183,7 +190,7 @@ def logs(address: str | None, submission_id: str) -> str:
     except SubmitError:
         raise
     except Exception as exc:
-        raise SubmitError(f"no logs for {submission_id!r} ({_first(exc)})") from None
+        raise SubmitError(submission_id, f"no logs ({_first(exc)})") from None
 
 
 def follow(address: str | None, submission_id: str, poll: float = 1.0) -> Iterator[str]:
@@ -209,7 +216,7 @@ def stop(address: str | None, submission_id: str) -> bool:
     except SubmitError:
         raise
     except Exception as exc:
-        raise SubmitError(f"cannot stop {submission_id!r} ({_first(exc)})") from None
+        raise SubmitError(submission_id, f"cannot stop ({_first(exc)})") from None
 
 
 def _first(exc: BaseException) -> str:

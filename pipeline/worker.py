@@ -28,6 +28,7 @@ from .core.engine import StylizeError, Stylizer
 from .core.masks import SpatialMask
 from .core.params import StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
+from .core.weights import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image, read_source
 from .jobspec import MasksSpec
@@ -69,7 +70,7 @@ class JobContext:
     output: str
     preset: str
     params: StyleParams
-    weights: str = "caffe"
+    weights: str = DEFAULT_WEIGHTS
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
     dataset: dataset_mode.DatasetSpec | None = None
     masks: MasksSpec | None = None  # `content.masks`: how each pair's mask is read

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -17,9 +20,28 @@ from pipeline.core.params import StyleParams
 from pipeline.demo import demo_catalog
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_nst(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`nst ARGS` in a child process, as a user runs it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
 @contextlib.contextmanager
 def local_ray(**kwargs):
-    """A real local Ray for one test module: 2 CPUs, a small object store (notes/ray.md)."""
+    """A real local Ray for one test module: 2 CPUs, and a 500 MB object store instead of Ray's
+    default of 30 % of the machine's memory."""
     import ray
 
     ray.init(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 
@@ -12,16 +10,7 @@ from pipeline import images
 from pipeline.core.params import COLOR_MODES, OPTIMIZERS
 
 from .conftest import make_content, make_style
-
-
-def nst(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+from .conftest import run_nst as nst
 
 
 def test_help_lists_choices_and_defaults():

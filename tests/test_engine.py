@@ -239,3 +239,28 @@ def test_channels_last_stylizes_as_the_plain_path(content, style):
     b = nhwc.stylize(content, [style], params=params)
     (ca, sa), (cb, sb) = (plain.distances(r.image, content, [style]) for r in (a, b))
     assert abs(cb - ca) <= 0.1 * ca and abs(sb - sa) <= 0.1 * sa
+
+
+def test_average_pooling_runs_its_own_network_and_still_stylizes(stylizer, content, style):
+    """Gatys 2016's average pooling: other features than max pooling's (so other targets and
+    another result), and the style distance still falls."""
+    params = tiny(schedule=((48, 12),), pooling="avg")
+    avg = stylizer.stylize(content, [style], params=params)
+    plain = stylizer.stylize(content, [style], params=params.replace(pooling="max"))
+    assert avg.params["pooling"] == "avg"
+    assert (avg.image - plain.image).abs().mean() > 1e-3
+    _, before = stylizer.distances(content, content, [style], pooling="avg")
+    _, after = stylizer.distances(avg.image, content, [style], pooling="avg")
+    assert after < 0.5 * before
+
+
+def test_total_variation_weight_smooths_the_result(stylizer, content, style):
+    params = tiny(schedule=((48, 12),))
+    plain = stylizer.stylize(content, [style], params=params)
+    # tv_loss is the mean squared neighbour difference (~7e-3 here) and the style term starts
+    # near 3e14: a weight that puts TV on that scale must visibly smooth the result.
+    smooth = stylizer.stylize(content, [style], params=params.replace(tv_weight=1e16))
+    assert plain.losses.tv == 0.0 and smooth.losses.tv > 0.0
+    assert all(t.losses.tv > 0 for t in smooth.trace)
+    tv = [losses.tv_loss(r.image.unsqueeze(0)).item() for r in (plain, smooth)]
+    assert tv[1] < 0.5 * tv[0]

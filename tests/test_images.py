@@ -127,3 +127,16 @@ def test_unreadable_file_names_the_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "open", denied)
     with pytest.raises(ImageError, match="locked.png: permission denied"):
         images.load(path)
+
+
+def test_a_format_outside_the_one_list_is_refused_by_name(tmp_path):
+    from pipeline import formats
+
+    path = tmp_path / "icon.ico"
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(path, "ICO")
+    with pytest.raises(images.ImageError) as info:
+        images.load(path)
+    assert info.value.field == str(path)
+    assert info.value.reason == f"ICO is not accepted ({formats.NAMES})"
+    assert not formats.is_image_name("icon.ico")
+    assert formats.is_image_name("a/B.JPEG") and not formats.is_image_name("a/._b.jpg")

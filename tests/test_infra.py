@@ -3,6 +3,8 @@ Ray's token authentication on, the dashboard inside the cluster and S3 credentia
 
 from __future__ import annotations
 
+import importlib
+import re
 import shlex
 from pathlib import Path
 
@@ -109,3 +111,8 @@ def test_dockerfile_installs_the_project_and_its_weights():
     assert "ENV NST_CACHE_DIR=" in text  # the dequantized weights are baked into the image
     for path in ("pipeline", "configs", "jobs", "pyproject.toml"):
         assert f"COPY {path}" in text
+    # What the image build imports exists: a renamed module would break only the image build.
+    imports = re.findall(r"from (pipeline[\w.]*) import (\w+)", text)
+    assert imports
+    for module, name in imports:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"

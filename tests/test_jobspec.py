@@ -173,9 +173,16 @@ def test_cli_bad_spec_is_exit_2_and_one_line(tmp_path):
 
 def test_repository_job_specs_parse():
     jobs = os.path.join(os.path.dirname(__file__), "..", "jobs")
-    for name in sorted(n for n in os.listdir(jobs) if n.endswith(".yaml")):
-        spec = load_spec(os.path.join(jobs, name))
-        assert spec.name
+    files = sorted(n for n in os.listdir(jobs) if n.endswith(".yaml"))
+    specs = {name: load_spec(os.path.join(jobs, name)) for name in files}
+    assert {name: spec.name for name, spec in specs.items()} == {
+        "artworks-random-styles.yaml": "photos-x-impressionists",
+        "demo.yaml": "demo",
+        # The S3 twin writes the same job to a bucket.
+        "impressionists-x-coco-val-s3.yaml": "impressionists-x-coco-val",
+        "impressionists-x-coco-val.yaml": "impressionists-x-coco-val",
+    }
+    assert specs["impressionists-x-coco-val-s3.yaml"].output.startswith("s3://")
     assert len(make_plan(load_spec(os.path.join(jobs, "demo.yaml"))).pairs) == 4
 
 

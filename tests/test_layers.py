@@ -1,6 +1,13 @@
-"""The numerical core sits on its own floor: nothing in pipeline/core imports the rest of the
-package, or Ray, storage or web libraries. Checked on the source, so a lazy import inside a
-function counts too."""
+"""The package's floors, checked on the source (a lazy import inside a function counts too):
+
+1. `pipeline/core/`: the math; imports nothing from the rest of the package, nor Ray, storage
+   or web libraries.
+2. Images and storage: formats, images, demo, inputs, masks, storage, results.
+3. The job model: jobspec, presets, catalog, plan, dataset_mode, estimate, fetch.
+4. The fan-out: worker, runner, submit (Ray lives here and in the web app's task actors).
+5. The front ends: cli, report, plots, web/.
+
+A module imports only from its own floor and the floors below it."""
 
 from __future__ import annotations
 
@@ -54,3 +61,69 @@ def test_the_walk_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from ..storage import Storage\nimport ray\ndef f():\n    from .. import cli\n")
     assert [m for _, m in imports_of(bad)] == ["pipeline.storage", "ray", "pipeline"]
+
+
+FLOORS = {
+    "core": 1,
+    "formats": 2,
+    "images": 2,
+    "demo": 2,
+    "inputs": 2,
+    "masks": 2,  # mask files -> core/masks.py's regions (images and core only)
+    "storage": 2,
+    "results": 2,
+    "jobspec": 3,
+    "presets": 3,
+    "catalog": 3,
+    "plan": 3,
+    "dataset_mode": 3,
+    "estimate": 3,
+    "fetch": 3,
+    "worker": 4,
+    "runner": 4,
+    "submit": 4,
+    "cli": 5,
+    "report": 5,
+    "plots": 5,  # drawings for the front ends (report, web); imports nothing of the package
+    "web": 5,
+}
+
+
+def _floor(module: str) -> int | None:
+    """The floor of `pipeline.x[.y]`; None for the package itself (`__init__`, `__version__`)."""
+    parts = module.split(".")
+    if parts[0] != "pipeline" or len(parts) < 2 or parts[1].startswith("__"):
+        return None
+    return FLOORS[parts[1]]
+
+
+def test_every_module_imports_only_its_floor_and_below():
+    package = CORE.parent
+    modules = sorted(package.glob("*.py")) + sorted((package / "web").rglob("*.py"))
+    named = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert named <= set(FLOORS), f"give {sorted(named - set(FLOORS))} a floor in FLOORS"
+    upward = []
+    for path in modules:
+        rel = path.relative_to(package.parent).with_suffix("")
+        here = _floor(".".join(rel.parts))
+        for line, module in _imports_from(path):
+            there = _floor(module)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{rel}:{line} (floor {here}) imports {module} (floor {there})")
+    assert not upward, "\n".join(upward)
+
+
+def _imports_from(path: Path) -> list[tuple[int, str]]:
+    """Like imports_of, resolving relative imports against the module's own package."""
+    package = list(path.relative_to(CORE.parent.parent).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                found.append((node.lineno, ".".join([*base, node.module])))
+            else:  # from . import a, b
+                found += [(node.lineno, ".".join([*base, alias.name])) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.lineno, node.module))
+    return found

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -23,7 +22,7 @@ from pipeline.runner import RunOptions, run_plan
 from pipeline.storage import StorageError
 from pipeline.worker import JobContext, PairWorker
 
-from .conftest import make_content, make_style
+from .conftest import make_content, make_style, run_nst
 
 pytestmark = pytest.mark.usefixtures("ray_module")
 
@@ -181,16 +180,6 @@ def test_file_names_cannot_steer_keys_outside_the_output(tmp_path):
         assert png.stem.isalnum() and png.stem.isascii()
 
 
-def _nst(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kw,
-    )
-
-
 def test_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
     images.save_png(make_content(32, 32), tmp_path / "c" / "a.png")
     images.save_png(make_style(32, 32), tmp_path / "s" / "s.png")
@@ -216,7 +205,7 @@ def test_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
         "heartbeat": time.time(),
     }
     lock.write_text(json.dumps(live))
-    proc = _nst("run", str(job))
+    proc = run_nst("run", str(job))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "is being written by run other-run" in proc.stderr
     assert not (tmp_path / "o" / "locked" / "results").exists()  # no compute started
@@ -224,7 +213,7 @@ def test_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     lock.write_text(json.dumps({**live, "pid": dead.pid}))
-    proc = _nst("run", str(job))
+    proc = run_nst("run", str(job))
     assert proc.returncode == 0, proc.stderr
     assert not lock.exists()  # released at the end
 
@@ -242,10 +231,10 @@ def test_bad_specs_exit_2_with_one_line_and_no_compute(tmp_path):
         spec = {"name": "x", "content": {"source": "demo"}, "styles": {"source": "demo"}, **change}
         path = tmp_path / f"{what}.yaml"
         path.write_text(yaml.safe_dump(spec))
-        proc = _nst("run", str(path))
+        proc = run_nst("run", str(path))
         assert proc.returncode == 2, (what, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (what, proc.stderr)
-    proc = _nst("run", str(tmp_path / "output.yaml"))
+    proc = run_nst("run", str(tmp_path / "output.yaml"))
     assert "file/sub" in proc.stderr and "cannot write" in proc.stderr
 
 

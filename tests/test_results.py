@@ -79,3 +79,21 @@ def test_read_with_columns_needs_no_key_columns_from_the_caller(tmp_path):
     store.write_part([_row(1, minute=3)], "r", 1)
     table = store.read(["pair_id", "loss_total"])
     assert table.column_names == ["pair_id", "loss_total"] and table.num_rows == 2
+
+
+def test_dedupe_keeps_a_done_row_over_a_later_failure_then_the_latest():
+    """A pair done once stays done when a later run fails it; among rows of one status the
+    latest wins; a pair only ever failed keeps its latest failure."""
+    rows = [
+        _row(1, "done", minute=1),
+        _row(1, "failed", minute=5),  # later, but a failure: loses to the done row
+        _row(2, "done", minute=2),
+        _row(2, "done", minute=7),  # the later of two done rows wins
+        _row(3, "failed", minute=1),
+        _row(3, "failed", minute=3),
+    ]
+    for i, row in enumerate(rows):
+        row["run_id"] = f"r{i}"
+    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    kept = {r["pair_id"]: r["run_id"] for r in results.dedupe(table).to_pylist()}
+    assert kept == {f"{1:020x}": "r0", f"{2:020x}": "r3", f"{3:020x}": "r5"}

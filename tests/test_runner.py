@@ -90,6 +90,16 @@ def test_two_by_two_job_then_a_rerun_computes_nothing(tmp_path, inputs):
     assert (out / "_SUCCESS").is_file() and (out / "manifest.json").read_bytes() == manifest
     assert sorted((out / "results").iterdir()) == parts and not (out / "_LOCK").exists()
 
+    # --force that can run recomputes every pair: the old rows and images are replaced, not
+    # added to, and every row is the new run's.
+    old_runs = set(pd.read_parquet(out / "results").run_id)
+    forced = run_plan(plan, RunOptions(actors=2, gpus_per_actor=0, force=True))
+    assert (forced.done, forced.skipped, forced.complete) == (4, 0, True)
+    table = pd.read_parquet(out / "results")
+    assert len(table) == 4 and table.pair_id.is_unique
+    assert table.run_id.nunique() == 1 and not set(table.run_id) & old_runs
+    assert (out / "_SUCCESS").is_file() and len(list((out / "images").iterdir())) == 4
+
 
 def test_resources_the_cluster_cannot_give_stop_the_run_at_once(tmp_path, inputs):
     """The fixture's Ray has 1 (fake) GPU, 2 CPUs and no autoscaler."""

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,22 +25,16 @@ from pipeline.results import LOCK, OutputLocked, ResultStore, image_key
 from pipeline.runner import RunOptions, run_plan
 from pipeline.storage import S3Settings, Storage, StorageError
 
-from .conftest import CATALOG_CSV, local_ray, make_content, make_style
+from .conftest import CATALOG_CSV, free_port, local_ray, make_content, make_style, run_nst
 
 BUCKET = "nst-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Endpoint:
     """A moto S3 server that can be stopped and started again on the same port, state kept."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: ThreadedMotoServer | None = None
 
@@ -136,8 +127,7 @@ def test_cli_job_reads_and_writes_s3_and_resumes(s3, tmp_path):
     _upload_inputs(client, "a")
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(_job("a")))
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(spec), "--actors", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_nst("run", str(spec), "--actors", "1")
     assert proc.returncode == 0, proc.stderr
     assert "4 done, 0 failed, 0 already committed, of 4 pairs" in proc.stdout
 
@@ -157,7 +147,7 @@ def test_cli_job_reads_and_writes_s3_and_resumes(s3, tmp_path):
     assert "a/runs/s3job/_SUCCESS" in keys and "a/runs/s3job/manifest.json" in keys
 
     # Resume on S3: the rerun computes nothing.
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = run_nst("run", str(spec), "--actors", "1")
     assert again.returncode == 0, again.stderr
     assert "0 done, 0 failed, 4 already committed" in again.stdout
 
@@ -236,7 +226,7 @@ def test_bad_credentials_missing_bucket_unreachable_endpoint(s3, monkeypatch):
     assert env["AWS_SECRET_ACCESS_KEY"] not in str(info.value)
     assert "AKIAUNKNOWNKEY000000" not in str(info.value)
 
-    dead = S3Settings(f"http://127.0.0.1:{_free_port()}", "us-east-1")
+    dead = S3Settings(f"http://127.0.0.1:{free_port()}", "us-east-1")
     with pytest.raises(StorageError, match="endpoint unreachable"):
         Storage(f"s3://{BUCKET}/out", dead).check_writable()
 
@@ -245,12 +235,7 @@ def test_cli_refuses_an_unwritable_output_before_computing(s3, tmp_path):
     _upload_inputs(s3[1], "a")
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(_job("a", output="s3://no-such-bucket/runs")))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_nst("run", str(spec), timeout=120)
     assert proc.returncode == 2
     assert "no-such-bucket" in proc.stderr and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -268,13 +253,7 @@ def _nst_fails_fast(command: str, job: dict, tmp_path: Path, **env: str | None) 
         else:
             environ[name] = value
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", command, str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-    )
+    proc = run_nst(command, str(spec), timeout=120, env=environ)
     seconds = time.monotonic() - started
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
@@ -284,7 +263,7 @@ def _nst_fails_fast(command: str, job: dict, tmp_path: Path, **env: str | None) 
 
 def test_a_store_that_cannot_work_stops_nst_in_seconds_naming_bucket_and_endpoint(s3, tmp_path):
     endpoint = s3[0]
-    refused = f"http://127.0.0.1:{_free_port()}"
+    refused = f"http://127.0.0.1:{free_port()}"
     unresolvable = "http://nst-no-such-host.invalid:9000"
     line = _nst_fails_fast("plan", _job("a"), tmp_path, AWS_ENDPOINT_URL=refused)
     assert f"bucket '{BUCKET}' at {refused}): endpoint unreachable" in line

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,13 +18,9 @@ import yaml
 
 from pipeline import submit
 
+from .conftest import free_port, run_nst
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(home: Path, **changes: str) -> dict[str, str]:
@@ -67,7 +62,7 @@ def head(tmp_path_factory):
         timeout=60,
     )
     token = (home / ".ray" / "auth_token").read_text().strip()
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     temp = tmp_path_factory.mktemp("ray")
     # Free ports for every server of the head: Ray's fixed defaults (the job agent's 52365, the
     # client server's 10001) may be held by another Ray on the machine, and a job agent that
@@ -90,7 +85,7 @@ def head(tmp_path_factory):
         "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp}",
         f"--dashboard-port={dashboard}",
-        *(f"--{server}={_free_port()}" for server in servers),
+        *(f"--{server}={free_port()}" for server in servers),
         "--disable-usage-stats",
     ]
     log = (temp / "ray-start.log").open("w")
@@ -124,17 +119,6 @@ def head(tmp_path_factory):
     log.close()
 
 
-def _nst(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
-
-
 def _wait(head: Head, submission_id: str, timeout: float = 300) -> str:
     client = head.client()
     deadline = time.time() + timeout
@@ -165,15 +149,15 @@ def _spec(tmp_path: Path, **changes) -> Path:
 def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
     env = _env(head.home)  # the token only in ~/.ray/auth_token, RAY_AUTH_MODE unset
     spec = _spec(tmp_path)
-    proc = _nst("submit", str(spec), "--address", head.address, cwd=tmp_path, env=env)
+    proc = run_nst("submit", str(spec), "--address", head.address, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     submission_id = proc.stdout.strip().splitlines()[-1]
     assert _wait(head, submission_id) == "SUCCEEDED", head.client().get_job_logs(submission_id)
     out = tmp_path / "out" / "cluster"
     assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
-    status = _nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
+    status = run_nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert status.returncode == 0 and f"{submission_id}: SUCCEEDED" in status.stdout
-    logs = _nst("logs", submission_id, "--address", head.address, cwd=tmp_path, env=env)
+    logs = run_nst("logs", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert "cluster: 4 done, 0 failed" in logs.stdout
 
     # The entrypoint names no interpreter path of the submitter.
@@ -185,11 +169,13 @@ def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
 def test_failing_job_reports_failed_with_its_log_tail(head, tmp_path):
     env = _env(head.home)
     spec = _spec(tmp_path, content={"source": str(tmp_path / "no-such-photos")})
-    proc = _nst("submit", str(spec), "--address", head.address, "--follow", cwd=tmp_path, env=env)
+    proc = run_nst(
+        "submit", str(spec), "--address", head.address, "--follow", cwd=tmp_path, env=env
+    )
     assert proc.returncode == 1
     submission_id = proc.stdout.strip().splitlines()[0]
     assert f"{submission_id}: FAILED" in proc.stdout
-    status = _nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
+    status = run_nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert status.returncode == 1
     assert "FAILED" in status.stdout and "last log lines:" in status.stdout
     assert "no-such-photos: no such folder or prefix" in status.stdout
@@ -203,7 +189,7 @@ def test_token_from_each_source_and_what_a_refusal_says(head, tmp_path):
 
     def status(**changes: str) -> subprocess.CompletedProcess:
         env = _env(no_home, **changes)
-        return _nst("status", "nope", "--address", head.address, cwd=tmp_path, env=env)
+        return run_nst("status", "nope", "--address", head.address, cwd=tmp_path, env=env)
 
     # The token reaches the head: the answer is about the job, not about the token.
     for given in ({"RAY_AUTH_TOKEN": head.token}, {"RAY_AUTH_TOKEN_PATH": str(token_file)}):
@@ -267,11 +253,11 @@ def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
     spec = _spec(tmp_path)
     proxy = _AgentNotReady(head.address, refusals=2)
     try:
-        proc = _nst("submit", str(spec), "--address", proxy.address, cwd=tmp_path, env=env)
+        proc = run_nst("submit", str(spec), "--address", proxy.address, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr.count("the head's job agent is not ready; retrying") == 2
         submission_id = proc.stdout.strip().splitlines()[-1]
-        stop = _nst("stop", submission_id, "--address", proxy.address, cwd=tmp_path, env=env)
+        stop = run_nst("stop", submission_id, "--address", proxy.address, cwd=tmp_path, env=env)
         assert stop.returncode == 0 and submission_id in stop.stdout, stop.stderr
         assert _wait(head, submission_id) in ("STOPPED", "SUCCEEDED")
     finally:
@@ -305,7 +291,7 @@ def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
 def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
     spec = _spec(tmp_path, name="joined")
     env = _env(head.home)
-    proc = _nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
+    proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out" / "joined"
     assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
@@ -315,9 +301,9 @@ def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):
     env = _env(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")
-    proc = _nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path, env=env)
+    proc = run_nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "bad.yaml: content: is required" in proc.stderr
     spec = _spec(tmp_path)
-    address = f"http://127.0.0.1:{_free_port()}"
-    proc = _nst("submit", str(spec), "--address", address, cwd=tmp_path, env=env)
+    address = f"http://127.0.0.1:{free_port()}"
+    proc = run_nst("submit", str(spec), "--address", address, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "cannot reach the Ray Jobs API" in proc.stderr

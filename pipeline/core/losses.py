@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from .errors import ParamError
+
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix F F^T / (H W) per image: (B, C, H, W) -> (B, C, C).
@@ -28,10 +30,10 @@ def blend_grams(
 ) -> dict[str, torch.Tensor]:
     """Several styles: their Gram targets averaged with weights normalized to sum to 1."""
     if len(grams) != len(weights):
-        raise ValueError(f"style_blend: {len(weights)} weights for {len(grams)} styles")
+        raise ParamError("style_blend", f"{len(weights)} weights for {len(grams)} styles")
     total = float(sum(weights))
     if total <= 0 or any(w < 0 for w in weights):
-        raise ValueError(f"style_blend: weights must be >= 0 and sum > 0, got {list(weights)}")
+        raise ParamError("style_blend", f"weights must be >= 0 and sum > 0, got {list(weights)}")
     return {
         name: sum(g[name] * (w / total) for g, w in zip(grams, weights, strict=True))
         for name in grams[0]

@@ -135,6 +135,11 @@ class JobTables:
         out["trace"] = [] if trace is None else thin([dict(t) for t in trace])
         return out
 
+    def trace(self, job: str, pair_id: str) -> list[dict[str, Any]]:
+        """The pair's whole loss trace (empty for a failed pair), for its loss-curve image."""
+        trace = self.row(job, pair_id)["trace"]
+        return [] if trace is None else [dict(t) for t in trace]
+
     def image_uri(self, job: str, pair_id: str, which: str) -> str | None:
         return self.row(job, pair_id)[IMAGE_COLUMNS[which]] or None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from ..core.weights import DEFAULT_WEIGHTS
 from ..storage import S3Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -17,7 +18,7 @@ class Settings:
     jobs: str | None = None  # a folder or s3:// prefix holding job outputs
     catalog: str | None = None  # artists.csv + images, for picking paintings
     actors: int = 1
-    weights: str = "caffe"
+    weights: str = DEFAULT_WEIGHTS
     device: str = "auto"
     # -- limits: what one visitor may ask of the shared actors --
     max_size: int = 512  # largest output side a visitor may ask for

@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 
+from .. import formats
 from ..core.errors import ParamError, StylizeError
 from ..core.params import StyleParams
 from ..core.sizes import MIN_SIDE, fit
 from ..images import ImageError
 from ..masks import MaskSettings, decode_mask
 from .settings import Settings
-
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-KINDS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,9 @@ def inspect_image(data: bytes, what: str, max_pixels: int) -> Upload:
         with Image.open(io.BytesIO(data)) as img:
             kind, width, height = img.format, img.width, img.height
     except (UnidentifiedImageError, OSError):
-        raise HTTPException(400, f"{what}: not an image ({KINDS})") from None
-    if kind not in ALLOWED_FORMATS:
-        raise HTTPException(400, f"{what}: {kind} is not accepted ({KINDS})")
+        raise HTTPException(400, f"{what}: not an image ({formats.NAMES})") from None
+    if kind not in formats.FORMATS:
+        raise HTTPException(400, f"{what}: {kind} is not accepted ({formats.NAMES})")
     if width * height > max_pixels:
         raise HTTPException(
             400,

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,18 +22,12 @@ from pipeline.plan import make_plan
 from pipeline.runner import RunOptions, run_plan
 from pipeline.web.app import Settings, create_app
 
-from ..conftest import local_ray, make_content, make_style
+from ..conftest import free_port, local_ray, make_content, make_style
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A part someone with write access to a shared prefix could add: markup in every string column.
 HOSTILE_ID = '"><img src=x onerror="document.title=1">'
 HOSTILE_TEXT = "<img src=x onerror=\"document.title='pwned'\">"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png(image) -> bytes:

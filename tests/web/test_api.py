@@ -83,7 +83,7 @@ _STYLE = ("s.png", png(make_style(48, 48)), "image/png")
             [("content", ("c.png", png(make_content(16, 400)), "image/png"))],
             {},
             400,
-            "content would be 1x32 px at long side 32",
+            "content: would be 1x32 px at long side 32",
         ),
         ([("styles", _STYLE)] * 3, {}, 400, "styles: at most 2 style images"),
         ([], {"size": "512"}, 400, "size: at most 160 px"),
@@ -165,6 +165,12 @@ def test_job_browsing_api_paginates_filters_and_guards_paths(server):
     assert len(detail["trace"]) == 3
     image = requests.get(f"{server}/api/jobs/gallery/pairs/{pair_id}/result.png", timeout=30)
     assert Image.open(io.BytesIO(image.content)).size[0] > 0
+    losses = requests.get(f"{server}/api/jobs/gallery/pairs/{pair_id}/losses.png", timeout=30)
+    assert losses.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(losses.content)).size == (1760, 560)  # 2x the dialog's width
+    failed_id = failed["pairs"][0]["pair_id"]
+    no_trace = requests.get(f"{server}/api/jobs/gallery/pairs/{failed_id}/losses.png", timeout=30)
+    assert no_trace.status_code == 404
     for bad in (
         "/api/jobs/..%2F..%2Fetc/pairs",
         "/api/jobs/gallery/pairs/..%2Fmanifest",
@@ -195,20 +201,35 @@ def test_pair_details_name_no_server_paths_or_hosts(server, finished_job):
     assert any(p["error"].startswith("broken.png: not an image") for p in failed)
 
 
-def test_nst_report_writes_pictures_and_html(finished_job):
+def nst_report(job_output) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "report", str(finished_job / "gallery")],
+        [sys.executable, "-m", "pipeline.cli", "report", str(job_output)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_nst_report_writes_pictures_and_html(finished_job):
+    nst_report(finished_job / "gallery")
     report = finished_job / "gallery" / "report"
     sheet = Image.open(report / "contact_sheet.png")
     assert sheet.size[0] > 400 and sheet.size[1] > 6 * 160  # 6 done pairs, one line each
-    assert Image.open(report / "losses.png").size == (640, 360)
+    losses = Image.open(report / "losses.png").convert("L")
+    assert losses.size == (640, 360)
+    assert losses.getextrema()[0] < 64  # drawn on: dark curves, text and ticks on white
     text = (report / "index.html").read_text()
-    assert "8 pairs" in text and "broken.png" in text and "contact_sheet.png" in text
+    assert "8 pairs: 6 done, 2 failed" in text and "broken.png: not an image" in text
+    assert '<img src="losses.png"' in text and '<img src="contact_sheet.png"' in text
+    assert "<li>s0.png: 3</li>" in text  # a plain style folder: pairs counted per style file
+
+
+def test_nst_report_escapes_markup_from_a_shared_results_part(finished_job):
+    nst_report(finished_job / "shared")
+    text = (finished_job / "shared" / "report" / "index.html").read_text()
+    assert HOSTILE_TEXT not in text and "<img src=x" not in text
+    assert "&lt;img src=x onerror=&#34;document.title=&#39;pwned&#39;&#34;&gt;" in text
 
 
 def test_debug_puts_paths_and_hosts_back(finished_job):

@@ -121,6 +121,9 @@ def test_page_browses_a_jobs_gallery(server, browser, screenshots):
     page.click("#gallery .card >> nth=0")
     page.wait_for_selector("#detail[open]")
     page.wait_for_function(NO_BROKEN_IMAGES)
+    # The finished pair's curves: the server's matplotlib drawing, as in `nst report`.
+    assert page.is_visible("#pair-losses")
+    assert page.evaluate("document.getElementById('pair-losses').naturalWidth") == 1760
     page.screenshot(path=str(screenshots / "jobs-detail.png"))
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")

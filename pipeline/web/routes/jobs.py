@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from ... import images
+from ... import images, plots
 from ...report import thumbnail
 from ..state import State
 
 router = APIRouter(tags=["jobs"])
+WEB_PLOT = (8.8, 2.8)  # inches: at 100 dpi the detail dialog's width (at most 900 px), a strip
 
 
 @router.get("/api/jobs")
@@ -36,6 +37,17 @@ def pairs(
 @router.get("/api/jobs/{job}/pairs/{pair_id}")
 def pair(job: str, pair_id: str, state: State) -> dict[str, Any]:
     return state.jobs().detail(job, pair_id)
+
+
+# Declared before `{which}.png`, which would take `losses` for an image name.
+@router.get("/api/jobs/{job}/pairs/{pair_id}/losses.png")
+def pair_losses(job: str, pair_id: str, state: State) -> Response:
+    """The pair's loss curves, drawn as `nst report` draws them (pipeline/plots.py)."""
+    trace = state.jobs().trace(job, pair_id)
+    if not trace:
+        raise HTTPException(404, "no loss trace (the pair failed)")
+    # 2x the size the page shows it at, for high-density screens.
+    return Response(plots.loss_png([trace], size=WEB_PLOT, dpi=200), media_type="image/png")
 
 
 @router.get("/api/jobs/{job}/pairs/{pair_id}/{which}.png")

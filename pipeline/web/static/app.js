@@ -317,7 +317,9 @@ async function showPair(job, id) {
       `content ${fmt(p.loss_content, (v) => v.toExponential(3))}`, `style ${fmt(p.loss_style, (v) => v.toExponential(3))}`,
     ].concat(p.error ? [p.error] : []).join(" · ");
     $("detail").showModal();
-    drawLosses($("pair-losses"), p.trace.map((t) => [t.iteration, t.total]));
+    // A finished pair's curves come drawn by the server, as `nst report` draws them.
+    $("pair-losses").hidden = !p.trace.length;
+    if (p.trace.length) $("pair-losses").src = `${jobBase(job, id)}/losses.png`;
   } catch (error) { showError(error); }
 }
 

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+
+from .conftest import run_nst
 
 
 def fetch(tmp_path, **env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}
     clean.update(HOME=str(tmp_path), **env)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "data",
-            "fetch",
-            "artworks",
-            "--dest",
-            str(tmp_path / "dest"),
-        ],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=120,
-    )
+    return run_nst("data", "fetch", "artworks", "--dest", str(tmp_path / "dest"), env=clean)
 
 
 def test_no_credentials_says_how_to_provide_them(tmp_path):
@@ -47,5 +33,7 @@ def test_unreachable_kaggle_is_a_clear_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("nst: error: download of ikarus777/best-artworks-of-all-time")
+    assert proc.stderr.startswith(
+        "nst: error: ikarus777/best-artworks-of-all-time: download failed"
+    )
     assert "0" * 32 not in proc.stderr + proc.stdout

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +16,7 @@ from pipeline.jobspec import SpecError, parse_spec
 from pipeline.plan import make_plan
 from pipeline.runner import RunOptions, run_plan
 
-from .conftest import make_content, make_style
+from .conftest import make_content, make_style, run_nst
 
 pytestmark = pytest.mark.usefixtures("ray_module")
 
@@ -126,9 +124,7 @@ def test_two_inputs_for_one_output_are_refused_at_plan_time(tree, styles, tmp_pa
     images.to_pil(make_content(40, 40, seed=9)).save(tree / "train" / "0001.jpg")
     spec = tmp_path / "job.yaml"
     spec.write_text(json.dumps(_spec(tree, styles, tmp_path / "out")))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "plan", str(spec)], capture_output=True, text=True
-    )
+    proc = run_nst("plan", str(spec))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"nst: error: {spec}: dataset: train/0001.jpg and train/0001.png would both be "
@@ -195,12 +191,7 @@ def test_report_mmd_of_outputs_is_lower_than_of_the_contents(tmp_path):
     }
     summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
     assert summary.done == 8
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "report", str(tmp_path / "out" / "art")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_nst("report", str(tmp_path / "out" / "art"))
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "out" / "art" / "report" / "domain.json").read_text())
     assert figures["outputs"] == 8 and figures["paintings"] == 2
