@@ -140,15 +140,42 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             msg = f"expected numbers like 0.7,0.3, got {args.style_blend!r}"
             raise ParamError("style_blend", msg) from None
     init = images.load(args.init_image, max_side=params.size) if args.init_image else None
+    mask, mask_record = _read_mask(args, content.shape, len(styles), params.size)
     stylizer = Stylizer(weights=args.weights, device=args.device)
     out = Path(args.output)
     result = _stylize_one(
-        stylizer, content, styles, params, out, out.name, style_blend=blend, init_image=init
+        stylizer,
+        content,
+        styles,
+        params,
+        out,
+        out.name,
+        style_blend=blend,
+        init_image=init,
+        mask=mask,
     )
     record = result_record(result, content=args.content, styles=args.styles, style_blend=blend)
+    if mask_record:  # the mask is part of what determined the result
+        record["params"] = {**record["params"], "mask": mask_record}
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out} ({result.seconds:.1f}s, {result.iterations} iterations on {result.device})")
     return 0
+
+
+def _read_mask(
+    args: argparse.Namespace, content_shape: tuple, styles: int, size: int
+) -> tuple[Any, dict[str, Any] | None]:
+    """`--mask` read by the convention of pipeline/masks.py: (SpatialMask, its record) or None."""
+    from .masks import MaskSettings, decode_mask
+
+    if not args.mask:
+        if args.mask_regions or args.mask_invert:
+            raise ParamError("mask", "--mask-regions and --mask-invert need --mask FILE")
+        return None, None
+    settings = MaskSettings.parse(args.mask_regions, args.mask_invert)
+    settings.check_styles(styles)
+    mask = decode_mask(Path(args.mask), args.mask, settings, content_shape, max_side=size)
+    return mask, settings.record(args.mask)
 
 
 def _load_plan(args: argparse.Namespace) -> Any:
@@ -428,6 +455,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output PNG (metadata goes to .json)")
     p.add_argument("--style-blend", help="weights of several styles, e.g. 0.7,0.3 (normalized)")
     p.add_argument("--init-image", help="initial image for --init image")
+    g = p.add_argument_group("spatial control (Gatys et al. 2017; README: masks)")
+    g.add_argument(
+        "--mask",
+        metavar="FILE",
+        help="mask of the content's aspect: greyscale, white = styled, black = keep the photo",
+    )
+    g.add_argument(
+        "--mask-regions",
+        metavar="MAP",
+        help="a colour-keyed mask's regions: #RRGGBB=N (style N, from 1) or #RRGGBB=none, "
+        "comma-separated, e.g. '#ff0000=1,#0000ff=2,#000000=none'",
+    )
+    g.add_argument(
+        "--mask-invert", action="store_true", help="greyscale mask: black = styled, white = photo"
+    )
     _param_options(p)
     _engine_options(p)
     p.set_defaults(func=cmd_stylize)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -35,13 +36,19 @@ def read_image(
         if max_side and max(image.shape[-2:]) > max_side:
             return images.decode(images.png_bytes(image), name=ref.uri, max_side=max_side)
         return image
+    data = read_source(ref, s3)
+    return images.decode(data, name=ref.uri, max_side=max_side, max_pixels=max_pixels)
+
+
+def read_source(ref: ImageRef, s3: S3Settings | None = None) -> bytes | Path:
+    """A local file's path (decoded from disk) or a remote object's bytes; a remote failure is
+    an ImageError naming the URI."""
     if not is_remote(ref.uri):
-        return images.load(ref.uri, max_side=max_side, max_pixels=max_pixels)
+        return Path(ref.uri)
     parent, name = posixpath.split(ref.uri)
     try:
-        data = Storage(parent, s3).read_bytes(name)
+        return Storage(parent, s3).read_bytes(name)
     except FileNotFoundError:
         raise images.ImageError(ref.uri, "file not found") from None
     except StorageError as exc:
         raise images.ImageError(ref.uri, exc.reason) from None
-    return images.decode(data, name=ref.uri, max_side=max_side, max_pixels=max_pixels)

@@ -30,6 +30,7 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -39,6 +40,7 @@ from .core.sizes import DEFAULT_MAX_PIXELS
 from .core.weights import DEFAULT_WEIGHTS, WEIGHT_SOURCES
 from .dataset_mode import DatasetSpec
 from .estimate import effective_params
+from .masks import MaskSettings
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 from .storage import S3Settings
 
@@ -80,11 +82,48 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MasksSpec(_Section):
+    """`content.masks`: a mask per content (pipeline/masks.py), found by the content's path
+    below its source with any image suffix (`photos/sub/b.jpg` -> `masks/sub/b.png`)."""
+
+    source: Text  # a folder or an s3:// prefix
+    regions: Text | None = None  # '#ff0000=1,#000000=none'; default: greyscale, white = styled
+    invert: StrictBool = False  # greyscale: black = styled
+    # A content without a mask: a failed row naming it, left out of the plan, or styled whole.
+    missing: Literal["fail", "skip", "whole"] = "fail"
+
+    @model_validator(mode="after")
+    def _mapping(self) -> MasksSpec:
+        try:
+            settings = MaskSettings.parse(self.regions, self.invert)
+        except ParamError as exc:
+            where = "invert" if exc.field == "mask_invert" else "regions"
+            raise _FieldError(f"content.masks.{where}", exc.reason) from None
+        for key in settings.regions:
+            if key.style not in (None, 0):
+                reason = f"{key}: a job's pair has one style; map each colour to 1 or none"
+                raise _FieldError("content.masks.regions", reason)
+        if settings.regions and all(k.style is None for k in settings.regions):
+            raise _FieldError("content.masks.regions", "no colour is mapped to the style (1)")
+        return self
+
+    @property
+    def settings(self) -> MaskSettings:
+        return MaskSettings.parse(self.regions, self.invert)
+
+
 class ContentSpec(_Section):
     source: Text  # demo | coco-val2017 | a folder | a glob | an s3:// prefix
     root: Text | None = None  # for coco-val2017: the unzipped folder holding val2017/
     limit: Count | None = None
     sample_seed: StrictInt | None = None
+    masks: MasksSpec | None = None
+
+    @field_validator("masks", mode="before")
+    @classmethod
+    def _source_only(cls, value: Any) -> Any:
+        """`masks: data/masks` is short for `masks: {source: data/masks}`."""
+        return {"source": value} if isinstance(value, str) else value
 
 
 class StylesSpec(_Section):

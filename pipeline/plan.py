@@ -6,6 +6,7 @@ import glob
 import hashlib
 import json
 import os
+import posixpath
 import random
 import re
 from collections import Counter
@@ -25,6 +26,8 @@ class Pair:
     pair_id: str
     content: ImageRef
     style: ImageRef
+    # With `content.masks`: the content's mask, or None (none found: see `masks.missing`).
+    mask: ImageRef | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Plan:
 PAIR_ID_RE = re.compile(r"[0-9a-f]{20}")
 
 
-def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:
+def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | None = None) -> str:
     """Hash of what determines the result; YAML order and machine paths do not enter it."""
     params = spec.params.to_dict()
     params.pop("trace_every")  # changes the record, not the image
@@ -56,6 +59,11 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec) -> str:
     }
     if spec.dataset is not None:  # size policy and format change the output file
         key["dataset"] = vars(spec.dataset)
+    masks = spec.content.masks
+    if masks is not None:  # the mask's path below its source, and how it is read
+        key["mask"] = {"id": mask.identity if mask else None, "regions": masks.settings.describe()}
+        if mask is None:
+            key["mask"]["missing"] = masks.missing
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -150,9 +158,48 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
     return refs
 
 
+def mask_key(identity: str) -> str:
+    """What a content and its mask share: the path below the source without its suffix
+    (`sub/b.jpg` -> `sub/b`; COCO's and the demo's names without their prefix)."""
+    for prefix in ("coco-val2017:", "demo:"):
+        identity = identity.removeprefix(prefix)
+    return posixpath.splitext(identity)[0]
+
+
+def resolve_masks(spec: JobSpec, contents: list[ImageRef]) -> dict[str, ImageRef]:
+    """Content identity -> its mask, for the contents that have one (`content.masks`)."""
+    masks = spec.content.masks
+    assert masks is not None
+    found = _images_under(spec, masks.source, "content.masks", None, spec.s3())
+    by_key: dict[str, ImageRef] = {}
+    for ref in found:
+        other = by_key.setdefault(mask_key(ref.identity), ref)
+        if other is not ref:
+            raise SpecError(
+                spec.source,
+                "content.masks",
+                f"{other.identity} and {ref.identity} are both masks of "
+                f"{mask_key(ref.identity)}; keep one",
+            )
+    wanted = {c.identity: by_key.get(mask_key(c.identity)) for c in contents}
+    return {identity: ref for identity, ref in wanted.items() if ref is not None}
+
+
 def make_plan(spec: JobSpec) -> Plan:
     contents = resolve_contents(spec)
     styles = resolve_styles(spec)
+    masks: dict[str, ImageRef] = {}
+    if spec.content.masks is not None:
+        masks = resolve_masks(spec, contents)
+        if spec.content.masks.missing == "skip":
+            contents = [c for c in contents if c.identity in masks]
+            if not contents:
+                raise SpecError(
+                    spec.source,
+                    "content.masks",
+                    f"no content has a mask in {spec.content.masks.source} "
+                    "(same path, any image suffix)",
+                )
     pairs = []
     for content in contents:
         if spec.pairing_mode == "cross" or spec.styles_per_content >= len(styles):
@@ -160,7 +207,8 @@ def make_plan(spec: JobSpec) -> Plan:
         else:  # seeded per content, so adding contents never reshuffles the others
             rng = random.Random(f"{spec.pairing_seed}:{content.identity}")
             chosen = rng.sample(styles, spec.styles_per_content)
-        pairs += [Pair(pair_id(content, s, spec), content, s) for s in chosen]
+        mask = masks.get(content.identity)
+        pairs += [Pair(pair_id(content, s, spec, mask), content, s, mask) for s in chosen]
     pairs.sort(key=lambda p: (p.content.identity, p.style.identity))
     if spec.dataset is not None:
         _check_distinct_outputs(pairs, spec)

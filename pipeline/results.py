@@ -67,6 +67,9 @@ RESULT_SCHEMA = pa.schema(
         ("genre", pa.string()),
         ("nationality", pa.string()),
         ("painting", pa.string()),
+        ("mask_uri", pa.string()),  # content.masks: the pair's mask (null: none, or no masks)
+        ("mask_id", pa.string()),  # its path below the masks' source
+        ("mask_regions", pa.string()),  # how it was read: grey, grey inverted, or the mapping
         ("output_uri", pa.string()),
         ("dataset_path", pa.string()),  # dataset mode: the file's path in the mirrored tree
         ("width", pa.int32()),

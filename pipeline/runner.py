@@ -391,6 +391,7 @@ def _run(
         spec.weights,
         spec.s3(),
         spec.dataset,
+        spec.content.masks,
     )
     actors, batch = [], 1
     if todo:

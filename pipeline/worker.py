@@ -25,11 +25,14 @@ import torch
 
 from . import __version__, dataset_mode, images
 from .core.engine import StylizeError, Stylizer
+from .core.masks import SpatialMask
 from .core.params import StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
 from .core.weights import DEFAULT_WEIGHTS
 from .images import ImageError
-from .inputs import ImageRef, read_image
+from .inputs import ImageRef, read_image, read_source
+from .jobspec import MasksSpec
+from .masks import decode_mask
 from .plan import Pair
 from .results import ResultStore
 from .storage import S3Settings, StorageError
@@ -55,6 +58,7 @@ class _Prepared:
     final: tuple[int, int] | None  # dataset mode: the size to resize the result to ...
     dest: str | None  # ... and the mirrored path to write it to
     io_seconds: float
+    mask: SpatialMask | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,7 @@ class JobContext:
     weights: str = DEFAULT_WEIGHTS
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
     dataset: dataset_mode.DatasetSpec | None = None
+    masks: MasksSpec | None = None  # `content.masks`: how each pair's mask is read
 
 
 class PairWorker:
@@ -151,7 +156,10 @@ class PairWorker:
         started = time.perf_counter()
         try:
             outcomes = self.stylizer.stylize_batch(
-                [p.content for p in group], [[p.style] for p in group], params=group[0].params
+                [p.content for p in group],
+                [[p.style] for p in group],
+                params=group[0].params,
+                masks=[p.mask for p in group],
             )
         except torch.cuda.OutOfMemoryError:
             if len(group) == 1:
@@ -186,16 +194,40 @@ class PairWorker:
             content = read_image(
                 pair.content, max_side=params.size, s3=self.ctx.s3, max_pixels=self.max_pixels
             )
+            mask = self._mask(pair, content.shape, params.size)
         else:  # the output path is checked before any compute
             dest = dataset_mode.dest_path(
                 pair.content.identity, pair.style.identity, self.ctx.dataset
             )
             content = read_image(pair.content, s3=self.ctx.s3, max_pixels=self.max_pixels)
+            mask = self._mask(pair, content.shape, None)
             limit = self.max_pixels or DEFAULT_MAX_PIXELS
+            if mask is not None:  # cropped as the content is (its own size: same aspect)
+                weights = dataset_mode.prepare(mask.weights, self.ctx.dataset, params, limit)[0]
+                mask = SpatialMask(weights, mask.targets)
             content, params, final = dataset_mode.prepare(content, self.ctx.dataset, params, limit)
         style = self._style(pair.style)
         io = time.perf_counter() - t
-        return _Prepared(pair, row, started, content, style, params, final, dest, io)
+        return _Prepared(pair, row, started, content, style, params, final, dest, io, mask)
+
+    def _mask(
+        self, pair: Pair, content_shape: tuple[int, ...], max_side: int | None
+    ) -> SpatialMask | None:
+        """The pair's mask (`content.masks`), None to stylize the whole content."""
+        spec = self.ctx.masks
+        if spec is None:
+            return None
+        if pair.mask is None:
+            if spec.missing == "whole":
+                return None
+            raise ImageError(
+                pair.content.uri,
+                f"no mask for it in {spec.source} (the content's path, any image suffix)",
+            )
+        data = read_source(pair.mask, self.ctx.s3)
+        return decode_mask(
+            data, pair.mask.uri, spec.settings, content_shape, max_side, self.max_pixels
+        )
 
     def _finish(self, prep: _Prepared, result: Any, share: float) -> dict[str, Any]:
         """Write the result image and fill the row; `share`: the pair's part of its batch's
@@ -223,11 +255,17 @@ class PairWorker:
             trace=result.trace_records(),
             device=result.device,
             # What actually ran: dataset mode resizes the schedule per pair.
-            params=json.dumps(result.params, sort_keys=True),
+            params=json.dumps(self._record(prep.pair, result.params), sort_keys=True),
         )
         row = finish_row(row, prep.started)
         row["seconds"] = prep.io_seconds + share + time.perf_counter() - t
         return row
+
+    def _record(self, pair: Pair, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a row records: with the pair's mask when it had one."""
+        if self.ctx.masks is None or pair.mask is None:
+            return params
+        return {**params, "mask": self.ctx.masks.settings.record(pair.mask.uri)}
 
     def _failed(
         self, pair: Pair, row: dict[str, Any], exc: BaseException, started: float
@@ -268,6 +306,9 @@ def base_row(pair: Pair, ctx: JobContext, started: float, **extra: Any) -> dict[
         "genre": pair.style.genre,
         "nationality": pair.style.nationality,
         "painting": os.path.basename(pair.style.uri),
+        "mask_uri": pair.mask.uri if pair.mask else None,
+        "mask_id": pair.mask.identity if pair.mask else None,
+        "mask_regions": ctx.masks.settings.describe() if ctx.masks and pair.mask else None,
         "seed": ctx.params.seed,
         "preset": ctx.preset,
         "params": json.dumps(ctx.params.to_dict(), sort_keys=True),

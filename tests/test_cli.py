@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from pipeline import images
 from pipeline.core.params import COLOR_MODES, OPTIMIZERS
 
@@ -60,3 +62,46 @@ def test_bad_input_is_one_clear_line(tmp_path):
     )
     proc = nst("stylize", "a", "b", "-o", "o.png", "--preset", "nope")
     assert proc.returncode == 2 and "unknown preset 'nope'" in proc.stderr
+
+
+def test_stylize_with_a_colour_keyed_mask_keeps_the_photo_and_records_it(tmp_path):
+    """Two styles by a red/blue mask at twice the content's size, a black band kept as the photo;
+    then a mask of another aspect: exit 2, one line naming the mask file."""
+    images.save_png(make_content(), tmp_path / "c.png")
+    images.save_png(make_style(seed=1), tmp_path / "s1.png")
+    images.save_png(make_style(seed=2), tmp_path / "s2.png")
+    mask = torch.zeros(3, 96, 128)
+    mask[0, :, 48:88] = 1  # red: style 1
+    mask[2, :, 88:] = 1  # blue: style 2; black (columns 0-47): the photo
+    images.save_png(mask, tmp_path / "m.png")
+    out = tmp_path / "r.png"
+    args = [str(tmp_path / n) for n in ("c.png", "s1.png", "s2.png")]
+    regions = "#ff0000=1,#0000ff=2,#000000=none"
+    proc = nst(
+        "stylize",
+        *args,
+        "--mask",
+        str(tmp_path / "m.png"),
+        "--mask-regions",
+        regions,
+        "--schedule",
+        "48:4",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = images.load(out)
+    photo = images.load(tmp_path / "c.png", max_side=48)
+    change = (result - photo).abs().mean(0)
+    # The PNG rounds to 8 bits: the kept band (left of col 18 of 48, feather 1 px) within that.
+    assert float(change[:, :16].max()) <= 1 / 255 and float(change[:, 20:].mean()) > 0.02
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["params"]["mask"] == {"uri": str(tmp_path / "m.png"), "regions": regions}
+
+    images.save_png(torch.ones(3, 64, 64), tmp_path / "square.png")
+    proc = nst("stylize", *args[:2], "--mask", str(tmp_path / "square.png"), "-o", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"nst: error: {tmp_path / 'square.png'}: aspect ratio (width/height) 1.000 differs "
+        "from the content's 1.333; a mask may differ from its content in scale only"
+    )

@@ -184,3 +184,51 @@ def test_repository_job_specs_parse():
     }
     assert specs["impressionists-x-coco-val-s3.yaml"].output.startswith("s3://")
     assert len(make_plan(load_spec(os.path.join(jobs, "demo.yaml"))).pairs) == 4
+
+
+def test_masks_are_found_by_content_path_and_enter_the_pair_ids(artworks, photos, tmp_path):
+    """`content.masks`: same relative path, any suffix; a missing one fails, is skipped or
+    styles the whole content; the mask and how it is read change the ids."""
+    masks = tmp_path / "masks"
+    (masks / "sub").mkdir(parents=True)
+    (masks / "a.jpg").write_bytes(b"")  # found by name only: nothing is read while planning
+    (masks / "sub" / "c.png").write_bytes(b"")
+    d = spec_dict(artworks, photos)
+    plain = make_plan(parse_spec(d))
+    ids = {}
+    for missing in ("fail", "whole", "skip"):
+        content = {"source": str(photos), "masks": {"source": str(masks), "missing": missing}}
+        plan = make_plan(parse_spec({**d, "content": content}))
+        by_content = {p.content.identity: p.mask for p in plan.pairs}
+        ids[missing] = {p.pair_id for p in plan.pairs}
+        assert by_content.get("a.png").identity == "a.jpg"
+        assert by_content.get("sub/c.jpg").identity == "sub/c.png"
+        assert ("sub/b.png" in by_content) == (missing != "skip")
+        assert by_content.get("sub/b.png") is None
+    assert len(ids["fail"]) == len(plain.pairs) == 12 and len(ids["skip"]) == 8
+    assert ids["skip"] < ids["fail"] and not ids["fail"] & {p.pair_id for p in plain.pairs}
+    assert ids["whole"] - ids["skip"] != ids["fail"] - ids["skip"]  # missing policy counts too
+    inverted = {"source": str(masks), "invert": True}
+    flipped = make_plan(parse_spec({**d, "content": {"source": str(photos), "masks": inverted}}))
+    assert not {p.pair_id for p in flipped.pairs} & ids["fail"]
+
+    (masks / "a.png").write_bytes(b"")
+    with pytest.raises(SpecError, match=r"content.masks: a.jpg and a.png are both masks of a"):
+        make_plan(parse_spec({**d, "content": {"source": str(photos), "masks": str(masks)}}))
+
+
+@pytest.mark.parametrize(
+    ("masks", "error"),
+    [
+        ({"source": "m", "regions": "#ff0000=2"}, r"content.masks.regions: #ff0000=2: a job's"),
+        ({"source": "m", "regions": "red"}, r"content.masks.regions: expected #RRGGBB=N"),
+        ({"source": "m", "regions": "#ffffff=1", "invert": True}, r"content.masks.invert: "),
+        ({"source": "m", "missing": "drop"}, r"content.masks.missing: must be 'fail', 'skip'"),
+        ({"source": "m", "regoins": "x"}, r"content.masks.regoins: unknown key; allowed: source"),
+        ("/nonexistent/masks", r"content.masks.source: /nonexistent/masks: no such folder"),
+    ],
+)
+def test_bad_mask_settings_are_one_line_naming_the_field(artworks, photos, masks, error):
+    d = spec_dict(artworks, photos, content={"source": str(photos), "masks": masks})
+    with pytest.raises(SpecError, match=error):
+        make_plan(parse_spec(d, source="job.yaml"))

@@ -2,7 +2,7 @@
 
 1. `pipeline/core/`: the math; imports nothing from the rest of the package, nor Ray, storage
    or web libraries.
-2. Images and storage: formats, images, demo, inputs, storage, results.
+2. Images and storage: formats, images, demo, inputs, masks, storage, results.
 3. The job model: jobspec, presets, catalog, plan, dataset_mode, estimate, fetch.
 4. The fan-out: worker, runner, submit (Ray lives here and in the web app's task actors).
 5. The front ends: cli, report, plots, web/.
@@ -69,6 +69,7 @@ FLOORS = {
     "images": 2,
     "demo": 2,
     "inputs": 2,
+    "masks": 2,  # mask files -> core/masks.py's regions (images and core only)
     "storage": 2,
     "results": 2,
     "jobspec": 3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from pipeline import images
@@ -289,3 +291,39 @@ def test_batched_job_matches_the_unbatched_one(tmp_path, inputs):
         assert abs(row.loss_total - one.loc[pair_id, "loss_total"]) < 0.02 * row.loss_total
         assert len(row.trace) == len(one.loc[pair_id, "trace"]) == 8
     assert set(three[three.status == "failed"].error) == set(one[one.status == "failed"].error)
+
+
+def test_a_masked_job_records_each_pairs_mask_and_fails_a_content_without_one(tmp_path, inputs):
+    """`content.masks` through real actors: one.png's mask (twice its size) keeps the left half
+    the photo; two.png has none: a final failed row naming it (`missing: fail`)."""
+    contents, styles = inputs
+    grey = torch.zeros(3, 80, 112)
+    grey[:, :, 56:] = 1  # right half styled
+    images.save_png(grey, tmp_path / "masks" / "one.png")
+    content = {"source": str(contents), "masks": str(tmp_path / "masks")}
+    plan = make_plan(parse_spec(job(tmp_path, contents, styles, content=content)))
+    summary = run_plan(plan, RunOptions(actors=1, gpus_per_actor=0))
+    assert (summary.done, summary.failed, summary.complete) == (2, 2, True)
+
+    out = tmp_path / "out" / "grid"
+    table = pd.read_parquet(out / "results")
+    assert len(table) == 4
+    photo = images.load(contents / "one.png", max_side=48)  # as the worker reads it
+    for _, row in table.iterrows():
+        if row.content_id == "two.png":
+            assert row.status == "failed" and row.error_type == "ImageError" and not row.retriable
+            assert row.error == (
+                f"{contents / 'two.png'}: no mask for it in {tmp_path / 'masks'} "
+                "(the content's path, any image suffix)"
+            )
+            assert pd.isna(row.mask_uri)
+            continue
+        assert row.status == "done"
+        assert (row.mask_uri, row.mask_id, row.mask_regions) == (
+            str(tmp_path / "masks" / "one.png"),
+            "one.png",
+            "grey",
+        )
+        assert json.loads(row.params)["mask"] == {"uri": row.mask_uri, "regions": "grey"}
+        change = (images.load(out / "images" / f"{row.pair_id}.png") - photo).abs().mean(0)
+        assert float(change[:, :20].max()) <= 1 / 255 and float(change[:, 28:].mean()) > 0.02

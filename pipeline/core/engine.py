@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from . import color, losses
+from . import color, losses, masks
 from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
-from .network import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures
+from .masks import SpatialMask
+from .network import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, tap_size
 from .params import StyleParams
 from .sizes import fit, resize
 from .weights import DEFAULT_WEIGHTS, file_sha256, load_state, weights_file
@@ -163,6 +164,11 @@ class _Batch:
     contents: torch.Tensor  # (B, 3, h, w) at this level
     content_target: torch.Tensor  # (B, C, h', w') relu4_2
     grams: Grams  # name -> (B, C, C)
+    # Spatial control (pipeline/core/masks.py), when a pair of the batch has a mask: each pair's
+    # styled regions (None: unmasked), and where the photo is kept ...
+    guides: tuple[masks.LevelGuide | None, ...] = ()
+    keep: torch.Tensor | None = None  # (B, 1, h, w) feathered; 0 for unmasked pairs
+    photo: torch.Tensor | None = None  # (B, 3, h, w) ... as the network sees it
 
 
 class Stylizer:
@@ -302,8 +308,10 @@ class Stylizer:
         blends: Sequence[Sequence[float]],
         size: int,
         params: StyleParams,
+        pair_masks: Sequence[SpatialMask | None] = (),
     ) -> _Batch:
-        """Contents (B, 3, H, W) at this level, their relu4_2 targets, the stacked Gram targets."""
+        """Contents (B, 3, H, W) at this level, their relu4_2 targets, the stacked Gram targets
+        (and, when a pair has a mask, every pair's guide and keep weights)."""
         c = resize(contents, fit(contents.shape, size, "content"))
         per_pair = [
             self._pair_grams(c[b : b + 1], styles[b], digests[b], blends[b], size, params)
@@ -313,7 +321,68 @@ class Stylizer:
         seen = color.luminance(c) if params.color == "luminance" else c
         with torch.no_grad():
             target = self.features(seen, params.pooling, params.precision)[CONTENT_LAYERS[0]]
-        return _Batch(c, target, grams)
+        if all(m is None for m in pair_masks):
+            return _Batch(c, target, grams)
+        guides: list[masks.LevelGuide | None] = []
+        keeps = []
+        for b, mask in enumerate(pair_masks):
+            if mask is None:
+                guides.append(None)
+                keeps.append(c.new_zeros(1, 1, *c.shape[-2:]))
+            else:
+                guide, keep = self._level_guide(
+                    c[b : b + 1], styles[b], digests[b], blends[b], size, params, mask
+                )
+                guides.append(guide)
+                keeps.append(keep)
+        return _Batch(c, target, grams, tuple(guides), torch.cat(keeps), seen)
+
+    def _level_guide(
+        self,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        digests: Sequence[str],
+        blend: Sequence[float],
+        size: int,
+        params: StyleParams,
+        mask: SpatialMask,
+    ) -> tuple[masks.LevelGuide, torch.Tensor]:
+        """One masked pair at one level: its styled regions' weights at every style tap, their
+        shares and Gram targets (the whole style image's; blended for BLEND), and its feathered
+        keep weights (1, 1, h, w)."""
+        hw = (int(content.shape[-2]), int(content.shape[-1]))
+        weights = masks.at_size(mask.weights.to(self.device, torch.float32), hw)  # (R, h, w)
+        shares = weights.mean((1, 2))  # (R,)
+        # Regions absent at this size (a colour of the key that the mask lacks) are dropped.
+        styled = [
+            r for r, t in enumerate(mask.targets) if t is not masks.KEEP and float(shares[r]) > 0
+        ]
+        targets = []
+        for r in styled:
+            t = mask.targets[r]
+            chosen = range(len(styles)) if t == masks.BLEND else [t]
+            targets.append(
+                self._pair_grams(
+                    content,
+                    [styles[i] for i in chosen],
+                    [digests[i] for i in chosen],
+                    blend if t == masks.BLEND else [1.0],
+                    size,
+                    params,
+                )
+            )
+        taps = {name: tap_size(name, hw) for name in STYLE_LAYERS}
+        guide = masks.LevelGuide(
+            weights=masks.to_taps(weights[styled], taps),
+            shares=shares[styled],
+            targets={
+                name: torch.cat([g[name] for g in targets]) if targets else weights.new_zeros(0)
+                for name in STYLE_LAYERS
+            },
+        )
+        kept = [r for r, t in enumerate(mask.targets) if t is masks.KEEP]
+        keep = weights[kept].sum(0).clamp(0, 1) if kept else weights.new_zeros(hw)
+        return guide, masks.feather(keep[None, None], masks.feather_radius(hw))
 
     def distances(
         self,
@@ -352,10 +421,12 @@ class Stylizer:
         params: StyleParams | None = None,
         style_blend: Sequence[float] | None = None,
         init_image: torch.Tensor | None = None,
+        mask: SpatialMask | None = None,
         callback: Callable[[Progress], None] | None = None,
         progress_every: int | None = None,
     ) -> StylizeResult:
-        """Stylize `content` (3, H, W) with one or more `styles`, blended by `style_blend`.
+        """Stylize `content` (3, H, W) with one or more `styles`, blended by `style_blend`;
+        `mask` gives regions their own style or keeps the photo (pipeline/core/masks.py).
 
         `callback` gets a `Progress` every `progress_every` iterations (default: every iteration
         on the CPU, every 10th on a GPU, where each report waits for the device)."""
@@ -365,6 +436,7 @@ class Stylizer:
             params=params,
             blends=[style_blend],
             init_images=[init_image],
+            masks_of=[mask],
             callback=callback,
             progress_every=progress_every,
         )
@@ -380,15 +452,22 @@ class Stylizer:
         params: StyleParams | None = None,
         style_blends: Sequence[Sequence[float] | None] | None = None,
         init_images: Sequence[torch.Tensor | None] | None = None,
+        masks: Sequence[SpatialMask | None] | None = None,
     ) -> list[StylizeResult | StylizeError]:
         """Stylize B pairs in one optimization: one forward and backward per iteration over the
         stacked images, each pair with its own losses, Gram targets and L-BFGS state, so that
         each result is what `stylize` gives alone (within float rounding: tests/test_engine.py).
+        Each pair may have its own mask (or None).
 
         The contents must have equal `working_sizes` under `params`. A pair whose loss turns
         non-finite comes back as its StylizeError; its batch-mates are unaffected."""
         return self._run(
-            contents, styles, params=params, blends=style_blends, init_images=init_images
+            contents,
+            styles,
+            params=params,
+            blends=style_blends,
+            init_images=init_images,
+            masks_of=masks,
         )
 
     def _run(
@@ -399,6 +478,7 @@ class Stylizer:
         params: StyleParams | None,
         blends: Sequence[Sequence[float] | None] | None,
         init_images: Sequence[torch.Tensor | None] | None,
+        masks_of: Sequence[SpatialMask | None] | None = None,
         callback: Callable[[Progress], None] | None = None,
         progress_every: int | None = None,
     ) -> list[StylizeResult | StylizeError]:
@@ -420,6 +500,12 @@ class Stylizer:
                     "style_blend", f"{len(weights)} weights for {len(pair_styles)} styles"
                 )
             blend_lists.append(weights)
+        pair_masks = list(masks_of) if masks_of is not None else [None] * n
+        if len(pair_masks) != n:
+            raise ParamError("masks", f"{len(pair_masks)} masks for {n} contents")
+        for content, pair_styles, mask in zip(contents, styles, pair_masks, strict=True):
+            if mask is not None:
+                mask.check(content.shape, len(pair_styles))
         if params.init == "image" and any(i is None for i in inits):
             raise ParamError("init", "'image' needs an init image")
         sizes = {self.working_sizes(c.shape, params) for c in contents}
@@ -441,7 +527,9 @@ class Stylizer:
         trace = _Trace(n, params)
         done = 0
         for level, (size, iterations) in enumerate(params.schedule):
-            batch = self._level_batch(stacked, on_device, digests, blend_lists, size, params)
+            batch = self._level_batch(
+                stacked, on_device, digests, blend_lists, size, params, pair_masks
+            )
             if x is None:
                 x = self._init(batch.contents, params, inits)
             else:
@@ -455,6 +543,7 @@ class Stylizer:
         assert x is not None
         with torch.no_grad():
             final = torch.stack(self._losses(x, batch, params), 1).cpu()  # (B, 4)
+        x = self._view(x, batch)
         image = color.recombine(x, batch.contents) if params.color == "luminance" else x
         image = image.detach().cpu()
         seconds = (time.perf_counter() - started) / n
@@ -507,12 +596,29 @@ class Stylizer:
         self, x: torch.Tensor, batch: _Batch, params: StyleParams
     ) -> tuple[torch.Tensor, ...]:
         """(content, style, tv, total) per pair, (B,) each."""
+        x = self._view(x, batch)
         feats = self.features(x, params.pooling, params.precision)
         lc, ls = self._terms(
             feats, batch.content_target, batch.grams, params.content_weight, params.style_weight
         )
+        if batch.guides:  # a masked pair's style loss is its regions' (pipeline/core/masks.py)
+            per_pair = [
+                ls[b : b + 1]
+                if guide is None
+                else params.style_weight
+                * masks.guided_style_loss({n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide)
+                for b, guide in enumerate(batch.guides)
+            ]
+            ls = torch.cat(per_pair)
         ltv = params.tv_weight * losses.tv_loss(x) if params.tv_weight else torch.zeros_like(lc)
         return lc, ls, ltv, lc + ls + ltv
+
+    @staticmethod
+    def _view(x: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        """The image the network sees and the result: with masks, the photo where kept."""
+        if batch.keep is None:
+            return x
+        return masks.composite(x, batch.photo, batch.keep)
 
     def _optimize(
         self,
@@ -602,7 +708,12 @@ class Stylizer:
                     levels = len(params.schedule)
                     callback(
                         Progress(
-                            step, params.iterations, level, levels, trace.latest(0), x.detach()
+                            step,
+                            params.iterations,
+                            level,
+                            levels,
+                            trace.latest(0),
+                            self._view(x.detach(), batch),
                         )
                     )
         return x.detach()

@@ -63,6 +63,16 @@ def layer_names() -> list[str]:
 LAYER_NAMES = tuple(layer_names())
 
 
+def tap_size(tap: str, size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a tap's feature map for an input of `size`: each 2x2 pooling before it halves
+    the sides, rounding down (what max_pool2d and avg_pool2d do)."""
+    h, w = size
+    for name in LAYER_NAMES[: LAYER_NAMES.index(tap)]:
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2
+    return h, w
+
+
 class Preprocess(nn.Module):
     """RGB in [0,1] -> the input convention of the weights."""
 

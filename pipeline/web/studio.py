@@ -22,6 +22,7 @@ import torch
 from .. import images
 from ..core.engine import Progress, Stylizer
 from ..core.params import StyleParams
+from ..masks import MaskSettings, decode_mask
 from .traces import TRACE_POINTS, thin
 
 PREVIEW_SIDE = 256  # previews are small PNGs, cheap to encode every few iterations
@@ -48,6 +49,7 @@ class StudioActor:
         styles: list[bytes],
         params: dict[str, Any],
         blend: list[float] | None,
+        mask: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if task_id in self.cancelled:
             return {"cancelled": True, "iteration": 0}
@@ -66,6 +68,10 @@ class StudioActor:
             images.decode(b, name=f"style {i + 1}", max_side=p.style_side)
             for i, b in enumerate(styles)
         ]
+        spatial = None
+        if mask is not None:  # checked by the route already; decoded here, next to the content
+            settings = MaskSettings.parse(mask["regions"], mask["invert"])
+            spatial = decode_mask(mask["data"], "mask", settings, c.shape, max_side=p.size)
         every = max(1, p.iterations // 40)
         previewed = [0]  # iteration of the last preview (reports may skip iterations on a GPU)
         reached = [0]
@@ -95,7 +101,9 @@ class StudioActor:
                 state["preview"] = images.encode_png(small)
 
         try:
-            result = self.stylizer.stylize(c, s, params=p, style_blend=blend, callback=report)
+            result = self.stylizer.stylize(
+                c, s, params=p, style_blend=blend, mask=spatial, callback=report
+            )
         except TaskCancelled:
             return {"cancelled": True, "iteration": reached[0]}
         state = self.state.get(task_id)

@@ -75,8 +75,15 @@ class TaskBoard:
         _, not_ready = ray.wait(waiting, num_returns=len(waiting), timeout=0)
         return len(not_ready)
 
-    def start(self, content: bytes, styles: list[bytes], params: dict[str, Any]) -> str:
-        """A new task on the next actor, or `Busy` when `max_pending` are waiting already."""
+    def start(
+        self,
+        content: bytes,
+        styles: list[bytes],
+        params: dict[str, Any],
+        mask: dict[str, Any] | None = None,
+    ) -> str:
+        """A new task on the next actor, or `Busy` when `max_pending` are waiting already.
+        `mask`: {"data": bytes, "regions": str | None, "invert": bool} (pipeline/masks.py)."""
         self.reap()
         if self.pending() >= self.max_pending:
             raise Busy(
@@ -85,7 +92,7 @@ class TaskBoard:
             )
         task_id = uuid.uuid4().hex
         actor = next(self._next_actor)
-        ref = actor.stylize.remote(task_id, content, styles, params, None)
+        ref = actor.stylize.remote(task_id, content, styles, params, None, mask)
         self.tasks[task_id] = Task(actor, ref, touched=time.monotonic())
         return task_id
 

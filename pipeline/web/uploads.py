@@ -9,9 +9,12 @@ from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 
 from .. import formats
-from ..core.errors import StylizeError
+from ..core.errors import ParamError, StylizeError
 from ..core.params import StyleParams
 from ..core.sizes import MIN_SIDE, fit
+from ..images import ImageError
+from ..masks import MaskSettings, decode_mask
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,18 @@ def check_fits(upload: Upload, params: StyleParams, *, style: bool) -> None:
             fit(shape, side, upload.what)
         except StylizeError as exc:
             raise HTTPException(400, f"{exc}; choose a larger size or crop the image") from None
+
+
+def check_mask(
+    data: bytes, regions: str | None, invert: bool, content: Upload, styles: int, settings: Settings
+) -> None:
+    """The mask upload as `nst stylize --mask` checks it: an image within the limits, of the
+    content's aspect, its colours all mapped, its mapping naming the styles given."""
+    upload = inspect_image(data, "mask", settings.max_upload_pixels)
+    try:
+        mask_settings = MaskSettings.parse(regions, invert)
+        mask_settings.check_styles(styles)
+        shape = (3, content.height, content.width)
+        decode_mask(upload.data, "mask", mask_settings, shape, max_side=settings.max_size)
+    except (ParamError, ImageError) as exc:
+        raise HTTPException(400, str(exc)) from None

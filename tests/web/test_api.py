@@ -13,6 +13,7 @@ import requests
 import torch
 from PIL import Image
 
+from pipeline import images
 from pipeline.storage import S3Settings
 from pipeline.web.jobs import JobTables
 
@@ -237,3 +238,39 @@ def test_debug_puts_paths_and_hosts_back(finished_job):
     detail = tables.detail("gallery", failed["pair_id"])
     assert detail["content_uri"].startswith(str(finished_job.parent)) and detail["hostname"]
     assert str(finished_job.parent) in detail["error"]
+
+
+def test_a_mask_upload_keeps_the_photo_where_black(server):
+    mask = torch.zeros(3, 80, 112)
+    mask[:, :, 56:] = 1  # white right half: styled
+    files = [("content", _CONTENT), ("styles", _STYLE), ("mask", ("m.png", png(mask), "image/png"))]
+    data = {"preset": "preview", "size": "32", "iterations": "4"}
+    response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
+    assert response.status_code == 200, response.text
+    assert wait(server, response.json()["task_id"])["status"] == "done"
+    result = requests.get(f"{server}/api/tasks/{response.json()['task_id']}/result.png", timeout=30)
+    out = images.decode(result.content)
+    photo = images.decode(_CONTENT[1], max_side=32)
+    change = (out - photo).abs().mean(0)  # (23, 32)
+    assert float(change[:, :13].max()) <= 1 / 255 and float(change[:, 19:].mean()) > 0.02
+
+
+@pytest.mark.parametrize(
+    ("mask", "form", "message"),
+    [
+        (png(torch.ones(3, 64, 64)), {}, "mask: aspect ratio (width/height) 1.000 differs"),
+        (b"hello" * 10, {}, "mask: not an image"),
+        (png(make_style(40, 56)), {}, "mask: 94.3% of its pixels are coloured"),
+        (png(torch.zeros(3, 40, 56)), {"mask_regions": "#ffffff=2"}, "names style 2, but there"),
+        (png(torch.zeros(3, 40, 56)), {"mask_regions": "#ff0000=1"}, "match no colour of"),
+        (None, {"mask_invert": "true"}, "mask: the region mapping and invert need a mask image"),
+    ],
+)
+def test_bad_masks_are_refused_clearly(server, mask, form, message):
+    files = [("content", _CONTENT), ("styles", _STYLE)]
+    if mask is not None:
+        files.append(("mask", ("m.png", mask, "image/png")))
+    data = {"preset": "preview", "size": "32", **form}
+    response = requests.post(f"{server}/api/stylize", files=files, data=data, timeout=60)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]

@@ -142,3 +142,37 @@ def test_page_browses_a_jobs_gallery(server, browser, screenshots):
     assert _fits_width(page)
     page.screenshot(path=str(screenshots / "jobs-phone.png"))
     page.close()
+
+
+def test_page_stylizes_with_a_mask(server, browser, screenshots, tmp_path):
+    """The optional mask: chosen in the content pane, sent with the form; black keeps the photo."""
+    images.save_png(make_content(40, 56), tmp_path / "photo.png")
+    images.save_png(make_style(48, 48), tmp_path / "style.png")
+    mask = make_content(40, 56) * 0
+    mask[:, :, 28:] = 1  # white right half: styled
+    images.save_png(mask, tmp_path / "mask.png")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server)
+    page.set_input_files("#content", str(tmp_path / "photo.png"))
+    page.set_input_files("#styles", str(tmp_path / "style.png"))
+    page.click(".mask summary")
+    page.set_input_files("#mask", str(tmp_path / "mask.png"))
+    page.wait_for_function("() => document.getElementById('mask-thumb').naturalWidth === 56")
+    page.fill("#size", "48")
+    page.fill("#iterations", "6")
+    page.click("#go")
+    page.wait_for_selector("#result", state="visible", timeout=180_000)
+    page.wait_for_function("() => document.getElementById('result').naturalWidth === 48")
+    page.screenshot(path=str(screenshots / "stylize-mask.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#download")
+    out = images.decode(download.value.path().read_bytes())
+    photo = images.load(tmp_path / "photo.png", max_side=48)
+    change = (out - photo).abs().mean(0)  # (34, 48)
+    assert float(change[:, :20].max()) <= 1 / 255 and float(change[:, 28:].mean()) > 0.02
+
+    page.fill("#mask_regions", "#ff0000=1")  # a greyscale mask under a colour mapping
+    page.click("#go")
+    page.wait_for_function("() => document.getElementById('error').textContent.length > 0")
+    assert "mask: 100.0% of its pixels match no colour" in page.inner_text("#error")
+    page.close()

@@ -13,7 +13,7 @@ from ...presets import load_preset, preset_names
 from ..settings import Settings
 from ..state import State
 from ..tasks import Task
-from ..uploads import check_fits, inspect_image, read_upload
+from ..uploads import check_fits, check_mask, inspect_image, read_upload
 
 router = APIRouter(tags=["stylize"])
 WEB_PRESET = "preview"  # the CPU-friendly preset: a first picture in under a minute
@@ -83,6 +83,15 @@ async def stylize(
     style_weight: Annotated[float | None, Form()] = None,
     color: Annotated[str, Form()] = "none",
     iterations: Annotated[int | None, Form(description="iterations of the last level")] = None,
+    mask: Annotated[
+        UploadFile | None,
+        File(description="mask of the content's aspect: white = styled, black = the photo"),
+    ] = None,
+    mask_regions: Annotated[
+        str | None,
+        Form(description="a colour-keyed mask's regions: #RRGGBB=N or #RRGGBB=none, ..."),
+    ] = None,
+    mask_invert: Annotated[bool, Form(description="greyscale mask: black = styled")] = False,
 ) -> dict[str, str]:
     s = state.settings
     params = resolve_params(
@@ -110,6 +119,15 @@ async def stylize(
     content_bytes = await accept(
         await read_upload(content, "content", s.max_upload_bytes), "content", style=False
     )
+    spatial = None
+    if mask is not None and mask.filename:
+        data = await read_upload(mask, "mask", s.max_upload_bytes)
+        photo = inspect_image(content_bytes, "content", s.max_upload_pixels)  # its header
+        styles_given = len(style_files) + len(chosen)
+        await run_in_threadpool(check_mask, data, mask_regions, mask_invert, photo, styles_given, s)
+        spatial = {"data": data, "regions": mask_regions or None, "invert": mask_invert}
+    elif mask_regions or mask_invert:
+        raise HTTPException(400, "mask: the region mapping and invert need a mask image")
     style_bytes = []
     for i, f in enumerate(style_files, start=1):
         data = await read_upload(f, f"style {i}", s.max_upload_bytes)
@@ -118,7 +136,7 @@ async def stylize(
         data = await run_in_threadpool(state.catalog().painting_bytes, identity)
         style_bytes.append(await accept(data, f"painting {identity[:60]}", style=True))
     # On the event loop, like every other use of the board: no locks needed.
-    task_id = state.tasks.start(content_bytes, style_bytes, params.to_dict())
+    task_id = state.tasks.start(content_bytes, style_bytes, params.to_dict(), spatial)
     return {"task_id": task_id}
 
 

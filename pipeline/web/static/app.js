@@ -15,7 +15,7 @@ const el = (tag, props = {}, children = []) => {
   return node;
 };
 
-const chosen = { content: null, styles: [], paintings: [] }; // Files, Files, {id, label}
+const chosen = { content: null, styles: [], paintings: [], mask: null }; // File, Files, {id, label}, File
 let config = null;
 let poll = null;
 
@@ -104,6 +104,22 @@ function renderStyles() {
 }
 
 $("content").addEventListener("change", (event) => { if (event.target.files[0]) setContent(event.target.files[0]); });
+
+// The optional mask (README, "Spatial control with masks"): checked by the server as it arrives.
+function setMask(file) {
+  chosen.mask = file || null;
+  const thumb = $("mask-thumb");
+  if (thumb.src) URL.revokeObjectURL(thumb.src);
+  thumb.hidden = !file;
+  if (file) thumb.src = URL.createObjectURL(file); else thumb.removeAttribute("src");
+  $("drop-mask").classList.toggle("filled", Boolean(file));
+  $("mask-name").textContent = file ? file.name : "";
+  $("mask-clear").hidden = !file;
+  if (!file) $("mask").value = "";
+}
+$("mask").addEventListener("change", (event) => setMask(event.target.files[0]));
+$("mask-clear").addEventListener("click", () => setMask(null));
+acceptDrops($("drop-mask"), (files) => setMask(files[0]));
 $("styles").addEventListener("change", (event) => { addStyles([...event.target.files]); event.target.value = ""; });
 acceptDrops($("drop-content"), (files) => setContent(files[0]));
 acceptDrops($("drop-styles"), addStyles);
@@ -198,6 +214,11 @@ $("form").addEventListener("submit", async (event) => {
   data.append("content", chosen.content);
   for (const file of chosen.styles) data.append("styles", file);
   for (const p of chosen.paintings) data.append("paintings", p.id);
+  if (chosen.mask) {
+    data.append("mask", chosen.mask);
+    if ($("mask_regions").value.trim()) data.append("mask_regions", $("mask_regions").value.trim());
+    if ($("mask_invert").checked) data.append("mask_invert", "true");
+  }
   for (const name of ["preset", "size", "style_weight", "color", "iterations"]) {
     if ($(name).value !== "") data.append(name, $(name).value);
   }
