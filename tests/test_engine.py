@@ -192,7 +192,8 @@ def test_a_pair_whose_loss_turns_non_finite_fails_alone(stylizer, content, style
     out = stylizer.stylize_batch(
         [content, make_content(seed=5)], [[poisoned], [style]], params=params
     )
-    assert isinstance(out[0], StylizeError) and str(out[0]).startswith("loss: became nan at level 1")
+    assert isinstance(out[0], StylizeError)
+    assert str(out[0]).startswith("loss: became nan at level 1")
     assert not isinstance(out[1], StylizeError) and torch.isfinite(out[1].image).all()
 
 
