@@ -48,7 +48,15 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def style_loss(
     grams: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """Sum over layers of (1e3/C^2) * sum of squared Gram differences -> (B,)."""
+    """Sum over layers of (1e3/C^2) * the SUM of squared Gram differences -> (B,).
+
+    Deliberately not Gatys et al. 2017's mean over the C^2 entries, which would weigh each layer
+    C^2 times less (relu5_1 64x less than relu1_1, relative to this). With the raw Caffe VGG-19
+    (Gatys used a copy rescaled to unit mean activation per filter, which these 1e3/C^2 weights
+    assume) relu4_1 carries 99 % of the style loss this way and 91-98 % Gatys' way (measured on
+    3 photos x 3 paintings at 256 and 512 px), so the mean with content_weight / 512^2 draws the
+    same picture (3 pairs compared side by side at the preview preset). The sum keeps content_weight at
+    1e7 and every recorded loss comparable with earlier runs."""
     total = 0.0
     for name, g in grams.items():
         diff = (g - targets[name]).pow(2).flatten(1).sum(1)

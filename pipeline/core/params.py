@@ -41,9 +41,10 @@ class StyleParams:
     optimizer: str = _f("lbfgs", "optimizer", OPTIMIZERS)
     # Step size for Adam in [0,1] pixel units (crowsonkb uses 0.02); L-BFGS takes unit steps.
     lr: float = _f(0.02, "Adam learning rate (pixel units in [0,1]); ignored by L-BFGS")
-    # With Caffe features (0-255 input), 1e3/C^2 layer weights and Gram / HW, the style term starts
-    # about 1e6x the content term; content weight 1e7 keeps the photo recognizable at 256-512 px
-    # (tuned by eye on chelsea/astronaut x starry_night/the_scream/wave, see configs/).
+    # With Caffe features (0-255 input), 1e3/C^2 layer weights on summed squared Gram differences
+    # (losses.style_loss says why not Gatys' mean) and Gram / HW, the style term starts about 1e6x
+    # the content term; content weight 1e7 keeps the photo recognizable at 256-512 px (tuned by
+    # eye on chelsea/astronaut x starry_night/the_scream/wave, see configs/).
     content_weight: float = _f(1e7, "weight of the content loss (MSE on relu4_2)")
     style_weight: float = _f(1.0, "weight of the style loss (Gram, relu1_1..relu5_1)")
     # A little TV smooths the high-frequency noise that L-BFGS leaves at full resolution.
