@@ -55,8 +55,8 @@ def style_loss(
     (Gatys used a copy rescaled to unit mean activation per filter, which these 1e3/C^2 weights
     assume) relu4_1 carries 99 % of the style loss this way and 91-98 % Gatys' way (measured on
     3 photos x 3 paintings at 256 and 512 px), so the mean with content_weight / 512^2 draws the
-    same picture (3 pairs compared side by side at the preview preset). The sum keeps content_weight at
-    1e7 and every recorded loss comparable with earlier runs."""
+    same picture (3 pairs compared side by side at the preview preset). The sum keeps
+    content_weight at 1e7 and every recorded loss comparable with earlier runs."""
     total = 0.0
     for name, g in grams.items():
         diff = (g - targets[name]).pow(2).flatten(1).sum(1)
