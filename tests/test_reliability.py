@@ -207,7 +207,7 @@ def test_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
     lock.write_text(json.dumps(live))
     proc = run_nst("run", str(job))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert "is being written by run other-run" in proc.stderr
+    assert ": being written by run other-run" in proc.stderr
     assert not (tmp_path / "o" / "locked" / "results").exists()  # no compute started
 
     dead = subprocess.Popen(["true"])
