@@ -10,7 +10,8 @@ import torch
 from pipeline.core import losses, tiling
 from pipeline.core.network import STYLE_LAYERS
 from pipeline.core.params import ParamError, StyleParams
-from pipeline.jobspec import load_spec
+from pipeline.jobspec import load_spec, parse_spec
+from pipeline.plan import make_plan
 from pipeline.presets import load_preset
 
 from .conftest import make_content, make_style
@@ -164,3 +165,15 @@ def test_the_print_preset_ends_at_4096_px_tiled_within_the_default_limit(tmp_pat
         encoding="utf-8",
     )
     assert load_spec(spec).params.tile == params.tile
+
+
+def test_tile_off_keeps_the_pair_ids_of_jobs_planned_before_tiling():
+    spec = {"name": "ids", "content": {"source": "demo"}, "styles": {"source": "demo"}}
+    ids = {
+        tile: [p.pair_id for p in make_plan(parse_spec({**spec, "params": {"tile": tile}})).pairs]
+        for tile in (0, 256)
+    }
+    assert [p.pair_id for p in make_plan(parse_spec(spec)).pairs] == ids[0]
+    # This spec's first pair id at commit 966cca0, before `tile` existed.
+    assert ids[0][0] == "adf44f679bfb1b55ae96"
+    assert not set(ids[0]) & set(ids[256])
