@@ -19,8 +19,8 @@ from .conftest import make_content, make_style
 # The tiny case: a 96 px image in 48 px tiles, 16 px halos: four to nine tiles an iteration.
 SIZE, TILE, ITERATIONS = 96, 48, 30
 # The sharpest border may be up to 20 % sharper than the rows beside it (`_seam`). Measured here
-# (fp32, 30 Adam iterations): untiled 0.99, tiled 1.03, a fixed grid without halos 1.36, a
-# shifting grid without halos 1.46: the halo removes the seams, the shifts spread what is left.
+# (fp32, 30 Adam iterations): untiled 1.00, tiled 1.02, a fixed grid without halos 1.28, a
+# shifting grid without halos 1.39: the halos remove the seams, the shifts spread what is left.
 SEAM_FACTOR = 1.2
 
 
@@ -59,14 +59,15 @@ def test_tiled_features_and_grams_are_the_whole_images(stylizer):
 
 def _seam(image: torch.Tensor) -> float:
     """The worst place a tile border can be (a multiple of 16 px, either axis): the mean
-    |difference| of the two rows (columns) across it over that of the three pairs on each side."""
+    |difference| of the two rows (columns) across it over that of the three pairs on each side of
+    the same parity (upsampling between levels leaves odd and even differences unequal)."""
     worst = 0.0
     for d in (
         (image[:, 1:] - image[:, :-1]).abs().mean((0, 2)),  # [r - 1]: rows r-1 and r
         (image[:, :, 1:] - image[:, :, :-1]).abs().mean((0, 1)),
     ):
-        for r in range(tiling.TILE_ALIGN, d.shape[0] - 3, tiling.TILE_ALIGN):
-            beside = torch.cat([d[r - 4 : r - 1], d[r : r + 3]]).mean()
+        for r in range(tiling.TILE_ALIGN, d.shape[0] - 6, tiling.TILE_ALIGN):
+            beside = d[[r - 7, r - 5, r - 3, r + 1, r + 3, r + 5]].mean()
             worst = max(worst, float(d[r - 1] / beside))
     return worst
 
