@@ -1,8 +1,8 @@
 """Levels larger than the device holds, optimized in tiles (issue 19).
 
 The whole image, its gradient and Adam's two moments stay on the device (16 bytes a pixel each);
-VGG-19 sees one tile at a time, so the activations, which are what runs out (~2.5 KB a pixel at
-fp32, tests/benchmarks/RESULTS.md), are bounded by the tile and not by the image.
+VGG-19 sees one tile at a time, so the activations, which are what runs out (2.7-3.2 KB a pixel
+in fp32, tests/benchmarks/RESULTS.md), are bounded by the tile and not by the image.
 
 - A tile is a piece of the image plus a halo of context on each side. Only the features of the
   piece (its interior) enter the losses: they are the whole image's features up to the halo's cut
