@@ -51,6 +51,8 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
     """Hash of what determines the result; YAML order and machine paths do not enter it."""
     params = spec.params.to_dict()
     params.pop("trace_every")  # changes the record, not the image
+    if not params["tile"]:
+        params.pop("tile")  # off: the ids of jobs planned before tiling existed stay the same
     key = {
         "content": content.identity,
         "style": style.identity,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from . import color, losses, masks
+from . import color, losses, masks, tiling
 from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
 from .masks import SpatialMask
@@ -251,18 +251,26 @@ class Stylizer:
         pooling: str,
         precision: str = "fp32",
         key: tuple | None = None,
+        tile: int = 0,
     ) -> Grams:
         """Gram targets (1, C, C) of one style image (1, 3, H, W) at `size`, cached across pairs
-        under `key` (what determines the image: its digest, its recolouring); None: not cached."""
+        under `key` (what determines the image: its digest, its recolouring); None: not cached.
+        A size over `tile` is computed a tile at a time (pipeline/core/tiling.py)."""
+        tile = tile if tiling.is_tiled(size, tile) else 0
         if key is not None:
-            key = (*key, size, pooling, precision)
+            key = (*key, size, pooling, precision, tile)
             if key in self._targets:
                 self._targets.move_to_end(key)
                 self.target_hits += 1
                 return self._targets[key]
-        with torch.no_grad():
-            feats = self.features(resize(style.to(self.device), size), pooling, precision)
-            grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
+        if tile:
+            features = functools.partial(self.features, pooling=pooling, precision=precision)
+            resized = resize(style.to(self.device), size)
+            grams = tiling.grams(features, resized, tile, STYLE_LAYERS)
+        else:
+            with torch.no_grad():
+                feats = self.features(resize(style.to(self.device), size), pooling, precision)
+                grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
         if key is not None:
             self._targets[key] = grams
             if len(self._targets) > self._target_cache:
@@ -297,7 +305,9 @@ class Stylizer:
                 key = None
             elif params.color == "luminance":
                 s = color.luminance(s)
-            grams.append(self.style_grams(s, s_size, params.pooling, params.precision, key))
+            grams.append(
+                self.style_grams(s, s_size, params.pooling, params.precision, key, params.tile)
+            )
         return losses.blend_grams(grams, blend)
 
     def _level_batch(
@@ -319,6 +329,12 @@ class Stylizer:
         ]
         grams = {name: torch.cat([g[name] for g in per_pair]) for name in STYLE_LAYERS}
         seen = color.luminance(c) if params.color == "luminance" else c
+        if tiling.is_tiled(c.shape, params.tile):
+            features = functools.partial(
+                self.features, pooling=params.pooling, precision=params.precision
+            )
+            target = tiling.feature_map(features, seen, params.tile, CONTENT_LAYERS[0])
+            return _Batch(c, target, grams)
         with torch.no_grad():
             target = self.features(seen, params.pooling, params.precision)[CONTENT_LAYERS[0]]
         if all(m is None for m in pair_masks):
@@ -511,6 +527,10 @@ class Stylizer:
         sizes = {self.working_sizes(c.shape, params) for c in contents}
         if len(sizes) > 1:
             raise ParamError("contents", f"a batch needs equal working sizes, got {sorted(sizes)}")
+        tiled = any(tiling.is_tiled(hw, params.tile) for hw in next(iter(sizes)))
+        if tiled and any(m is not None for m in pair_masks):
+            # The tiled loss crops content targets and Gram targets per tile, not masks yet.
+            raise ParamError("tile", "masks and tiled levels do not combine yet; set tile: 0")
         if progress_every is None:
             progress_every = 10 if self.device.type == "cuda" else 1
         started = time.perf_counter()
@@ -542,7 +562,13 @@ class Stylizer:
                 break
         assert x is not None
         with torch.no_grad():
-            final = torch.stack(self._losses(x, batch, params), 1).cpu()  # (B, 4)
+            if tiling.is_tiled(x.shape, params.tile):
+                parts = self._tiled_loss(params, level).evaluate(
+                    x, batch.content_target, batch.grams
+                )
+            else:
+                parts = self._losses(x, batch, params)
+            final = torch.stack(parts, 1).cpu()  # (B, 4)
         x = self._view(x, batch)
         image = color.recombine(x, batch.contents) if params.color == "luminance" else x
         image = image.detach().cpu()
@@ -620,6 +646,16 @@ class Stylizer:
             return x
         return masks.composite(x, batch.photo, batch.keep)
 
+    def _tiled_loss(self, params: StyleParams, level: int) -> tiling.TiledLoss:
+        """The loss of a level larger than `params.tile`, a tile at a time."""
+        return tiling.TiledLoss(
+            params.tile,
+            functools.partial(self.features, pooling=params.pooling, precision=params.precision),
+            lambda f, t, g: self._terms(f, t, g, params.content_weight, params.style_weight),
+            params.tv_weight,
+            seed=params.seed + level,  # the grid's shifts repeat with the seed
+        )
+
     def _optimize(
         self,
         x: torch.Tensor,
@@ -633,6 +669,7 @@ class Stylizer:
         progress_every: int,
     ) -> torch.Tensor:
         x = x.detach().clone().requires_grad_(True)
+        tiles = self._tiled_loss(params, level) if tiling.is_tiled(x.shape, params.tile) else None
         # A CUDA graph replays one whole iteration (forward, backward, L-BFGS step, clamp) as one
         # launch: with ~1,000 small operations an iteration, launching them one by one from
         # Python costs more than the GPU's arithmetic at 256-512 px. It needs fixed shapes and
@@ -641,9 +678,10 @@ class Stylizer:
             self.cuda_graphs
             and self.device.type == "cuda"
             and params.optimizer == "lbfgs"
+            and tiles is None
             and iterations > 1 + _GRAPH_WARMUP
         )
-        if params.optimizer == "lbfgs":
+        if params.optimizer == "lbfgs" and tiles is None:  # tiled: Adam (why: tiling.py)
             # One L-BFGS iteration per step, no line search and no tolerance stop: a fixed budget
             # makes the cost predictable. Per-pair state, no host syncs (pipeline/core/lbfgs.py).
             lbfgs = BatchedLBFGS(x.data, history=min(100, max(1, iterations)), static=graphed)
@@ -662,15 +700,19 @@ class Stylizer:
 
         def iterate(first: bool = False) -> None:
             x.grad = None
-            parts = self._losses(x, batch, params)
+            if tiles is not None:  # the gradient is left in x.grad tile by tile
+                parts = tiles.backward(x, batch.content_target, batch.grams)
+            else:
+                parts = self._losses(x, batch, params)
             total = parts[-1]
             if first:
                 scale.copy_(torch.where(total == 0, 1.0, total).detach())
-            (total / scale).sum().backward()
+            if tiles is None:
+                (total / scale).sum().backward()
             recorded.index_copy_(0, row, torch.stack(parts, 1).detach()[None])
             row.add_(1)
             with torch.no_grad():
-                if params.optimizer == "lbfgs":
+                if params.optimizer == "lbfgs" and tiles is None:
                     lbfgs.step(x.grad)
                 else:
                     adam.step()

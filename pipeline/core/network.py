@@ -73,6 +73,11 @@ def tap_size(tap: str, size: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def tap_stride(name: str) -> int:
+    """Pixels per position of a tap's feature map: 2 per pooling before it (relu5_1: 16)."""
+    return 2 ** sum(n.startswith("pool") for n in LAYER_NAMES[: LAYER_NAMES.index(name)])
+
+
 class Preprocess(nn.Module):
     """RGB in [0,1] -> the input convention of the weights."""
 

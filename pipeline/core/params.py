@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import ParamError
 from .sizes import MIN_SIDE
+from .tiling import MIN_TILE, TILE_ALIGN
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
@@ -62,6 +63,13 @@ class StyleParams:
     # (tests/benchmarks/RESULTS.md); "auto" takes it where the hardware has it: CUDA devices with
     # bf16 and such CPUs. No fp16: Caffe VGG's 0-255 activations overflow it.
     precision: str = _f("auto", "arithmetic of the VGG network", PRECISIONS)
+    # Off by default: tiling costs ~30 % more per pixel (the tiles' halos) and switches the level
+    # to Adam; it is for outputs whose activations do not fit the device (configs/print.yaml).
+    tile: int = _f(
+        0,
+        "optimize levels larger than this many px in tiles of it, with Adam (0 = off; a multiple "
+        "of 16)",
+    )
     # One trace point per iteration costs nothing extra: the losses are computed anyway.
     trace_every: int = _f(1, "record the losses every N iterations")
 
@@ -82,11 +90,16 @@ class StyleParams:
             raise ParamError("style_scale", f"must be > 0, got {self.style_scale!r}")
         if self.optimizer == "adam" and self.lr <= 0:
             raise ParamError("lr", f"must be > 0 for adam, got {self.lr!r}")
-        for name in ("seed", "trace_every"):
+        for name in ("seed", "trace_every", "tile"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ParamError(name, f"must be an integer, got {getattr(self, name)!r}")
         if self.trace_every < 1:
             raise ParamError("trace_every", f"must be >= 1, got {self.trace_every}")
+        if self.tile and (self.tile < MIN_TILE or self.tile % TILE_ALIGN):
+            raise ParamError(
+                "tile",
+                f"must be 0 (off) or a multiple of {TILE_ALIGN} >= {MIN_TILE}, got {self.tile}",
+            )
 
     @property
     def size(self) -> int:
