@@ -133,7 +133,7 @@ def test_actors_that_cannot_be_placed_in_time_end_the_run(tmp_path, inputs):
     ray.get(other.ping.remote())
     try:
         plan = make_plan(parse_spec(job(tmp_path, *inputs)))
-        with pytest.raises(ResourceError, match=r"1 of 1 actor\(s\) did not start within 2 s"):
+        with pytest.raises(ResourceError, match=r"actors: 1 of 1 did not start within 2 s"):
             run_plan(plan, RunOptions(actors=1, gpus_per_actor=1, wait_resources=2))
     finally:
         ray.kill(other)
@@ -147,8 +147,8 @@ def test_cli_exits_2_when_the_cluster_lacks_the_gpus(tmp_path, inputs):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, stderr
     assert stderr.strip().splitlines()[-1] == (
-        "nst: error: the job needs 1 actor(s) x 2 GPU = 2 GPU; the cluster has 0 GPU and no "
-        "autoscaler to add more: lower resources.actors / gpus_per_actor (or --actors, "
+        "nst: error: resources: the job needs 1 actor(s) x 2 GPU = 2 GPU; the cluster has 0 GPU "
+        "and no autoscaler to add more: lower resources.actors / gpus_per_actor (or --actors, "
         "--gpus-per-actor)"
     )
 

@@ -194,7 +194,7 @@ def test_token_from_each_source_and_what_a_refusal_says(head, tmp_path):
     # The token reaches the head: the answer is about the job, not about the token.
     for given in ({"RAY_AUTH_TOKEN": head.token}, {"RAY_AUTH_TOKEN_PATH": str(token_file)}):
         proc = status(**given)
-        assert proc.returncode == 2 and "no job 'nope' at the cluster" in proc.stderr, given
+        assert proc.returncode == 2 and "nope: no such job at the cluster" in proc.stderr, given
 
     proc = status()
     assert proc.returncode == 2 and "requires authentication: no token was sent" in proc.stderr

@@ -70,7 +70,7 @@ def test_wheel_runs_a_preset_and_plans_the_demo_from_another_directory(tmp_path)
     module, configs, *names = _run([bin_dir / "python", "-c", code], elsewhere, env).split()
     assert module.startswith(str(tmp_path / "venv")), module
     assert configs.startswith(str(tmp_path / "venv")), configs
-    assert names == ["fast", "preview", "quality"]
+    assert names == ["fast", "preview", "print", "quality"]
 
     images.save_png(make_content(40, 56), elsewhere / "photo.png")
     images.save_png(make_style(48, 48), elsewhere / "painting.png")
