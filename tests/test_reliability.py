@@ -294,7 +294,7 @@ def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatc
 
     def flaky(pair_id, data):
         if pair_id == pairs[0].pair_id:
-            raise StorageError("store unreachable (injected)")
+            raise StorageError(f"images/{pair_id}.png", "store unreachable (injected)")
         return real(pair_id, data)
 
     monkeypatch.setattr(worker.store, "write_image", flaky)
