@@ -18,7 +18,7 @@ from .demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from .formats import is_image_name
 from .inputs import ImageRef
 from .jobspec import JobSpec, SpecError
-from .storage import S3Settings, Storage, StorageError, is_remote
+from .storage import Storage, StorageError, is_remote
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,7 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _images_under(
-    spec: JobSpec, source: str, what: str, root: str | None, s3: S3Settings
-) -> list[ImageRef]:
+def _images_under(spec: JobSpec, source: str, what: str, root: str | None) -> list[ImageRef]:
     """Images of a plain source: demo, a folder, a glob, or an s3:// prefix."""
     if source == "demo":
         names = DEMO_CONTENTS if what == "content" else DEMO_STYLES
@@ -94,7 +92,7 @@ def _images_under(
             for f in files
             if is_image_name(f)
         ]
-    store = Storage(source, s3)
+    store = Storage(source, spec.s3())
     try:
         if not store.is_dir():
             raise SpecError(spec.source, f"{what}.source", f"{source}: no such folder or prefix")
@@ -116,7 +114,7 @@ def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[Ima
 
 def resolve_contents(spec: JobSpec) -> list[ImageRef]:
     c = spec.content
-    found = _images_under(spec, c.source, "content", c.root, spec.s3())
+    found = _images_under(spec, c.source, "content", c.root)
     refs = _take(found, c.limit, c.sample_seed)
     if not refs:
         raise SpecError(spec.source, "content.source", f"no images found in {c.source}")
@@ -126,7 +124,7 @@ def resolve_contents(spec: JobSpec) -> list[ImageRef]:
 def resolve_styles(spec: JobSpec) -> list[ImageRef]:
     s = spec.styles
     if s.source:
-        refs = _images_under(spec, s.source, "styles", None, spec.s3())
+        refs = _images_under(spec, s.source, "styles", None)
     else:
         try:
             paintings = Catalog.open(Storage(catalog_location(s.catalog), spec.s3())).select(
@@ -172,7 +170,7 @@ def resolve_masks(spec: JobSpec, contents: list[ImageRef]) -> dict[str, ImageRef
     """Content identity -> its mask, for the contents that have one (`content.masks`)."""
     masks = spec.content.masks
     assert masks is not None
-    found = _images_under(spec, masks.source, "content.masks", None, spec.s3())
+    found = _images_under(spec, masks.source, "content.masks", None)
     by_key: dict[str, ImageRef] = {}
     for ref in found:
         other = by_key.setdefault(mask_key(ref.identity), ref)
