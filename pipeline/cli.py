@@ -14,8 +14,7 @@ from typing import Any
 
 from . import __version__
 from .core.errors import NSTError
-from .core.params import ParamError, StyleParams, parse_schedule
-from .core.weights import DEFAULT_WEIGHTS
+from .core.params import DEFAULT_WEIGHTS, ParamError, StyleParams, parse_schedule
 from .fetch import DATASETS
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 

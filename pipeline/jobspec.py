@@ -35,9 +35,8 @@ from pydantic import (
 )
 
 from .core.errors import NSTError
-from .core.params import ParamError, StyleParams
+from .core.params import DEFAULT_WEIGHTS, WEIGHT_SOURCES, ParamError, StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
-from .core.weights import DEFAULT_WEIGHTS, WEIGHT_SOURCES
 from .dataset_mode import DatasetSpec
 from .estimate import effective_params
 from .masks import MaskSettings

@@ -12,7 +12,7 @@ import jinja2
 from PIL import Image, ImageDraw
 
 from . import images
-from .core.weights import DEFAULT_WEIGHTS
+from .core.params import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image
 from .plots import loss_png

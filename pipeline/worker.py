@@ -26,9 +26,8 @@ import torch
 from . import __version__, dataset_mode, images
 from .core.engine import StylizeError, Stylizer
 from .core.masks import SpatialMask
-from .core.params import StyleParams
+from .core.params import DEFAULT_WEIGHTS, StyleParams
 from .core.sizes import DEFAULT_MAX_PIXELS
-from .core.weights import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image, read_source
 from .jobspec import MasksSpec

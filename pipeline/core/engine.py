@@ -25,9 +25,9 @@ from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
 from .masks import SpatialMask
 from .network import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, tap_size
-from .params import StyleParams
+from .params import DEFAULT_WEIGHTS, StyleParams
 from .sizes import fit, resize
-from .weights import DEFAULT_WEIGHTS, file_sha256, load_state, weights_file
+from .weights import file_sha256, load_state, weights_file
 
 log = logging.getLogger(__name__)
 

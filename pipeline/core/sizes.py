@@ -5,11 +5,12 @@ parameter's rule: `StyleParams.style_side_at`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from .errors import StylizeError
+
+if TYPE_CHECKING:  # torch is imported where an image is resized: `nst --help` does not wait for it
+    import torch
 
 # VGG-19 has four 2x2 poolings before relu5_1: a side shorter than this leaves relu5_1 empty.
 MIN_SIDE = 16
@@ -17,6 +18,12 @@ MIN_SIDE = 16
 # says otherwise: 4096 x 4096. Gatys at 2048 px already needs tens of GB of activations and
 # L-BFGS history; a typo such as `schedule: [[200000, 100]]` (4e10 px) is refused before compute.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# VGG-19's stride at its deepest tap (relu5_1): tile borders on multiples of it keep every tile's
+# pooling grid aligned with the whole image's (core/tiling.py).
+TILE_ALIGN = 16
+# A tile's piece is at least a quarter tile and 16 px: a sliver at the image's edge would match the
+# style's statistics with a handful of relu5_1 positions.
+MIN_TILE = 2 * TILE_ALIGN
 
 
 def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
@@ -36,6 +43,8 @@ def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, h, w), bilinear, antialiased when shrinking."""
+    import torch.nn.functional as F
+
     if tuple(image.shape[-2:]) == tuple(size):
         return image
     return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)

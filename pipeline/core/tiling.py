@@ -31,13 +31,8 @@ import torch
 
 from . import losses
 from .network import CONTENT_LAYERS, tap_stride
+from .sizes import TILE_ALIGN
 
-# VGG-19's stride at its deepest tap (relu5_1): tile borders on multiples of it keep every tile's
-# pooling grid aligned with the whole image's.
-TILE_ALIGN = 16
-# A tile's piece is at least a quarter tile and 16 px: a sliver at the image's edge would match the
-# style's statistics with a handful of relu5_1 positions.
-MIN_TILE = 2 * TILE_ALIGN
 # The receptive field of relu5_1 is 156 px, of relu4_2 84 px, but its effective part is smaller.
 # On astronaut at 512 px in 128 and 256 px tiles, 64 px of context a side left relu4_2 and the
 # Gram matrices within 0.02 % of the whole image's; 32 px: 0.2 % and 5.5 % (relu5_1's Gram);

