@@ -242,6 +242,29 @@ def test_channels_last_stylizes_as_the_plain_path(content, style):
     assert abs(cb - ca) <= 0.1 * ca and abs(sb - sa) <= 0.1 * sa
 
 
+def test_tf32_holds_for_the_optimization_only(content, style):
+    """The TF32 lever (on by default on a GPU) changes torch's process-wide matmul setting only
+    while a stylization runs: seen from inside the loop, and restored after, also when the run
+    fails. Its numbers are a GPU's (CPU matmuls ignore it); gpu_check.py holds it to the
+    levers' 10 % tolerance there (measured on an H100: within 0.6 %)."""
+    matmul = torch.backends.cuda.matmul
+    assert Stylizer(device="cpu").tf32 is False  # a CPU default: nothing to gain
+    st = Stylizer(device="cpu", tf32=True)
+    seen = []
+    before = matmul.fp32_precision
+    st.stylize(
+        content,
+        [style],
+        params=tiny(schedule=((32, 3),)),
+        callback=lambda _: seen.append(matmul.fp32_precision),
+    )
+    assert seen and set(seen) == {"tf32"}
+    assert matmul.fp32_precision == before
+    with pytest.raises(ParamError):
+        st.stylize(content, [], params=tiny())
+    assert matmul.fp32_precision == before
+
+
 def test_average_pooling_runs_its_own_network_and_still_stylizes(stylizer, content, style):
     """Gatys 2016's average pooling: other features than max pooling's (so other targets and
     another result), and the style distance still falls."""

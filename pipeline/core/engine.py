@@ -129,13 +129,31 @@ def default_batch(device_type: str, size: int) -> int:
     (tests/benchmarks/RESULTS.md)."""
     if device_type != "cuda":
         return 1
-    # H200, 256 px x 200 iterations (RESULTS.md): 2.5 images/s alone, 3.9 at 8, 4.8 at 16, 5.4
-    # at 32 (11 GB). 512 px batches were not measured: 4 keeps them near 12 GB.
+    # H100, 256 px x 200 iterations (RESULTS.md): 2.3 images/s alone, 4.8 at 8, 5.5 at 16, 5.8
+    # at 32 (11 GB; an H200 within 10 %). 512 px batches were not measured: 4 keeps them near
+    # 12 GB.
     if size <= 256:
         return 32
     if size <= 512:
         return 4
     return 1
+
+
+@contextlib.contextmanager
+def _fp32_matmuls(mode: str | None):
+    """float32 matrix products (the Gram matrices, the L-BFGS history products) in `mode` ("tf32":
+    on tensor cores, inputs rounded to 10-bit mantissas, sums in float32) for the block. torch's
+    setting is process-wide, so it is restored after: a program that also uses torch for
+    something else keeps its own choice."""
+    if mode is None:
+        yield
+        return
+    before = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = mode
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = before
 
 
 def _digest(image: torch.Tensor) -> str:
@@ -178,7 +196,8 @@ class Stylizer:
     tests/benchmarks/gpu_check.py on a GPU): `channels_last` memory format for the network,
     `cudnn_benchmark` (cuDNN picks its fastest convolution per shape), `compile` (torch.compile of
     the Gram and loss computation), `cuda_graphs` (each L-BFGS iteration replayed as one CUDA
-    graph). `None` takes the default for the device: what the GPU check measured to pay
+    graph), `tf32` (the optimization's float32 matmuls on tensor cores). `None` takes the
+    default for the device: what the GPU check measured to pay
     (tests/benchmarks/RESULTS.md).
     """
 
@@ -192,6 +211,7 @@ class Stylizer:
         cudnn_benchmark: bool | None = None,
         compile: bool | None = None,
         cuda_graphs: bool | None = None,
+        tf32: bool | None = None,
     ):
         self.device = pick_device(device)
         self.weights = weights
@@ -204,6 +224,12 @@ class Stylizer:
         self.channels_last = cuda if channels_last is None else channels_last
         self.compile = False if compile is None else compile
         self.cuda_graphs = cuda and (True if cuda_graphs is None else cuda_graphs)
+        # TF32 for the optimization's float32 matmuls. On an H100 the Gram matrices of relu1_1 and
+        # relu2_1 and the L-BFGS history products were a third of the GPU time, in fp32 kernels;
+        # in TF32 a 256 px batch of 16 went from 1.04-1.06 to 0.83 ms per image-iteration (4.4-4.5
+        # -> 5.4-5.6 images/s at 200 iterations), one 512 px pair 4.05-4.78 -> 3.89-3.92 ms, with
+        # distances within 0.6 % of fp32. `distances` stays in full float32: the yardstick.
+        self.tf32 = cuda if tf32 is None else tf32
         # Off by default: on an H200 it won nothing measurable over cuDNN's heuristics (512 px,
         # one pair: 8.85 vs 7.37 ms per iteration in one run, 7.01 vs 10.50 in another).
         if cuda and cudnn_benchmark:
@@ -486,7 +512,11 @@ class Stylizer:
             masks_of=masks,
         )
 
-    def _run(
+    def _run(self, *args: Any, **kwargs: Any) -> list[StylizeResult | StylizeError]:
+        with _fp32_matmuls("tf32" if self.tf32 else None):
+            return self._run_scoped(*args, **kwargs)
+
+    def _run_scoped(
         self,
         contents: Sequence[torch.Tensor],
         styles: Sequence[Sequence[torch.Tensor]],

@@ -9,12 +9,13 @@ Prints:
    run: loading, targets and set-up excluded);
 3. one 512 px x 500-iteration pair, end to end;
 4. dataset mode, 256 px x 200 iterations: images per second by batch size;
-5. the levers (bf16, channels_last, cudnn.benchmark, torch.compile of the losses) one at a time
-   against the plain fp32 path: time per iteration, and the distances of a result against the
-   plain path's (tolerance: 10 %, as for bf16 on the CPU);
+5. the levers (bf16, channels_last, cudnn.benchmark, torch.compile of the losses, CUDA graphs, TF32
+   matmuls) one at a time against the plain fp32 path: time per iteration, and the distances of
+   a result against the plain path's (tolerance: 10 %, as for bf16 on the CPU);
 6. actors per GPU: one or two processes running the worker loop on the same card;
 7. the worker loop (what an actor runs: decode, stylize in batches, encode, write) over 64 pairs
-   with `nvidia-smi` sampled every 100 ms: how busy the card was.
+   with `nvidia-smi` sampled every 100 ms: how busy the card was, and the time a pair costs
+   outside the optimization, one call at a time and two at once (as an actor takes them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -119,7 +121,9 @@ def lever_rows(args, device: str) -> list[str]:
     rows: list[str] = []
     content, style = pictures(1, args.lever_size, 5)[0], pictures(1, args.lever_size, 6)[0]
     reference = None
-    plain = dict(channels_last=False, cudnn_benchmark=False, compile=False, cuda_graphs=False)
+    plain = dict(
+        channels_last=False, cudnn_benchmark=False, compile=False, cuda_graphs=False, tf32=False
+    )
     configs = [
         ("plain fp32", plain, "fp32"),
         ("bf16", plain, "bf16"),
@@ -127,6 +131,7 @@ def lever_rows(args, device: str) -> list[str]:
         ("cudnn.benchmark", {**plain, "cudnn_benchmark": True}, "fp32"),
         ("compile (losses)", {**plain, "compile": True}, "fp32"),
         ("CUDA graphs", {**plain, "cuda_graphs": True}, "fp32"),
+        ("TF32 matmuls", {**plain, "tf32": True}, "fp32"),
         ("defaults (auto)", dict(), "auto"),
     ]
     if args.skip_compile:
@@ -201,8 +206,13 @@ def actors_per_gpu(device: str, size: int, iters: int, batch: int, rounds: int, 
     return n * rounds * batch / wall
 
 
-def worker_loop(device: str, pairs: int, size: int, iters: int, batch: int, tmp: Path):
-    """The actor's code path without Ray: 64 pairs through PairWorker.run_batch in chunks."""
+def worker_loop(
+    device: str, pairs: int, size: int, iters: int, batch: int, tmp: Path, calls: int = 1
+):
+    """The actor's code path without Ray: `pairs` pairs through PairWorker.run_batch in chunks,
+    `calls` of them at once (an actor takes two, `max_concurrency=2`: one decodes and writes
+    while the other holds the device). Also returns the seconds spent inside the optimization,
+    so that wall minus that is the time a pair costs outside it on the critical path."""
     g = torch.Generator().manual_seed(9)
     for i in range(pairs):  # dataset mode: one painting per content, so one pair per content
         images.save_png(torch.rand(3, size + 32, size, generator=g), tmp / "c" / f"{i:03d}.png")
@@ -225,14 +235,27 @@ def worker_loop(device: str, pairs: int, size: int, iters: int, batch: int, tmp:
     )
     worker = PairWorker(ctx, device=device, batch=batch)
     worker.run_batch(todo[:batch])  # warm-up: autotuning, Gram targets of the first style
+    optimizing = [0.0]
+    inner = worker._optimize
+
+    def timed_optimize(group, retry=True):
+        sync(worker.stylizer.device)
+        started = time.perf_counter()
+        try:
+            return inner(group, retry)
+        finally:
+            sync(worker.stylizer.device)
+            optimizing[0] += time.perf_counter() - started
+
+    worker._optimize = timed_optimize
     sampler = None
     if device.startswith("cuda") and shutil.which("nvidia-smi"):
         query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
         sampler = subprocess.Popen([*query, "-lms", "100"], stdout=subprocess.PIPE, text=True)
     started = time.perf_counter()
-    rows = []
-    for i in range(0, len(todo), batch):
-        rows += worker.run_batch(todo[i : i + batch])
+    chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+    with ThreadPoolExecutor(calls) as pool:
+        rows = [row for done in pool.map(worker.run_batch, chunks) for row in done]
     wall = time.perf_counter() - started
     busy = float("nan")
     if sampler is not None:
@@ -241,7 +264,7 @@ def worker_loop(device: str, pairs: int, size: int, iters: int, batch: int, tmp:
         busy = sum(samples) / max(1, len(samples))
     done = sum(r["status"] == "done" for r in rows)
     compute = sum(r["seconds"] for r in rows)
-    return len(todo), done, wall, busy, compute
+    return len(todo), done, wall, busy, compute, optimizing[0]
 
 
 def main() -> None:
@@ -272,7 +295,7 @@ def main() -> None:
     out(
         f"device {dev}; Stylizer defaults: channels_last={st.channels_last}, "
         f"cudnn.benchmark={torch.backends.cudnn.benchmark}, compile={st.compile}, "
-        f"cuda_graphs={st.cuda_graphs}; "
+        f"cuda_graphs={st.cuda_graphs}, tf32={st.tf32}; "
         f"VGG-19 load {st.load_seconds:.2f} s"
     )
     t0 = time.perf_counter()
@@ -352,16 +375,19 @@ def main() -> None:
             out(f"   {n} process(es): failed: {type(exc).__name__}: {exc}")
 
     out()
-    tmp = Path(tempfile.mkdtemp(prefix="nst-gpu-check-"))
-    n, done, wall, busy, compute = worker_loop(
-        args.device, loop_pairs, loop_size, loop_iters, auto_b, tmp
-    )
-    out(
-        f"7. worker loop: {done}/{n} pairs done, {loop_size} px x {loop_iters} iterations, "
-        f"batch {auto_b}: {wall:.1f} s ({n / wall:.1f} pairs/s); rows' seconds sum to "
-        f"{compute:.1f} s; GPU busy {busy:.0f} % (nvidia-smi, mean of 100 ms samples)"
-    )
-    shutil.rmtree(tmp, ignore_errors=True)
+    for calls in (1, 2):
+        tmp = Path(tempfile.mkdtemp(prefix="nst-gpu-check-"))
+        n, done, wall, busy, compute, optimizing = worker_loop(
+            args.device, loop_pairs, loop_size, loop_iters, auto_b, tmp, calls
+        )
+        out(
+            f"7. worker loop, {calls} call(s) at once: {done}/{n} pairs done, {loop_size} px x "
+            f"{loop_iters} iterations, batch {auto_b}: {wall:.1f} s ({n / wall:.1f} pairs/s); "
+            f"rows' seconds sum to {compute:.1f} s; optimization {optimizing:.1f} s, so "
+            f"{1000 * (wall - optimizing) / n:.1f} ms a pair outside it on the critical path; "
+            f"GPU busy {busy:.0f} % (nvidia-smi, mean of 100 ms samples)"
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
     out()
     out(f"total {time.perf_counter() - t0:.0f} s")
     if args.out:
