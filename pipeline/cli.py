@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch",
         type=int,
-        help="pairs of one size optimized together (default: 1 on CPU, by image size on GPU)",
+        help="pairs of one size optimized together (default: by image size and device)",
     )
     p.add_argument("--force", action="store_true", help="discard committed results, recompute all")
     p.add_argument(

@@ -13,6 +13,7 @@ under. Actors restart after a crash (`max_restarts=-1`) and Ray retries their in
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import re
@@ -458,7 +459,9 @@ def _run_pairs(
 
     queue = deque(todo)
     # Each call carries `batch` pairs: neighbours in the style-sorted queue, so a batch mostly
-    # shares one style's Gram targets; the actor stacks those of equal working size.
+    # shares one style's Gram targets; the actor stacks those of equal working size. A job too
+    # small to fill a batch for every actor is split evenly instead of idling all but one.
+    batch = max(1, min(batch, math.ceil(len(todo) / max(1, len(actors)))))
     in_flight: dict[Any, tuple[list[Pair], Any, float]] = {}
     buffer: list[dict[str, Any]] = []
     seq, last_flush = 0, time.monotonic()

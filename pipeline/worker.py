@@ -85,7 +85,7 @@ class PairWorker:
         batch: int = 1,
     ):
         self.ctx = ctx
-        self.batch = max(1, batch)  # pairs optimized together (a GPU lever; 1 on the CPU)
+        self.batch = max(1, batch)  # pairs optimized together (engine.default_batch)
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
         self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
         self.actor_id = actor_id

@@ -189,7 +189,10 @@ def test_driver_killed_midway_then_rerun_finishes_each_pair_once(tmp_path, input
         yaml.safe_dump(job(tmp_path, contents, styles, params={"schedule": [[32, 10], [48, 10]]}))
     )
     out = tmp_path / "out" / "grid"
-    proc = _nst_run(spec, "--actors", "1", "--gpus-per-actor", "0", "--commit-every", "1")
+    # One pair a call (small images are otherwise stacked 8 at a time): rows come one by one.
+    proc = _nst_run(
+        spec, "--actors", "1", "--gpus-per-actor", "0", "--commit-every", "1", "--batch", "1"
+    )
     deadline = time.time() + 240
     while time.time() < deadline and len(list((out / "results").glob("*.parquet"))) < 2:
         time.sleep(0.2)
@@ -241,7 +244,8 @@ def test_a_worker_killed_mid_pair_three_times_is_restarted_and_retried(tmp_path,
 
     killer = threading.Thread(target=kill_three_times)
     killer.start()
-    summary = run_plan(plan, RunOptions(actors=1, gpus_per_actor=0))
+    # One pair a call, so that the kills fall on different calls' retries.
+    summary = run_plan(plan, RunOptions(actors=1, gpus_per_actor=0, batch=1))
     killer.join()
     assert len(kills) == 3
     assert (summary.done, summary.failed, summary.complete) == (4, 0, True)

@@ -5,7 +5,8 @@ Each job runs as a user runs it: `nst run` in a subprocess (ray.init, actor star
 included), with `-v` so that the driver logs its commits. Reported per job: wall time, the
 workers' time (the rows' `seconds`), the orchestration cost per pair (wall time minus the workers'
 time spread over the actors, divided by N), the driver's peak RSS (the `nst` process alone; a
-local Ray's own processes are apart), commit times, Parquet parts before and after compaction.
+local Ray's own processes are apart) and its RSS at the second and the last commit (what the
+job's length adds), commit times, Parquet parts before and after compaction.
 Then a job is SIGKILLed at about half and rerun: the time until the rerun computes again (its
 actors have started and it has written its manifest). Last, `nst plan` of 100,000 pairs.
 
@@ -81,6 +82,7 @@ class Driver:
             start_new_session=True,
         )
         self.peak = 0
+        self.at_commits: list[int] = []  # the driver's RSS as each commit is logged
         self.stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._sample, daemon=True).start()
@@ -88,6 +90,16 @@ class Driver:
     def _read(self) -> None:
         for line in self.proc.stderr:
             self.stderr.append(line)
+            if "committed" in line:  # the resident size now: growth along the job, not the peak
+                self.at_commits.append(self._rss())
+
+    def _rss(self) -> int:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0
+        m = re.search(r"VmRSS:\s+(\d+) kB", text)
+        return int(m.group(1)) * 1024 if m else 0
 
     def _sample(self) -> None:
         """VmHWM: the kernel's resident high-water mark of the process, read until it exits."""
@@ -128,6 +140,14 @@ def compaction(lines: list[str]) -> tuple[int, float]:
     return 0, 0.0
 
 
+def rss_along(samples: list[int]) -> str:
+    """The driver's RSS early in the job (the second commit: actors started, first rows in) and
+    at its last commit, before compaction: what the job's length adds."""
+    if len(samples) < 2:
+        return "-"
+    return f"{samples[1] / 2**20:.0f} / {samples[-1] / 2**20:.0f}"
+
+
 def rows(out: Path) -> int:
     return sum(pq.read_metadata(p).num_rows for p in (out / "results").glob("*.parquet"))
 
@@ -151,6 +171,7 @@ def clean_run(root: Path, n: int, actors: int, size: int) -> dict:
         "worker ms/pair": worker / n * 1e3,
         "orchestration ms/pair": (wall - worker / actors) / n * 1e3,
         "driver peak MB": driver.peak / 2**20,
+        "RSS at 2nd / last commit MB": rss_along(driver.at_commits),
         "commits": len(times),
         "commit ms mean/max": f"{mean_ms:.0f}/{1e3 * max(times, default=0):.0f}",
         "parts before/after": f"{parts}/{len(list((out / 'results').glob('*.parquet')))}",
