@@ -124,7 +124,7 @@ def pick_precision(precision: str, device: torch.device) -> str:
 def default_batch(device_type: str, size: int) -> int:
     """Pairs to optimize together by default, by device and output long side (px).
 
-    CPU: small images only. Below ~64 px each of VGG-19's ~40 operations costs more to launch
+    CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
     than to compute, so stacking pays: one thread, ms a pair at 1 / 4 / 8 / 16 pairs, 1
     iteration at 24 px 65 / 22 / - / 17, 20 iterations at 24 px 536 / 262 / 230 / 217, at 48 px
     827 / 543 / 540 / 551, at 64 px 1150 / 887 / 839 / 856; at 128 px x 10 iterations 1883 /
