@@ -91,27 +91,24 @@ class Driver:
         for line in self.proc.stderr:
             self.stderr.append(line)
             if "committed" in line:  # the resident size now: growth along the job, not the peak
-                self.at_commits.append(self._rss())
+                self.at_commits.append(self._memory("VmRSS") or 0)
 
-    def _rss(self) -> int:
+    def _memory(self, field: str) -> int | None:
+        """A size from /proc/<pid>/status in bytes; None once the process is gone."""
         try:
             text = Path(f"/proc/{self.proc.pid}/status").read_text()
         except OSError:
-            return 0
-        m = re.search(r"VmRSS:\s+(\d+) kB", text)
+            return None
+        m = re.search(rf"{field}:\s+(\d+) kB", text)
         return int(m.group(1)) * 1024 if m else 0
 
     def _sample(self) -> None:
         """VmHWM: the kernel's resident high-water mark of the process, read until it exits."""
-        status = Path(f"/proc/{self.proc.pid}/status")
         while self.proc.poll() is None:
-            try:
-                text = status.read_text()
-            except OSError:
+            peak = self._memory("VmHWM")
+            if peak is None:
                 return
-            m = re.search(r"VmHWM:\s+(\d+) kB", text)
-            if m:
-                self.peak = max(self.peak, int(m.group(1)) * 1024)
+            self.peak = max(self.peak, peak)
             time.sleep(0.1)
 
     def wait(self) -> float:
