@@ -16,11 +16,15 @@ def test_gram_matches_a_direct_computation():
                 assert g[b, i, j].item() == pytest.approx(direct.item() / 15)
 
 
-def test_style_loss_uses_per_layer_weights_1e3_over_c_squared():
-    g = {"a": torch.zeros(1, 8, 8), "b": torch.zeros(1, 2, 2)}
-    t = {"a": torch.ones(1, 8, 8), "b": torch.ones(1, 2, 2)}
-    # layer a: 1e3/64 * 64 entries; layer b: 1e3/4 * 4 entries
-    assert losses.style_loss(g, t).item() == pytest.approx(2e3)
+def test_style_loss_is_the_mean_of_each_layers_relative_gram_error():
+    # Layers of very different magnitude and width pull alike: each error is relative.
+    g = {"a": torch.zeros(1, 8, 8), "b": torch.full((1, 2, 2), 3e4)}
+    t = {"a": torch.full((1, 8, 8), 1e-3), "b": torch.full((1, 2, 2), 1e4)}
+    errors = losses.style_errors(g, t)
+    assert errors["a"].item() == pytest.approx(1.0)  # all-zero: as far as nothing at all
+    assert errors["b"].item() == pytest.approx(4.0)  # (3 - 1)^2 / 1^2
+    assert losses.style_loss(g, t).item() == pytest.approx(2.5)
+    assert losses.style_loss(t, t).item() == 0.0
 
 
 def test_blend_normalizes_weights():
@@ -33,7 +37,7 @@ def test_blend_normalizes_weights():
 
 def test_content_and_tv_losses():
     x = torch.zeros(1, 3, 4, 4)
-    assert losses.content_loss(x, x + 2).item() == pytest.approx(4.0)
+    assert losses.content_loss(x + 1, x + 2).item() == pytest.approx(0.25)  # relative: 1^2 / 2^2
     assert losses.tv_loss(x).item() == 0.0
     stripes = torch.zeros(1, 3, 4, 4)
     stripes[..., ::2] = 1.0

@@ -47,3 +47,16 @@ def test_schedule_helpers():
     assert p.with_iterations(10).schedule == ((128, 100), (256, 10))
     assert parse_schedule("64:10,128:5") == ((64, 10), (128, 5))
     assert StyleParams.from_dict({"content_weight": "1e4"}).content_weight == 1e4
+
+
+def test_strength_scales_the_weights_around_the_given_ones():
+    params = StyleParams(content_weight=0.3, style_weight=1.0)
+    assert params.loss_weights() == (0.3, 1.0)  # 0.5: the weights as given
+    assert params.replace(strength=0.0).loss_weights() == (pytest.approx(1.2), 0.0)
+    assert params.replace(strength=1.0).loss_weights() == (0.0, pytest.approx(4.0))
+    low, high = params.replace(strength=0.25), params.replace(strength=0.75)
+    assert low.loss_weights()[0] / low.loss_weights()[1] == pytest.approx(9 * 0.3)
+    assert high.loss_weights()[0] / high.loss_weights()[1] == pytest.approx(0.3 / 9)
+    for bad in (-0.1, 1.5, "strong"):
+        with pytest.raises(ParamError, match="strength"):
+            StyleParams.from_dict({"strength": bad})

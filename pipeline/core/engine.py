@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 Grams = dict[str, torch.Tensor]
 
 
+# The quality measure's largest side: a tiled 4096 px result is judged at 1024 px, where its
+# activations still fit one untiled pass in float32.
+QUALITY_SIDE = 1024
+
 # Iterations run eagerly on a side stream before a CUDA graph captures one (PyTorch's recipe:
 # lazy initializations and autotuning happen outside the capture).
 _GRAPH_WARMUP = 3
@@ -78,6 +82,10 @@ class StylizeResult:
     weights: str
     params: dict[str, Any]
     batch: int = 1  # pairs optimized together; `seconds` is this pair's share of their time
+    # How close the result came, in float32 (Stylizer._quality): "content" is the relative
+    # relu4_2 error against the photo, each style layer's name its relative Gram error against
+    # the painting. 0 is the target itself.
+    quality: dict[str, float] = field(default_factory=dict)
 
     def trace_records(self) -> list[dict[str, Any]]:
         """The loss trace as plain rows (the Parquet `trace` column, the CLI's JSON)."""
@@ -432,6 +440,31 @@ class Stylizer:
         keep = weights[kept].sum(0).clamp(0, 1) if kept else weights.new_zeros(hw)
         return guide, masks.feather(keep[None, None], masks.feather_radius(hw))
 
+    def measure(
+        self,
+        image: torch.Tensor,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        *,
+        params: StyleParams | None = None,
+        style_blend: Sequence[float] | None = None,
+    ) -> dict[str, float]:
+        """The quality measure of any image (3, H, W) against a content and its styles, as
+        every result carries it (`StylizeResult.quality`): at the image's size, with the style
+        images sized and coloured by `params` (style_scale, color, pooling), in float32. One
+        yardstick for our outputs, earlier versions' and any other tool's."""
+        params = (params or StyleParams()).replace(precision="fp32", tile=0)
+        x = self._batch(image)
+        side = max(x.shape[-2:])
+        params = params.replace(schedule=((side, 0),))
+        blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
+        on_device = [self._batch(s) for s in styles]
+        c = resize(self._batch(content), tuple(x.shape[-2:]))
+        (quality,) = self._quality(
+            x, None, params, c, [on_device], [[_digest(s) for s in styles]], [blend], [None]
+        )
+        return quality
+
     def distances(
         self,
         image: torch.Tensor,
@@ -440,24 +473,12 @@ class Stylizer:
         style_blend: Sequence[float] | None = None,
         pooling: str = "max",
     ) -> tuple[float, float]:
-        """Unweighted (content, style) distances of `image` at its own size, by the losses that
-        the optimization uses, in float32: one yardstick for our outputs and any other tool's."""
-        x = self._batch(image)
-        size = tuple(x.shape[-2:])
-        blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
-        grams = []
-        for i, s in enumerate(styles):
-            key = (_digest(s), "none")
-            s = self._batch(s)
-            s_size = fit(s.shape, max(size), f"style {i + 1}")
-            grams.append(self.style_grams(resize(s, s_size), s_size, pooling, key=key))
-        with torch.no_grad():
-            target = self.features(resize(self._batch(content), size), pooling)
-            feats = self.features(x, pooling)
-            dc = losses.content_loss(feats[CONTENT_LAYERS[0]], target[CONTENT_LAYERS[0]])
-            g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
-            ds = losses.style_loss(g, losses.blend_grams(grams, blend))
-        return float(dc.sum()), float(ds.sum())
+        """(content, style) distances of `image`: its relative content error and the mean of its
+        relative Gram errors (`measure`), the unweighted losses of the optimization."""
+        q = self.measure(
+            image, content, styles, params=StyleParams(pooling=pooling), style_blend=style_blend
+        )
+        return q["content"], sum(q[n] for n in STYLE_LAYERS) / len(STYLE_LAYERS)
 
     # -- the optimization ----------------------------------------------------------------------
 
@@ -605,6 +626,9 @@ class Stylizer:
             else:
                 parts = self._losses(x, batch, params)
             final = torch.stack(parts, 1).cpu()  # (B, 4)
+        quality = self._quality(
+            x, batch, params, stacked, on_device, digests, blend_lists, pair_masks
+        )
         x = self._view(x, batch)
         image = color.recombine(x, batch.contents) if params.color == "luminance" else x
         image = image.detach().cpu()
@@ -628,9 +652,48 @@ class Stylizer:
                     weights=self.weights,
                     params=params.to_dict(),
                     batch=n,
+                    quality=quality[b],
                 )
             )
         return outcomes
+
+    def _quality(
+        self,
+        x: torch.Tensor,
+        batch: _Batch | None,
+        params: StyleParams,
+        contents: torch.Tensor,
+        styles: Sequence[Sequence[torch.Tensor]],
+        digests: Sequence[Sequence[str]],
+        blends: Sequence[Sequence[float]],
+        pair_masks: Sequence[SpatialMask | None],
+    ) -> list[dict[str, float]]:
+        """Each pair's relative content error and per-layer relative Gram errors, in float32,
+        against the targets it was optimized for (luminance ones in luminance mode, its regions'
+        for a masked pair): the loss without its weights, comparable across jobs and devices.
+        Targets of another precision, or of a tiled level, are made again in float32 (at most
+        QUALITY_SIDE px); the style targets come from the cache. `batch` None: make them."""
+        size = max(x.shape[-2:])
+        if batch is None or params.precision != "fp32" or size > QUALITY_SIDE or params.tile:
+            measure = params.replace(precision="fp32", tile=0)
+            side = min(size, QUALITY_SIDE)
+            batch = self._level_batch(contents, styles, digests, blends, side, measure, pair_masks)
+            x = resize(x, tuple(batch.contents.shape[-2:]))
+        # Full float32 matmuls too: the optimization may have run its Grams in TF32.
+        with torch.no_grad(), _fp32_matmuls("ieee" if self.tf32 else None):
+            feats = self.features(self._view(x, batch), params.pooling, "fp32")
+            content = losses.content_loss(feats[CONTENT_LAYERS[0]], batch.content_target)
+            grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
+            errors = losses.style_errors(grams, batch.grams)
+            if batch.guides:  # a masked pair is measured over its styled regions
+                for b, guide in enumerate(batch.guides):
+                    if guide is not None:
+                        pair = {n: feats[n][b : b + 1] for n in STYLE_LAYERS}
+                        for name, e in masks.guided_style_errors(pair, guide).items():
+                            errors[name][b] = e[0]
+            table = torch.stack([content, *errors.values()], 1).cpu().tolist()  # (B, 1 + L)
+        names = ("content", *errors)
+        return [dict(zip(names, row, strict=True)) for row in table]
 
     def _batch(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() == 3:
@@ -660,14 +723,13 @@ class Stylizer:
         """(content, style, tv, total) per pair, (B,) each."""
         x = self._view(x, batch)
         feats = self.features(x, params.pooling, params.precision)
-        lc, ls = self._terms(
-            feats, batch.content_target, batch.grams, params.content_weight, params.style_weight
-        )
+        content_weight, style_weight = params.loss_weights()
+        lc, ls = self._terms(feats, batch.content_target, batch.grams, content_weight, style_weight)
         if batch.guides:  # a masked pair's style loss is its regions' (pipeline/core/masks.py)
             per_pair = [
                 ls[b : b + 1]
                 if guide is None
-                else params.style_weight
+                else style_weight
                 * masks.guided_style_loss({n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide)
                 for b, guide in enumerate(batch.guides)
             ]
@@ -687,7 +749,7 @@ class Stylizer:
         return tiling.TiledLoss(
             params.tile,
             functools.partial(self.features, pooling=params.pooling, precision=params.precision),
-            lambda f, t, g: self._terms(f, t, g, params.content_weight, params.style_weight),
+            lambda f, t, g: self._terms(f, t, g, *params.loss_weights()),
             params.tv_weight,
             seed=params.seed + level,  # the grid's shifts repeat with the seed
         )
@@ -818,8 +880,7 @@ class _Trace:
                 if not all(math.isfinite(v) for v in values):
                     self.failed[b] = (
                         f"became {values[3]} at level {level + 1} "
-                        f"(weights content={self.params.content_weight}, "
-                        f"style={self.params.style_weight})"
+                        "(weights content={:g}, style={:g})".format(*self.params.loss_weights())
                     )
                     continue
                 self.last[b] = Losses(*values)

@@ -265,12 +265,20 @@ def guided_gram(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return fm @ fm.transpose(1, 2) / energy
 
 
-def guided_style_loss(features: Mapping[str, torch.Tensor], guide: LevelGuide) -> torch.Tensor:
-    """One pair's style loss over its regions, (1,): each region's guided Grams against its own
-    targets through `losses.style_loss` (so its per-layer weighting applies), weighted by the
-    region's share of the image."""
+def guided_style_errors(
+    features: Mapping[str, torch.Tensor], guide: LevelGuide
+) -> dict[str, torch.Tensor]:
+    """One pair's relative Gram error per style layer over its regions, name -> (1,): each
+    region's guided Grams against its own targets, weighted by the region's share of the image."""
     if guide.shares.numel() == 0:  # nothing styled: the whole image keeps the photo
-        return features[next(iter(guide.targets))].new_zeros(1)
+        zero = features[next(iter(guide.targets))].new_zeros(1)
+        return {name: zero for name in guide.targets}
     grams = {name: guided_gram(features[name], guide.weights[name]) for name in guide.targets}
-    per_region = losses.style_loss(grams, guide.targets)  # (R',)
-    return (guide.shares * per_region).sum().reshape(1)
+    per_region = losses.style_errors(grams, guide.targets)  # name -> (R',)
+    return {name: (guide.shares * e).sum().reshape(1) for name, e in per_region.items()}
+
+
+def guided_style_loss(features: Mapping[str, torch.Tensor], guide: LevelGuide) -> torch.Tensor:
+    """One pair's style loss over its regions, (1,): the mean over layers of
+    `guided_style_errors`, as `losses.style_loss` is of `losses.style_errors`."""
+    return losses.layer_mean(guided_style_errors(features, guide))

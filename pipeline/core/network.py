@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WeightsError
+from .taps import CONTENT_LAYERS as CONTENT_LAYERS  # re-exported: callers ask the network
+from .taps import STYLE_LAYERS as STYLE_LAYERS
 
 # torchvision's configuration "E" (VGG-19): channels per conv, "M" for a pooling.
 CFG = (
@@ -38,8 +40,6 @@ CFG = (
     "M",
 )
 
-CONTENT_LAYERS = ("relu4_2",)
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 # Caffe VGG mean pixel in BGR order, 0-255 (ksimonyan's model card).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
