@@ -99,6 +99,7 @@ def result_record(result: Any, **provenance: Any) -> dict[str, Any]:
     """The metadata written next to a result image."""
     return {
         "losses": dataclasses.asdict(result.losses),
+        "quality": result.quality,
         "seconds": round(result.seconds, 3),
         "iterations": result.iterations,
         "device": result.device,

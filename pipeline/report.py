@@ -16,7 +16,7 @@ from .core.params import DEFAULT_WEIGHTS
 from .images import ImageError
 from .inputs import ImageRef, read_image
 from .plots import loss_png
-from .results import ResultStore
+from .results import POOR_TRANSFER, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
 from .storage import S3Settings, StorageError
 
 THUMB = 160
@@ -39,6 +39,10 @@ def thumbnail(uri: str, s3: S3Settings | None = None, side: int = THUMB) -> Imag
         return tile
 
 
+# The report lists this many pairs of the job with the largest Gram errors.
+QUALITY_LIST = 10
+
+
 def contact_sheet(rows: list[dict[str, Any]], s3: S3Settings | None = None) -> Image.Image:
     """One line per pair: content | style | result, with the artist and the final loss."""
     lines = []
@@ -50,9 +54,13 @@ def contact_sheet(rows: list[dict[str, Any]], s3: S3Settings | None = None) -> I
         ]
         for t in tiles:
             t.thumbnail((THUMB, THUMB))
-        lines.append(
-            (tiles, f"{row.get('artist') or row['style_id']}  loss {row['loss_total']:.3g}")
-        )
+        worst = worst_gram_error(row)
+        label = f"{row.get('artist') or row['style_id']}  loss {row['loss_total']:.3g}"
+        if worst is not None:
+            label += f"  worst Gram error {worst:.3g}" + (
+                "  POOR TRANSFER" if poor_transfer(row) else ""
+            )
+        lines.append((tiles, label))
     width = 3 * (THUMB + 8) + 8
     sheet = Image.new("RGB", (width, max(1, len(lines)) * (THUMB + 24) + 8), "white")
     draw = ImageDraw.Draw(sheet)
@@ -71,7 +79,9 @@ def summary_html(
     sheet: int | None = None,
 ) -> str:
     """The report page (templates/report.html.j2); `sheet`: pairs on the contact sheet."""
+    rows = [{**r, "worst": worst_gram_error(r), "poor": poor_transfer(r)} for r in rows]
     done = [r for r in rows if r["status"] == "done"]
+    measured = sorted((r for r in done if r["worst"] is not None), key=lambda r: -r["worst"])
     artists = Counter(r.get("artist") or r["style_id"] for r in done)
     genres = Counter(
         g.strip() for r in done for g in (r.get("genre") or "").split(",") if g.strip()
@@ -85,6 +95,10 @@ def summary_html(
         artists=sorted(artists.items()),
         genres=sorted(genres.items()),
         figures=figures,
+        quality=QUALITY_COLUMNS,
+        threshold=POOR_TRANSFER,
+        poor=[r for r in measured if r["poor"]],
+        worst=measured[:QUALITY_LIST],
     )
 
 

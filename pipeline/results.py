@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .core.errors import NSTError
+from .core.taps import STYLE_LAYERS
 from .storage import S3Settings, Storage
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,34 @@ TRACE_TYPE = pa.list_(
         ]
     )
 )
+
+# The quality measure of every done row (the engine's StylizeResult.quality): the relative
+# content error and each style layer's relative Gram error of the result, in float32.
+QUALITY_COLUMNS = {"content": "content_error", **{n: f"gram_error_{n}" for n in STYLE_LAYERS}}
+# A row whose largest relative Gram error is above this did not take the painting's statistics:
+# the report and the gallery flag it. Finished pairs of the presets reach 0.003-0.3 (the deepest
+# layer the most); a photo left as it was is at 0.4-1.3 against a painting of another palette
+# (tests/benchmarks/RESULTS.md, Quality).
+POOR_TRANSFER = 0.35
+
+
+def quality_columns(quality: dict[str, float]) -> dict[str, float | None]:
+    """A result's quality measure as the row's columns (None where a measure is missing)."""
+    return {column: quality.get(name) for name, column in QUALITY_COLUMNS.items()}
+
+
+def worst_gram_error(row: dict[str, Any]) -> float | None:
+    """The largest relative Gram error of a row (None for rows without the measure)."""
+    values = [row.get(QUALITY_COLUMNS[n]) for n in STYLE_LAYERS]
+    values = [v for v in values if v is not None and v == v]  # NaN: written by pandas for None
+    return max(values) if values else None
+
+
+def poor_transfer(row: dict[str, Any]) -> bool:
+    """Whether a done row's style did not transfer (POOR_TRANSFER)."""
+    worst = worst_gram_error(row)
+    return worst is not None and worst > POOR_TRANSFER
+
 
 # One row per pair. The README's "Results schema" section documents each column.
 RESULT_SCHEMA = pa.schema(
@@ -79,6 +108,7 @@ RESULT_SCHEMA = pa.schema(
         ("loss_style", pa.float64()),
         ("loss_tv", pa.float64()),
         ("loss_total", pa.float64()),
+        *((column, pa.float64()) for column in QUALITY_COLUMNS.values()),
         ("trace", TRACE_TYPE),
         ("seed", pa.int64()),
         ("preset", pa.string()),

@@ -85,7 +85,7 @@ def test_stylize_with_a_colour_keyed_mask_keeps_the_photo_and_records_it(tmp_pat
         "--mask-regions",
         regions,
         "--schedule",
-        "48:4",
+        "48:8",
         "-o",
         str(out),
     )

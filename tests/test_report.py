@@ -6,6 +6,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 from pipeline.report import summary_html
+from pipeline.results import POOR_TRANSFER, QUALITY_COLUMNS
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -82,3 +83,17 @@ def test_domain_figures_are_shown_with_their_sample():
     page = summary_html("demo", [row("a" * 20)], figures)
     assert "on\n4 outputs, 2 contents and 2 paintings" in page
     assert "stylized outputs: 0.0123" in page and "original contents: 0.5000" in page
+
+
+def test_pairs_whose_palette_did_not_transfer_are_flagged():
+    good = {c: 0.05 for c in QUALITY_COLUMNS.values()}
+    rows = [
+        row("a" * 20, **good),
+        row("b" * 20, **{**good, "gram_error_relu1_1": POOR_TRANSFER * 2}),
+        row("c" * 20),  # written before the measure existed: not flagged, not listed
+    ]
+    page = summary_html("demo", rows)
+    assert "1 of 3 finished pairs" in page
+    worst = page[page.index("<h2>Quality</h2>") : page.index("<h2>By artist</h2>")]
+    assert worst.index("b" * 20) < worst.index("a" * 20) and "c" * 20 not in worst
+    assert f"{POOR_TRANSFER * 2:.3g} (poor transfer)" in page

@@ -20,7 +20,7 @@ import yaml
 from pipeline import images
 from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
-from pipeline.results import RESULT_SCHEMA, ResultStore
+from pipeline.results import QUALITY_COLUMNS, RESULT_SCHEMA, ResultStore
 from pipeline.runner import ResourceError, RunOptions, run_plan
 
 from .conftest import local_ray, make_content, make_style
@@ -73,6 +73,9 @@ def test_two_by_two_job_then_a_rerun_computes_nothing(tmp_path, inputs):
         assert row.loss_total < totals[0] and row.iterations == 8
         assert (row.width, row.height) in {(48, 34), (40, 48)}
         assert len(row.weights_sha256) == 64 and row.device == "cpu"
+        # The quality measure: relative errors, each layer's moved off the content's own
+        errors = [row[c] for c in QUALITY_COLUMNS.values()]
+        assert all(0 <= e < 2 for e in errors) and row.gram_error_relu1_1 < 1
     assert (out / "_SUCCESS").is_file() and (out / "manifest.json").is_file()
     schema = pq.read_schema(next((out / "results").glob("*.parquet")))
     assert schema.remove_metadata().equals(RESULT_SCHEMA)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..jobspec import NAME_RE
 from ..plan import PAIR_ID_RE
-from ..results import MANIFEST, ResultStore
+from ..results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
 from ..storage import S3Settings, Storage
 from .traces import thin
 
@@ -38,6 +38,7 @@ LIST_COLUMNS = [
     "loss_content",
     "loss_style",
     "loss_total",
+    *QUALITY_COLUMNS.values(),
     "seconds",
     "width",
     "height",
@@ -144,8 +145,10 @@ class JobTables:
         return self.row(job, pair_id)[IMAGE_COLUMNS[which]] or None
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:
-        """JSON-safe (NaN -> None, timestamps -> ISO), private columns and folders left out."""
-        out = {}
+        """JSON-safe (NaN -> None, timestamps -> ISO), private columns and folders left out; with
+        the row's largest Gram error and whether it is a poor transfer (results.POOR_TRANSFER)."""
+        worst = worst_gram_error(row)
+        out: dict[str, Any] = {"worst_gram_error": worst, "poor_transfer": poor_transfer(row)}
         for key, value in row.items():
             if key in PRIVATE_COLUMNS and not self.debug:
                 continue

@@ -87,6 +87,7 @@ _STYLE = ("s.png", png(make_style(48, 48)), "image/png")
         ),
         ([("styles", _STYLE)] * 3, {}, 400, "styles: at most 2 style images"),
         ([], {"size": "512"}, 400, "size: at most 160 px"),
+        ([], {"strength": "1.5"}, 400, "strength: must be between 0 and 1"),
         ([], {"iterations": "1000"}, 400, "iterations: 1000 over all levels; at most 500"),
         ([], {"color": "sepia"}, 400, "color: 'sepia' is not one of"),
         ([], {"preset": "nope"}, 400, "preset: unknown preset 'nope'; known: fast, preview"),

@@ -59,6 +59,12 @@ def test_page_stylizes_with_drop_and_catalogue_and_downloads(
 
     page.fill("#size", "48")
     page.fill("#iterations", "400")
+    # The strength slider: its value is shown beside it and sent with the form.
+    page.evaluate(
+        "() => { const s = document.getElementById('strength'); s.value = '0.7';"
+        " s.dispatchEvent(new Event('input')); }"
+    )
+    assert page.inner_text("#strength-value") == "0.7"
     page.evaluate(RECORD_PREVIEWS)
     page.click("#go")
     page.wait_for_selector("#preview", state="visible", timeout=120_000)
@@ -124,6 +130,9 @@ def test_page_browses_a_jobs_gallery(server, browser, screenshots):
     # The finished pair's curves: the server's matplotlib drawing, as in `nst report`.
     assert page.is_visible("#pair-losses")
     assert page.evaluate("document.getElementById('pair-losses').naturalWidth") == 1760
+    # Its quality measure: the relative content error and each style layer's Gram error.
+    assert "errors: content_error" in page.inner_text("#detail-info")
+    assert "relu1_1" in page.inner_text("#detail-info")
     page.screenshot(path=str(screenshots / "jobs-detail.png"))
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")

@@ -41,6 +41,7 @@ def resolve_params(
     preset: str,
     size: int | None,
     style_weight: float | None,
+    strength: float | None,
     color: str,
     iterations: int | None,
 ) -> StyleParams:
@@ -58,6 +59,8 @@ def resolve_params(
         changes: dict[str, Any] = {"color": color}
         if style_weight is not None:
             changes["style_weight"] = style_weight
+        if strength is not None:
+            changes["strength"] = strength
         params = StyleParams.from_dict(changes, base=params)
     except ParamError as exc:
         raise HTTPException(400, str(exc)) from None
@@ -81,6 +84,9 @@ async def stylize(
     preset: Annotated[str, Form(description="a preset name of GET /api/config")] = WEB_PRESET,
     size: Annotated[int | None, Form()] = None,
     style_weight: Annotated[float | None, Form()] = None,
+    strength: Annotated[
+        float | None, Form(description="0 = the photo, 1 = the painting (default: the preset's)")
+    ] = None,
     color: Annotated[str, Form()] = "none",
     iterations: Annotated[int | None, Form(description="iterations of the last level")] = None,
     mask: Annotated[
@@ -99,6 +105,7 @@ async def stylize(
         preset=preset,
         size=size,
         style_weight=style_weight,
+        strength=strength,
         color=color,
         iterations=iterations,
     )

@@ -219,7 +219,7 @@ $("form").addEventListener("submit", async (event) => {
     if ($("mask_regions").value.trim()) data.append("mask_regions", $("mask_regions").value.trim());
     if ($("mask_invert").checked) data.append("mask_invert", "true");
   }
-  for (const name of ["preset", "size", "style_weight", "color", "iterations"]) {
+  for (const name of ["preset", "size", "strength", "color", "iterations"]) {
     if ($(name).value !== "") data.append(name, $(name).value);
   }
   resetResult();
@@ -299,10 +299,20 @@ async function loadPairs() {
       done ? thumb(job, p, "result", 128) : el("span", { class: "missing", text: "failed" })];
     const words = [`${p.content_id} × ${p.artist || p.style_id}`, p.status];
     if (p.loss_total != null) words.push(`loss ${p.loss_total.toExponential(2)}`);
+    if (p.worst_gram_error != null) words.push(`worst Gram error ${p.worst_gram_error.toPrecision(2)}`);
+    if (p.poor_transfer) words.push("poor transfer");
     if (p.error) words.push(p.error);
-    return el("button", { type: "button", class: "card" + (done ? "" : " failed"), onclick: () => showPair(job, p.pair_id) },
+    return el("button", { type: "button", class: "card" + (done ? "" : " failed") + (p.poor_transfer ? " poor" : ""), onclick: () => showPair(job, p.pair_id) },
       [el("span", { class: "thumbs" }, images), el("span", { class: "caption", text: words.join(" · ") })]);
   }));
+}
+
+// The row's relative errors (README, "Quality"): content, then each style layer's Gram error.
+function qualityWords(p) {
+  const errors = Object.keys(p).filter((k) => k === "content_error" || k.startsWith("gram_error_"))
+    .filter((k) => p[k] != null).map((k) => `${k.replace("gram_error_", "")} ${p[k].toPrecision(2)}`);
+  if (!errors.length) return [];
+  return [`errors: ${errors.join(", ")}`].concat(p.poor_transfer ? ["poor transfer: the painting's statistics did not take"] : []);
 }
 
 async function showPair(job, id) {
@@ -315,7 +325,7 @@ async function showPair(job, id) {
     $("detail-info").textContent = [p.status, `${fmt(p.width, String)}×${fmt(p.height, String)} px`,
       `${fmt(p.iterations, String)} iterations`, `${fmt(p.seconds, (v) => v.toFixed(1))} s`,
       `content ${fmt(p.loss_content, (v) => v.toExponential(3))}`, `style ${fmt(p.loss_style, (v) => v.toExponential(3))}`,
-    ].concat(p.error ? [p.error] : []).join(" · ");
+    ].concat(qualityWords(p), p.error ? [p.error] : []).join(" · ");
     $("detail").showModal();
     // A finished pair's curves come drawn by the server, as `nst report` draws them.
     $("pair-losses").hidden = !p.trace.length;
@@ -326,6 +336,8 @@ async function showPair(job, id) {
 for (const id of ["job", "artist", "status"]) $(id).addEventListener("change", () => { page = 1; loadPairs().catch(showError); });
 $("prev").addEventListener("click", () => { if (page > 1) { page--; loadPairs().catch(showError); } });
 $("next").addEventListener("click", () => { page++; loadPairs().catch(showError); });
+
+$("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
 
 // -- start ---------------------------------------------------------------------------------------
 
