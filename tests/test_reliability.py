@@ -119,7 +119,7 @@ def test_nan_loss_fails_the_pair_and_the_actor_goes_on(tmp_path):
         "name": "nan",
         "content": {"source": str(contents)},
         "styles": {"source": str(styles)},
-        "params": {"schedule": [[32, 2]], "style_weight": 1e38},
+        "params": {"schedule": [[32, 2]], "style_weight": 1e39},
         "output": str(tmp_path / "o"),
     }
     summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))

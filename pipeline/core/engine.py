@@ -672,11 +672,14 @@ class Stylizer:
         against the targets it was optimized for (luminance ones in luminance mode, its regions'
         for a masked pair): the loss without its weights, comparable across jobs and devices.
         Targets of another precision, or of a tiled level, are made again in float32 (at most
-        QUALITY_SIDE px); the style targets come from the cache. `batch` None: make them."""
+        QUALITY_SIDE px, or the tile); the style targets come from the cache. `batch` None:
+        make them."""
         size = max(x.shape[-2:])
-        if batch is None or params.precision != "fp32" or size > QUALITY_SIDE or params.tile:
+        # A tiled level's result is judged in one pass no larger than a tile: the network never
+        # sees more than the tiling promised the device.
+        side = min(size, QUALITY_SIDE, params.tile or size)
+        if batch is None or params.precision != "fp32" or side < size or params.tile:
             measure = params.replace(precision="fp32", tile=0)
-            side = min(size, QUALITY_SIDE)
             batch = self._level_batch(contents, styles, digests, blends, side, measure, pair_masks)
             x = resize(x, tuple(batch.contents.shape[-2:]))
         # Full float32 matmuls too: the optimization may have run its Grams in TF32.

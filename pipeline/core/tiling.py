@@ -227,13 +227,19 @@ class TiledLoss:
         stride = tap_stride(CONTENT_LAYERS[0])
         lc_sum = x.new_zeros(x.shape[0])
         ls_sum = x.new_zeros(x.shape[0])
+        # The content loss is relative to its target's magnitude (losses.content_loss); a tile's
+        # is rescaled to the whole target's, so that every tile weighs its pixels alike and the
+        # shares add up to the whole image's relative loss.
+        whole = content_target.pow(2).flatten(1).mean(1).clamp_min(1e-12)  # (B,)
         for t in tiles:
             crop = t.crop(x).detach()
             self.largest_input = max(self.largest_input, crop.shape[-2] * crop.shape[-1])
             with torch.set_grad_enabled(grad is not None):
                 crop.requires_grad_(grad is not None)
                 feats = _interior(t, self.features(crop))
-                lc, ls = self.terms(feats, t.region(content_target, stride), grams)
+                target = t.region(content_target, stride)
+                lc, ls = self.terms(feats, target, grams)
+                lc = lc * target.pow(2).flatten(1).mean(1) / whole
                 share = t.area / area
                 if grad is not None:
                     ((lc + ls) * share).sum().backward()

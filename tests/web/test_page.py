@@ -168,7 +168,7 @@ def test_page_stylizes_with_a_mask(server, browser, screenshots, tmp_path):
     page.set_input_files("#mask", str(tmp_path / "mask.png"))
     page.wait_for_function("() => document.getElementById('mask-thumb').naturalWidth === 56")
     page.fill("#size", "48")
-    page.fill("#iterations", "6")
+    page.fill("#iterations", "12")
     page.click("#go")
     page.wait_for_selector("#result", state="visible", timeout=180_000)
     page.wait_for_function("() => document.getElementById('result').naturalWidth === 48")
