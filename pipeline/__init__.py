@@ -1,8 +1,43 @@
 """Distributed neural style transfer (Gatys et al.) on Ray.
 
-Layers, inner to outer: `params`, `vgg`, `losses`, `color`, `lbfgs`, `engine` (the numerical
-core: no I/O, no Ray); `images`, `presets`, `demo` (decoding, configuration); `cli` (the only
-module that prints).
+The public surface, imported lazily so that `import pipeline` loads neither torch nor Ray:
+`run_job`, `plan_job`, `load_spec` (the job API, `pipeline/api.py`), `Stylizer` and
+`StyleParams` (one pair at a time, `pipeline/core/`), `RunOptions`, `RunSummary` and `NSTError`
+(every error: a `field` and a `reason`). The layers are drawn in the README's "Layout".
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_EXPORTS = {
+    "run_job": "pipeline.api",
+    "plan_job": "pipeline.api",
+    "load_spec": "pipeline.api",
+    "RunOptions": "pipeline.runner",
+    "RunSummary": "pipeline.runner",
+    "Stylizer": "pipeline.core.engine",
+    "StyleParams": "pipeline.core.params",
+    "NSTError": "pipeline.core.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from .api import load_spec as load_spec
+    from .api import plan_job as plan_job
+    from .api import run_job as run_job
+    from .core.engine import Stylizer as Stylizer
+    from .core.errors import NSTError as NSTError
+    from .core.params import StyleParams as StyleParams
+    from .runner import RunOptions as RunOptions
+    from .runner import RunSummary as RunSummary
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

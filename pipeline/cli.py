@@ -245,20 +245,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import RunOptions, run_plan
 
     plan = _load_plan(args)
-    options = RunOptions(
+    options = RunOptions.from_spec(
+        plan.spec,
         address=args.address,
-        actors=args.actors if args.actors is not None else plan.spec.resources.actors,
-        gpus_per_actor=(
-            args.gpus_per_actor
-            if args.gpus_per_actor is not None
-            else plan.spec.resources.gpus_per_actor
-        ),
-        device=args.device or plan.spec.resources.device,
+        actors=args.actors,
+        gpus_per_actor=args.gpus_per_actor,
+        device=args.device,
         force=args.force,
         retry_failed=args.retry_failed,
         flush_rows=args.commit_every,
-        max_pixels=plan.spec.resources.max_pixels,
-        batch=args.batch if args.batch is not None else plan.spec.resources.batch,
+        batch=args.batch,
         wait_resources=args.wait_resources,
     )
     progress = _RunProgress()

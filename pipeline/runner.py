@@ -12,6 +12,7 @@ under. Actors restart after a crash (`max_restarts=-1`) and Ray retries their in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -25,7 +26,8 @@ from typing import Any
 
 from . import __version__
 from .core.engine import default_batch
-from .core.errors import NSTError
+from .core.errors import NSTError, ParamError
+from .jobspec import JobSpec
 from .plan import Pair, Plan
 from .results import ResultStore, new_run_id
 from .storage import StorageError
@@ -61,6 +63,26 @@ class RunOptions:
     # How long the actors may take to start: loading VGG-19, and on an autoscaling cluster the
     # new nodes (a GPU node and its image pull take minutes). Then exit 2, nothing changed.
     wait_resources: float = 600.0
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, **overrides: Any) -> RunOptions:
+        """The options a spec's `resources:` asks for, with `overrides` on top (None: the
+        spec's). The one path from a spec to a run: `nst run`, `run_job` and `run_plan` without
+        options all take it, so a spec means the same from the shell and from Python."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ParamError(unknown[0], f"unknown run option; known: {', '.join(known)}")
+        resources = spec.resources
+        values: dict[str, Any] = {
+            "actors": resources.actors,
+            "gpus_per_actor": resources.gpus_per_actor,
+            "device": resources.device,
+            "max_pixels": resources.max_pixels,
+            "batch": resources.batch,
+        }
+        values.update({name: v for name, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 @dataclass
@@ -353,9 +375,10 @@ def run_plan(
     on_row: Callable[[dict[str, Any], RunSummary], None] | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
-    """Compute every pair of `plan` not yet committed; returns the counts."""
-    options = options or RunOptions()
+    """Compute every pair of `plan` not yet committed; returns the counts. Without `options`,
+    those of the spec's `resources:` (RunOptions.from_spec)."""
     spec = plan.spec
+    options = options or RunOptions.from_spec(spec)
     store = ResultStore(spec.output, spec.name, spec.s3())
     store.root.check_writable()  # before any compute: a clear error, not a failed job at dawn
     run_id = new_run_id()

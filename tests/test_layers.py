@@ -87,6 +87,7 @@ FLOORS = {
     "runner": 4,
     "submit": 4,
     "cli": 5,
+    "api": 5,  # the Python API: the same entry points as the CLI
     "report": 5,
     "plots": 5,  # drawings for the front ends (report, web); imports nothing of the package
     "web": 5,
