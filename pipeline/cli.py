@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .core.errors import NSTError
 from .core.params import DEFAULT_WEIGHTS, ParamError, StyleParams, parse_schedule
+from .extras import require
 from .fetch import DATASETS
 from .presets import DEFAULT_PRESET, load_preset, preset_names
 
@@ -369,6 +370,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    require("report")
     from .report import write_report
     from .storage import S3Settings
 
@@ -412,6 +414,7 @@ def serve_url(host: str, port: int, token: str | None) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require("web")
     import uvicorn
 
     from .web.app import create_app

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .core.errors import NSTError
+from .extras import require
 
 DATASETS = {
     "artworks": "ikarus777/best-artworks-of-all-time",  # artists.csv, images/, resized/ (~2.3 GB)
@@ -37,6 +38,7 @@ def has_credentials() -> bool:
 def fetch(name: str, dest: str) -> Path:
     if name not in DATASETS:
         raise FetchError("dataset", f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    require("kaggle")
     if not has_credentials():
         raise FetchError("kaggle", HOW_TO_AUTHENTICATE)
     target = Path(dest)
@@ -55,8 +57,6 @@ def fetch(name: str, dest: str) -> Path:
         raise FetchError(
             "kaggle", f"refused the credentials: {_first_line(banner.getvalue())}"
         ) from None
-    except ImportError as exc:
-        raise FetchError("kaggle", f"the package is missing ({exc}): pip install kaggle") from None
     except Exception as exc:
         raise FetchError(
             DATASETS[name], f"download failed: {type(exc).__name__}: {_first_line(str(exc))}"

@@ -84,3 +84,26 @@ def test_a_spec_means_the_same_from_python_and_from_nst_run(tmp_path):
         assert table.actor_id.nunique() == 1 and set(table.device) == {"cpu"}
         assert table.loc["huge.png"].error_type == "TooLarge"
         assert "limit of 0.1 MP" in table.loc["huge.png"].error
+
+
+@pytest.mark.parametrize(
+    ("command", "blocked", "extra"),
+    [
+        (["serve"], "uvicorn", "web"),
+        (["report", "runs/none"], "jinja2", "report"),
+        (["data", "fetch", "artworks", "--dest", "x"], "kaggle", "kaggle"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, command, blocked, extra):
+    """As on a worker image installed without the extra: the module cannot be imported."""
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None; from pipeline.cli import main; "
+        f"sys.exit(main({command!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"nst: error: {extra}: needs {blocked}: pip install 'nst-pipeline[{extra}]'"
+    ]

@@ -75,6 +75,7 @@ FLOORS = {
     "inputs": 2,
     "masks": 2,  # mask files -> core/masks.py's regions (images and core only)
     "storage": 2,
+    "extras": 2,  # which optional dependencies each front end needs
     "results": 2,
     "jobspec": 3,
     "presets": 3,
