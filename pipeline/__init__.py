@@ -2,8 +2,9 @@
 
 The public surface, imported lazily so that `import pipeline` loads neither torch nor Ray:
 `run_job`, `plan_job`, `load_spec` (the job API, `pipeline/api.py`), `Stylizer` and
-`StyleParams` (one pair at a time, `pipeline/core/`), `RunOptions`, `RunSummary` and `NSTError`
-(every error: a `field` and a `reason`). The layers are drawn in the README's "Layout".
+`StyleParams` (one pair at a time, `pipeline/core/`), `StyleTransfer` (a Ray Data stage,
+`pipeline/stage.py`), `RunOptions`, `RunSummary` and `NSTError` (every error: a `field` and a
+`reason`). The layers are drawn in the README's "Layout".
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _EXPORTS = {
     "load_spec": "pipeline.api",
     "RunOptions": "pipeline.runner",
     "RunSummary": "pipeline.runner",
+    "StyleTransfer": "pipeline.stage",
     "Stylizer": "pipeline.core.engine",
     "StyleParams": "pipeline.core.params",
     "NSTError": "pipeline.core.errors",
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .core.params import StyleParams as StyleParams
     from .runner import RunOptions as RunOptions
     from .runner import RunSummary as RunSummary
+    from .stage import StyleTransfer as StyleTransfer
 
 
 def __getattr__(name: str) -> Any:

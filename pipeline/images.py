@@ -79,6 +79,22 @@ def decode(
         raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated data, broken chunks, bad headers
         raise ImageError(name, f"corrupt or truncated image ({exc})") from None
+    return _to_tensor(rgb, name, max_side)
+
+
+def from_array(
+    array: np.ndarray, name: str = "<array>", max_side: int | None = None
+) -> torch.Tensor:
+    """An image array as Ray Data's `read_images` gives it ((H, W), (H, W, 3) or (H, W, 4)
+    uint8) -> (3, H, W) float32 RGB in [0,1], converted and shrunk exactly as `decode` does."""
+    try:
+        img = Image.fromarray(np.ascontiguousarray(array))
+    except (TypeError, ValueError) as exc:
+        raise ImageError(name, f"not an image array ({exc})") from None
+    return _to_tensor(_to_rgb(img), name, max_side)
+
+
+def _to_tensor(rgb: Image.Image, name: str, max_side: int | None) -> torch.Tensor:
     if min(rgb.size) < MIN_SIDE:
         raise ImageError(
             name, f"too small: {rgb.size[0]}x{rgb.size[1]} px, VGG-19 needs >= {MIN_SIDE} px a side"

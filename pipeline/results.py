@@ -64,6 +64,20 @@ def quality_columns(quality: dict[str, float]) -> dict[str, float | None]:
     return {column: quality.get(name) for name, column in QUALITY_COLUMNS.items()}
 
 
+def result_columns(result: Any) -> dict[str, Any]:
+    """A stylization's columns of the results table (core.engine.StylizeResult): iterations,
+    the weighted losses and the quality measure. The worker's rows and the Ray Data stage's
+    both take them from here."""
+    return {
+        "iterations": result.iterations,
+        "loss_content": result.losses.content,
+        "loss_style": result.losses.style,
+        "loss_tv": result.losses.tv,
+        "loss_total": result.losses.total,
+        **quality_columns(result.quality),
+    }
+
+
 def worst_gram_error(row: dict[str, Any]) -> float | None:
     """The largest relative Gram error of a row (None for rows without the measure)."""
     values = [row.get(QUALITY_COLUMNS[n]) for n in STYLE_LAYERS]

@@ -33,7 +33,7 @@ from .inputs import ImageRef, read_image, read_source
 from .jobspec import MasksSpec
 from .masks import decode_mask
 from .plan import Pair
-from .results import ResultStore, quality_columns
+from .results import ResultStore, result_columns
 from .storage import S3Settings, StorageError
 
 log = logging.getLogger(__name__)
@@ -246,12 +246,7 @@ class PairWorker:
             status="done",
             width=w,
             height=h,
-            iterations=result.iterations,
-            loss_content=result.losses.content,
-            loss_style=result.losses.style,
-            loss_tv=result.losses.tv,
-            loss_total=result.losses.total,
-            **quality_columns(result.quality),
+            **result_columns(result),
             trace=result.trace_records(),
             device=result.device,
             # What actually ran: dataset mode resizes the schedule per pair.

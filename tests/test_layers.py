@@ -86,6 +86,7 @@ FLOORS = {
     "fetch": 3,
     "worker": 4,
     "runner": 4,
+    "stage": 4,  # the Ray Data stage: a warm Stylizer for map_batches
     "submit": 4,
     "cli": 5,
     "api": 5,  # the Python API: the same entry points as the CLI
