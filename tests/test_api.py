@@ -19,9 +19,18 @@ from .conftest import make_content, make_style, run_nst
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.fixture(autouse=True)
+def _shutdown_ray():
+    """run_job starts a local Ray in this process, as it does for a user; the modules after this
+    one start their own."""
+    yield
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+
+
 def readme_examples() -> list[str]:
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Python API") : text.index("## Running on Ray")]
+    section = text[text.index("## Python API") : text.index("### A stage of a Ray Data pipeline")]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
