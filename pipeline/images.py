@@ -129,10 +129,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def to_array(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0,1] -> (H, W, 3) uint8, rounded."""
+    array = (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return array.permute(1, 2, 0).numpy()
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) float in [0,1] -> 8-bit RGB PIL image."""
-    array = (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).numpy(), "RGB")
+    return Image.fromarray(to_array(image), "RGB")
 
 
 def encode_png(image: Image.Image) -> bytes:

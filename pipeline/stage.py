@@ -102,8 +102,7 @@ class StyleTransfer:
                         status="failed", error_type=type(outcome).__name__, error=str(outcome)
                     )
                     continue
-                image = (outcome.image.clamp(0, 1) * 255).round().to(torch.uint8)
-                stylized[i] = image.permute(1, 2, 0).numpy()  # (H, W, 3)
+                stylized[i] = images.to_array(outcome.image)  # (H, W, 3) uint8
                 rows[i].update(
                     status="done",
                     **result_columns(outcome),
