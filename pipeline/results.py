@@ -64,10 +64,21 @@ def quality_columns(quality: dict[str, float]) -> dict[str, float | None]:
     return {column: quality.get(name) for name, column in QUALITY_COLUMNS.items()}
 
 
+# The columns `result_columns` fills, in this order.
+RESULT_COLUMNS = (
+    "iterations",
+    "loss_content",
+    "loss_style",
+    "loss_tv",
+    "loss_total",
+    *QUALITY_COLUMNS.values(),
+)
+
+
 def result_columns(result: Any) -> dict[str, Any]:
-    """A stylization's columns of the results table (core.engine.StylizeResult): iterations,
-    the weighted losses and the quality measure. The worker's rows and the Ray Data stage's
-    both take them from here."""
+    """A stylization's columns of the results table (core.engine.StylizeResult): RESULT_COLUMNS,
+    the iterations, the weighted losses and the quality measure. The worker's rows and the Ray
+    Data stage's both take them from here."""
     return {
         "iterations": result.iterations,
         "loss_content": result.losses.content,

@@ -32,23 +32,11 @@ from .core.errors import NSTError, ParamError
 from .core.params import DEFAULT_WEIGHTS, StyleParams
 from .demo import catalog_location
 from .presets import DEFAULT_PRESET, load_preset
-from .results import QUALITY_COLUMNS, result_columns
+from .results import RESULT_COLUMNS, result_columns
 from .storage import S3Settings, Storage
 
 # What each row gains (besides `stylized`), in this order.
-COLUMNS = (
-    "status",
-    "error_type",
-    "error",
-    "iterations",
-    "loss_content",
-    "loss_style",
-    "loss_tv",
-    "loss_total",
-    *QUALITY_COLUMNS.values(),
-    "seconds",
-    "params",
-)
+COLUMNS = ("status", "error_type", "error", *RESULT_COLUMNS, "seconds", "params")
 _STYLES_KEPT = 8  # decoded style images kept for the next batches
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import pipeline
 from pipeline import images
+from pipeline.results import RESULT_COLUMNS
 
 from .conftest import make_content, make_style
 
@@ -82,4 +83,6 @@ def test_a_bad_row_fails_alone(ray_module):
     )
     assert [r["status"] for r in out] == ["done", "failed"]
     assert "too small" in out[1]["error"] and out[1]["error_type"] == "ImageError"
+    # every column of the results table that result_columns fills, and filled
+    assert all(out[0][c] is not None for c in RESULT_COLUMNS)
     assert out[0]["loss_total"] > 0 and out[0]["stylized"].shape == (26, 32, 3)  # long side 32

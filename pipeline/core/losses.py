@@ -18,7 +18,7 @@ import torch
 from .errors import ParamError
 
 # Squared norms below this are treated as this: a black style image has an all-zero Gram.
-_EPS = 1e-12
+EPS = 1e-12
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,7 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """||x - t||^2 / ||t||^2 per image: (B, ...) vs (B or 1, ...) -> (B,)."""
     diff = (x - target).pow(2).flatten(1).sum(1)
-    return diff / target.pow(2).flatten(1).sum(1).clamp_min(_EPS)
+    return diff / target.pow(2).flatten(1).sum(1).clamp_min(EPS)
 
 
 def blend_grams(

@@ -230,7 +230,7 @@ class TiledLoss:
         # The content loss is relative to its target's magnitude (losses.content_loss); a tile's
         # is rescaled to the whole target's, so that every tile weighs its pixels alike and the
         # shares add up to the whole image's relative loss.
-        whole = content_target.pow(2).flatten(1).mean(1).clamp_min(1e-12)  # (B,)
+        whole = content_target.pow(2).flatten(1).mean(1).clamp_min(losses.EPS)  # (B,)
         for t in tiles:
             crop = t.crop(x).detach()
             self.largest_input = max(self.largest_input, crop.shape[-2] * crop.shape[-1])
