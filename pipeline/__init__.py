@@ -3,8 +3,9 @@
 The public surface, imported lazily so that `import pipeline` loads neither torch nor Ray:
 `run_job`, `plan_job`, `load_spec` (the job API, `pipeline/api.py`), `Stylizer` and
 `StyleParams` (one pair at a time, `pipeline/core/`), `StyleTransfer` (a Ray Data stage,
-`pipeline/stage.py`), `RunOptions`, `RunSummary` and `NSTError` (every error: a `field` and a
-`reason`). The layers are drawn in the README's "Layout".
+`pipeline/stage.py`), `RunOptions`, `RunSummary`, `ResultRow` (a row of the results table,
+typed) and `NSTError` (every error: a `field` and a `reason`). This surface is type-checked (mypy,
+configured in pyproject.toml). The layers are drawn in the README's "Layout".
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ _EXPORTS = {
     "run_job": "pipeline.api",
     "plan_job": "pipeline.api",
     "load_spec": "pipeline.api",
-    "RunOptions": "pipeline.runner",
+    "RunOptions": "pipeline.options",
     "RunSummary": "pipeline.runner",
+    "ResultRow": "pipeline.results",
     "StyleTransfer": "pipeline.stage",
     "Stylizer": "pipeline.core.engine",
     "StyleParams": "pipeline.core.params",
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
     from .core.engine import Stylizer as Stylizer
     from .core.errors import NSTError as NSTError
     from .core.params import StyleParams as StyleParams
-    from .runner import RunOptions as RunOptions
+    from .options import RunOptions as RunOptions
+    from .results import ResultRow as ResultRow
     from .runner import RunSummary as RunSummary
     from .stage import StyleTransfer as StyleTransfer
 

@@ -12,8 +12,9 @@ import yaml
 
 from .jobspec import JobSpec, SpecError, parse_spec
 from .jobspec import load_spec as _load_file
+from .options import RunOptions
 from .plan import Plan, make_plan
-from .runner import RunOptions, RunSummary, run_plan
+from .runner import RunSummary, run_plan
 
 SpecLike = str | Path | Mapping[str, Any] | JobSpec
 

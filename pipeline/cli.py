@@ -437,7 +437,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runner import RunOptions
+    from .options import RunOptions
     from .web.settings import Settings as ServeSettings
 
     parser = argparse.ArgumentParser(prog="nst", description="Neural style transfer on Ray.")

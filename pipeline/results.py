@@ -23,7 +23,8 @@ import posixpath
 import socket
 import time
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,8 +92,8 @@ def result_columns(result: Any) -> dict[str, Any]:
 
 def worst_gram_error(row: dict[str, Any]) -> float | None:
     """The largest relative Gram error of a row (None for rows without the measure)."""
-    values = [row.get(QUALITY_COLUMNS[n]) for n in STYLE_LAYERS]
-    values = [v for v in values if v is not None and v == v]  # NaN: written by pandas for None
+    found = (row.get(QUALITY_COLUMNS[n]) for n in STYLE_LAYERS)
+    values = [float(v) for v in found if v is not None and v == v]  # NaN: pandas' None
     return max(values) if values else None
 
 
@@ -149,6 +150,73 @@ RESULT_SCHEMA = pa.schema(
         ("version", pa.string()),
     ]
 )
+
+
+class TraceRow(TypedDict):
+    """One traced iteration of a pair (an element of the `trace` column)."""
+
+    level: int
+    iteration: int
+    size: int
+    content: float
+    style: float
+    tv: float
+    total: float
+
+
+class ResultRow(TypedDict):
+    """One row of the results table, as `Results.read().to_pylist()` gives it and the worker
+    writes it: RESULT_SCHEMA's columns in Python types (tests/test_results.py holds them equal).
+    A column is None where it does not apply (a failed pair's losses, a done pair's error)."""
+
+    pair_id: str
+    job: str
+    run_id: str
+    status: str
+    error_type: str | None
+    error: str | None
+    retriable: bool | None
+    traceback: str | None
+    content_uri: str | None
+    content_id: str | None
+    style_uri: str | None
+    style_id: str | None
+    artist: str | None
+    genre: str | None
+    nationality: str | None
+    painting: str | None
+    mask_uri: str | None
+    mask_id: str | None
+    mask_regions: str | None
+    output_uri: str | None
+    dataset_path: str | None
+    width: int | None
+    height: int | None
+    iterations: int | None
+    loss_content: float | None
+    loss_style: float | None
+    loss_tv: float | None
+    loss_total: float | None
+    content_error: float | None
+    gram_error_relu1_1: float | None
+    gram_error_relu2_1: float | None
+    gram_error_relu3_1: float | None
+    gram_error_relu4_1: float | None
+    gram_error_relu5_1: float | None
+    trace: list[TraceRow] | None
+    seed: int | None
+    preset: str | None
+    params: str | None
+    weights: str | None
+    weights_sha256: str | None
+    device: str | None
+    actor_id: str | None
+    hostname: str | None
+    seconds: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: str | None
+
 
 # The columns that decide which row of a pair wins (dedupe).
 KEY_COLUMNS = ["pair_id", "status", "finished_at"]
@@ -312,7 +380,7 @@ class ResultStore:
         for number in redo:
             rows = keep.get(number)
             table = self._read_part(keys[number], None) if rows else None
-            if table is not None:
+            if rows and table is not None:
                 out.append(_conform(table, None).take(pa.array(sorted(rows), pa.int64())))
             if sum(t.num_rows for t in out) >= COMPACT_ROWS:
                 spill()

@@ -12,7 +12,6 @@ under. Actors restart after a crash (`max_restarts=-1`) and Ray retries their in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -26,8 +25,8 @@ from typing import Any
 
 from . import __version__
 from .core.engine import default_batch
-from .core.errors import NSTError, ParamError
-from .jobspec import JobSpec
+from .core.errors import NSTError
+from .options import RunOptions as RunOptions  # re-exported: the run's options
 from .plan import Pair, Plan
 from .results import ResultStore, new_run_id
 from .storage import StorageError
@@ -45,44 +44,6 @@ WAIT_NOTE_SECONDS = 10
 
 class ResourceError(NSTError):
     """The cluster cannot give the actors what they need, or did not within the wait."""
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    address: str | None = None  # a Ray cluster; None: RAY_ADDRESS or a local Ray started for us
-    actors: int | None = None
-    gpus_per_actor: float | None = None
-    device: str = "auto"
-    force: bool = False  # discard committed results and recompute every pair
-    retry_failed: bool = False  # also rerun pairs that failed for a non-retriable reason
-    in_flight_per_actor: int = 2  # one running, one queued: the actor never waits for the driver
-    flush_rows: int = 32  # commit a Parquet part every N rows ...
-    flush_seconds: float = 60.0  # ... or every T seconds, whichever comes first
-    max_pixels: int | None = None  # per-pair pixel limit in the workers (OOM guard)
-    batch: int | None = None  # pairs per optimization; None: engine.default_batch for the device
-    # How long the actors may take to start: loading VGG-19, and on an autoscaling cluster the
-    # new nodes (a GPU node and its image pull take minutes). Then exit 2, nothing changed.
-    wait_resources: float = 600.0
-
-    @classmethod
-    def from_spec(cls, spec: JobSpec, **overrides: Any) -> RunOptions:
-        """The options a spec's `resources:` asks for, with `overrides` on top (None: the
-        spec's). The one path from a spec to a run: `nst run`, `run_job` and `run_plan` without
-        options all take it, so a spec means the same from the shell and from Python."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(overrides) - set(known))
-        if unknown:
-            raise ParamError(unknown[0], f"unknown run option; known: {', '.join(known)}")
-        resources = spec.resources
-        values: dict[str, Any] = {
-            "actors": resources.actors,
-            "gpus_per_actor": resources.gpus_per_actor,
-            "device": resources.device,
-            "max_pixels": resources.max_pixels,
-            "batch": resources.batch,
-        }
-        values.update({name: v for name, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 @dataclass
@@ -241,9 +202,10 @@ def _autoscaler_maximum() -> dict[str, float] | None:
     try:
         from ray._private.state import state
 
-        return state.get_max_resources_from_cluster_config()
+        maximum = state.get_max_resources_from_cluster_config()
     except Exception:  # noqa: BLE001 - a private API: absent or changed means "unknown"
         return None
+    return None if maximum is None else {key: float(n) for key, n in maximum.items()}
 
 
 def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
@@ -417,7 +379,8 @@ def _run(
         spec.dataset,
         spec.content.masks,
     )
-    actors, batch = [], 1
+    actors: list[Any] = []
+    batch = 1
     if todo:
         ensure_ray(options.address)
         actors, batch = start_actors(ctx, options)

@@ -34,11 +34,19 @@ def readme_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def test_importing_the_package_loads_neither_torch_nor_ray():
-    code = "import sys, pipeline; print('torch' in sys.modules, 'ray' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+def test_importing_the_package_or_the_cli_parser_loads_neither_torch_nor_ray():
+    """`import pipeline` and `nst --help` stay fast: torch and Ray load when first used."""
+    for code in ["import pipeline", "from pipeline.cli import build_parser; build_parser()"]:
+        check = f"import sys; {code}; print('torch' in sys.modules, 'ray' in sys.modules)"
+        out = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True, check=True
+        )
+        assert out.stdout.split() == ["False", "False"], code
     assert set(pipeline.__all__) >= {"run_job", "plan_job", "load_spec", "Stylizer", "NSTError"}
+    assert {name: getattr(pipeline, name).__name__ for name in ["ResultRow", "RunOptions"]} == {
+        "ResultRow": "ResultRow",
+        "RunOptions": "RunOptions",
+    }
     with pytest.raises(AttributeError, match="vgg"):
         pipeline.vgg  # noqa: B018
 

@@ -78,6 +78,7 @@ FLOORS = {
     "extras": 2,  # which optional dependencies each front end needs
     "results": 2,
     "jobspec": 3,
+    "options": 3,  # how a job runs (RunOptions), apart from what it computes
     "presets": 3,
     "catalog": 3,
     "plan": 3,

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import types
+import typing
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import results
-from pipeline.results import RESULT_SCHEMA, ResultStore
+from pipeline import images, results
+from pipeline.jobspec import parse_spec
+from pipeline.plan import make_plan
+from pipeline.results import RESULT_SCHEMA, TRACE_TYPE, ResultRow, ResultStore, TraceRow
+from pipeline.worker import JobContext, PairWorker
+
+from .conftest import make_content, make_style
 
 
 def _row(pair: int, status: str = "done", minute: int = 0, trace: int = 3) -> dict:
@@ -97,3 +104,53 @@ def test_dedupe_keeps_a_done_row_over_a_later_failure_then_the_latest():
     table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
     kept = {r["pair_id"]: r["run_id"] for r in results.dedupe(table).to_pylist()}
     assert kept == {f"{1:020x}": "r0", f"{2:020x}": "r3", f"{3:020x}": "r5"}
+
+
+def _conforms(value: object, hint: object) -> bool:
+    """Whether a value read from the table has the type its ResultRow hint names."""
+    if typing.get_origin(hint) is types.UnionType:
+        return any(_conforms(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_conforms(v, item) for v in value)
+    if typing.is_typeddict(hint):
+        fields = typing.get_type_hints(hint)
+        return (
+            isinstance(value, dict)
+            and list(value) == list(fields)
+            and all(_conforms(value[k], h) for k, h in fields.items())
+        )
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def test_the_typed_row_is_the_schema_and_the_rows_a_worker_writes(tmp_path):
+    """ResultRow (the typed row of the public API) names RESULT_SCHEMA's columns in order, and
+    the rows a real worker makes, done and failed, read back from Parquet with those types."""
+    hints = typing.get_type_hints(ResultRow)
+    assert list(hints) == RESULT_SCHEMA.names
+    assert list(typing.get_type_hints(TraceRow)) == [f.name for f in TRACE_TYPE.value_type]
+
+    images.save_png(make_content(24, 32), tmp_path / "c" / "photo.png")
+    (tmp_path / "c" / "broken.png").write_bytes(b"not a png")
+    images.save_png(make_style(32, 32), tmp_path / "s" / "s.png")
+    spec = parse_spec(
+        {
+            "name": "typed",
+            "content": {"source": str(tmp_path / "c")},
+            "styles": {"source": str(tmp_path / "s")},
+            "params": {"schedule": [[24, 2]]},
+            "output": str(tmp_path / "out"),
+        }
+    )
+    ctx = JobContext("typed", results.new_run_id(), spec.output, "fast", spec.params)
+    rows = PairWorker(ctx, device="cpu", batch=2).run_batch(make_plan(spec).pairs)
+    store = ResultStore(spec.output, "typed")
+    store.write_part(rows, ctx.run_id, 0)
+    read = store.read().to_pylist()
+    assert sorted(r["status"] for r in read) == ["done", "failed"]
+    for row in read:
+        assert list(row) == list(hints)
+        wrong = {k: v for k, v in row.items() if not _conforms(v, hints[k])}
+        assert not wrong, (row["status"], wrong)

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +154,7 @@ def default_batch(device_type: str, size: int) -> int:
 
 
 @contextlib.contextmanager
-def _fp32_matmuls(mode: str | None):
+def _fp32_matmuls(mode: str | None) -> Iterator[None]:
     """float32 matrix products (the Gram matrices, the L-BFGS history products) in `mode` ("tf32":
     on tensor cores, inputs rounded to 10-bit mantissas, sums in float32) for the block. torch's
     setting is process-wide, so it is restored after: a program that also uses torch for
@@ -179,7 +179,7 @@ def _digest(image: torch.Tensor) -> str:
 def _loss_terms(
     feats: dict[str, torch.Tensor],
     content_target: torch.Tensor,
-    grams: Grams,
+    grams: Mapping[str, torch.Tensor],
     content_weight: float,
     style_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,8 +415,8 @@ class Stylizer:
         ]
         targets = []
         for r in styled:
-            t = mask.targets[r]
-            chosen = range(len(styles)) if t == masks.BLEND else [t]
+            t = mask.targets[r]  # a style's index, or BLEND (KEEP has no target)
+            chosen = [t] if isinstance(t, int) else list(range(len(styles)))
             targets.append(
                 self._pair_grams(
                     content,
@@ -459,7 +459,7 @@ class Stylizer:
         params = params.replace(schedule=((side, 0),))
         blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
         on_device = [self._batch(s) for s in styles]
-        c = resize(self._batch(content), tuple(x.shape[-2:]))
+        c = resize(self._batch(content), x.shape[-2:])
         (quality,) = self._quality(
             x, None, params, c, [on_device], [[_digest(s) for s in styles]], [blend], [None]
         )
@@ -610,7 +610,7 @@ class Stylizer:
             if x is None:
                 x = self._init(batch.contents, params, inits)
             else:
-                x = resize(x, tuple(batch.contents.shape[-2:]))
+                x = resize(x, batch.contents.shape[-2:])
             x = self._optimize(
                 x, batch, params, iterations, level, done, trace, callback, progress_every
             )
@@ -681,7 +681,7 @@ class Stylizer:
         if batch is None or params.precision != "fp32" or side < size or params.tile:
             measure = params.replace(precision="fp32", tile=0)
             batch = self._level_batch(contents, styles, digests, blends, side, measure, pair_masks)
-            x = resize(x, tuple(batch.contents.shape[-2:]))
+            x = resize(x, batch.contents.shape[-2:])
         # Full float32 matmuls too: the optimization may have run its Grams in TF32.
         with torch.no_grad(), _fp32_matmuls("ieee" if self.tf32 else None):
             feats = self.features(self._view(x, batch), params.pooling, "fp32")
@@ -716,8 +716,10 @@ class Stylizer:
             ]
             return torch.stack(noise).to(self.device)
         if params.init == "image":
-            size = tuple(c.shape[-2:])
-            return torch.cat([resize(self._batch(i), size) for i in inits])  # type: ignore[arg-type]
+            images = [i for i in inits if i is not None]
+            if len(images) != c.shape[0]:
+                raise ParamError("init", "init 'image' needs an init image for every pair")
+            return torch.cat([resize(self._batch(i), c.shape[-2:]) for i in images])
         return color.luminance(c) if params.color == "luminance" else c.clone()
 
     def _losses(
@@ -743,7 +745,7 @@ class Stylizer:
     @staticmethod
     def _view(x: torch.Tensor, batch: _Batch) -> torch.Tensor:
         """The image the network sees and the result: with masks, the photo where kept."""
-        if batch.keep is None:
+        if batch.keep is None or batch.photo is None:
             return x
         return masks.composite(x, batch.photo, batch.keep)
 
@@ -814,6 +816,7 @@ class Stylizer:
             row.add_(1)
             with torch.no_grad():
                 if params.optimizer == "lbfgs" and tiles is None:
+                    assert x.grad is not None  # the backward above filled it
                     lbfgs.step(x.grad)
                 else:
                     adam.step()
@@ -886,9 +889,9 @@ class _Trace:
                         "(weights content={:g}, style={:g})".format(*self.params.loss_weights())
                     )
                     continue
-                self.last[b] = Losses(*values)
+                last = self.last[b] = Losses(*values)
                 if i % self.params.trace_every == 0 or i == level_iters:
-                    self.points[b].append(TracePoint(level, done + i, size, self.last[b]))
+                    self.points[b].append(TracePoint(level, done + i, size, last))
 
     def latest(self, b: int) -> Losses:
         last = self.last[b]
@@ -896,7 +899,8 @@ class _Trace:
         return last
 
     def error(self, b: int) -> StylizeError | None:
-        return None if self.failed[b] is None else StylizeError("loss", self.failed[b])
+        failed = self.failed[b]
+        return None if failed is None else StylizeError("loss", failed)
 
     def all_failed(self) -> bool:
         return all(f is not None for f in self.failed)

@@ -21,7 +21,8 @@ class NSTError(Exception):
     def __str__(self) -> str:
         return f"{self.field}: {self.reason}" if self.field else self.reason
 
-    def __reduce__(self):  # pickled across Ray (and by Ray's own exception wrapper)
+    # Pickled across Ray (and by Ray's own exception wrapper).
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return type(self), (self.field, self.reason)
 
 

@@ -47,7 +47,10 @@ def blend_grams(
     if total <= 0 or any(w < 0 for w in weights):
         raise ParamError("style_blend", f"weights must be >= 0 and sum > 0, got {list(weights)}")
     return {
-        name: sum(g[name] * (w / total) for g, w in zip(grams, weights, strict=True))
+        name: sum(
+            (g[name] * (w / total) for g, w in zip(grams, weights, strict=True)),
+            torch.zeros_like(grams[0][name]),
+        )
         for name in grams[0]
     }
 

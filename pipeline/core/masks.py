@@ -65,7 +65,8 @@ class RegionKey:
 
     def __str__(self) -> str:
         name = "none" if self.style is None else str(self.style + 1)
-        return "#{:02x}{:02x}{:02x}={}".format(*self.color, name)
+        r, g, b = self.color
+        return f"#{r:02x}{g:02x}{b:02x}={name}"
 
 
 def parse_regions(text: str, field: str = "mask_regions") -> tuple[RegionKey, ...]:
@@ -96,7 +97,9 @@ def format_regions(keys: Sequence[RegionKey]) -> str:
     return ",".join(str(k) for k in keys)
 
 
-def check_region_styles(keys: Sequence[RegionKey], styles: int, field: str = "mask_regions"):
+def check_region_styles(
+    keys: Sequence[RegionKey], styles: int, field: str = "mask_regions"
+) -> None:
     """Every region names a style the pair has, and every style is used by some region."""
     for key in keys:
         if key.style is not None and key.style >= styles:

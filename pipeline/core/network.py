@@ -81,6 +81,9 @@ def tap_stride(name: str) -> int:
 class Preprocess(nn.Module):
     """RGB in [0,1] -> the input convention of the weights."""
 
+    mean: torch.Tensor  # buffers
+    scale: torch.Tensor
+
     def __init__(self, convention: str):
         super().__init__()
         self.convention = convention
@@ -114,7 +117,7 @@ class VGGFeatures(nn.Module):
         convs, in_ch = {}, 3
         names = (n for n in LAYER_NAMES if n.startswith("conv"))
         for v in CFG:
-            if v != "M":
+            if isinstance(v, int):  # not "M"
                 convs[next(names)] = nn.Conv2d(in_ch, v, 3, padding=1)
                 in_ch = v
         self.convs = nn.ModuleDict({n: m for n, m in convs.items() if n in self.order})

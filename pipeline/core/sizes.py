@@ -41,10 +41,11 @@ def fit(shape: Sequence[int], long_side: int, what: str) -> tuple[int, int]:
     return size
 
 
-def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, h, w), bilinear, antialiased when shrinking."""
+def resize(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, h, w) for `size` (h, w), bilinear, antialiased when shrinking."""
     import torch.nn.functional as F
 
-    if tuple(image.shape[-2:]) == tuple(size):
+    h, w = size
+    if tuple(image.shape[-2:]) == (h, w):
         return image
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=True)

@@ -243,6 +243,7 @@ class TiledLoss:
                 share = t.area / area
                 if grad is not None:
                     ((lc + ls) * share).sum().backward()
+                    assert crop.grad is not None  # crop requires grad
                     t.crop(grad).add_(crop.grad)
             lc_sum += share * lc.detach()
             ls_sum += share * ls.detach()
@@ -254,6 +255,7 @@ class TiledLoss:
                 ltv = self.tv_weight * losses.tv_loss(whole)
                 if grad is not None:
                     ltv.sum().backward()
+                    assert whole.grad is not None  # whole requires grad
                     grad.add_(whole.grad)
             ltv = ltv.detach()
         return lc_sum, ls_sum, ltv, lc_sum + ls_sum + ltv
