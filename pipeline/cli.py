@@ -250,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan.spec,
         address=args.address,
         actors=args.actors,
+        min_actors=args.min_actors,
         gpus_per_actor=args.gpus_per_actor,
         device=args.device,
         force=args.force,
@@ -274,6 +275,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  failed {pair_id}: {kind}: {error}")
     if len(summary.failures) > 10:
         print(f"  ... and {len(summary.failures) - 10} more (see the status column)")
+    if summary.actors_lost:
+        print(
+            f"actors: {sum(summary.actors.values())} started on {len(summary.actors)} node(s), "
+            f"{summary.actors_lost} lost (their {summary.requeued} pair(s) sent again)"
+        )
     print(f"results: {summary.output}/results/ (Parquet), images: {summary.output}/images/")
     if not summary.complete:
         print("incomplete: run the same command again to finish the remaining pairs")
@@ -483,7 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", help="job spec (YAML)")
     p.add_argument("--output", help="override the spec's output (folder or s3://bucket/prefix)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--actors", type=int, help="number of actors (default: one per GPU, or CPU/2)")
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="the most actors; the pool grows and shrinks with the cluster's nodes up to it "
+        "(default: one per GPU, or per 2 CPUs, of every node)",
+    )
+    p.add_argument(
+        "--min-actors",
+        type=int,
+        help="start computing once this many actors run (default: the spec's, else 1)",
+    )
     p.add_argument(
         "--gpus-per-actor",
         type=float,

@@ -153,8 +153,20 @@ class RandomPairing(_Section):
     seed: StrictInt = 0
 
 
+ActorCount = Annotated[StrictInt, Field(ge=1, le=10_000)]
+
+
+class ActorBounds(_Section):
+    """`actors: {min, max}`: start once `min` actors run, grow up to `max` as nodes join."""
+
+    min: ActorCount = 1
+    max: ActorCount | None = None  # None: as many as the cluster's nodes take
+
+
 class ResourcesSpec(_Section):
-    actors: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None  # default: one per GPU
+    # A number: at most that many actors. Default: what the cluster's nodes take, one per GPU
+    # (or GPU fraction), or one per 2 CPUs of a node; the pool follows nodes that come and go.
+    actors: ActorCount | ActorBounds | None = None
     # Ray takes a fraction of one GPU or a whole number of them. Default: 1 with GPUs, else 0.
     gpus_per_actor: Annotated[StrictFloat, Field(ge=0, le=64)] | None = None
     device: Annotated[StrictStr, Field(pattern=DEVICE_PATTERN)] = "auto"
@@ -163,7 +175,10 @@ class ResourcesSpec(_Section):
     batch: Annotated[StrictInt, Field(ge=1, le=256)] | None = None  # pairs per optimization
 
     @model_validator(mode="after")
-    def _whole_or_fraction(self) -> ResourcesSpec:
+    def _consistent(self) -> ResourcesSpec:
+        bounds = self.actors
+        if isinstance(bounds, ActorBounds) and bounds.max is not None and bounds.min > bounds.max:
+            raise _FieldError("resources.actors", f"min {bounds.min} is above max {bounds.max}")
         g = self.gpus_per_actor
         if g is not None and g > 1 and g != int(g):
             raise _FieldError(

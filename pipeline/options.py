@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RunOptions:
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS or a local Ray started for us
+    # The most actors (None: as many as the cluster's nodes take) and the fewest to start with:
+    # the pool grows and shrinks with the cluster in between (pipeline/pool.py).
     actors: int | None = None
+    min_actors: int = 1
     gpus_per_actor: float | None = None
     device: str = "auto"
     force: bool = False  # discard committed results and recompute every pair
@@ -41,8 +44,12 @@ class RunOptions:
         if unknown:
             raise ParamError(unknown[0], f"unknown run option; known: {', '.join(known)}")
         resources = spec.resources
+        from .jobspec import ActorBounds  # loaded already: the spec is one
+
+        bounds = resources.actors
         values: dict[str, Any] = {
-            "actors": resources.actors,
+            "actors": bounds.max if isinstance(bounds, ActorBounds) else bounds,
+            "min_actors": bounds.min if isinstance(bounds, ActorBounds) else 1,
             "gpus_per_actor": resources.gpus_per_actor,
             "device": resources.device,
             "max_pixels": resources.max_pixels,

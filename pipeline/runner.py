@@ -18,32 +18,35 @@ import os
 import platform
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
 from .core.engine import default_batch
-from .core.errors import NSTError
 from .options import RunOptions as RunOptions  # re-exported: the run's options
 from .plan import Pair, Plan
+from .pool import ActorPool, Member, Node, ResourceError, alive_nodes, capacity, infra_errors
 from .results import ResultStore, new_run_id
 from .storage import StorageError
-from .worker import JobContext, PairWorker, base_row, fail_row
+from .worker import JobContext, base_row, fail_row
 
 log = logging.getLogger(__name__)
 
 LOCK_REFRESH_SECONDS = 30
-# A pair whose actor died under it is sent again, up to this many attempts in all; a pair that
-# kills its worker every time (a real out-of-memory) then becomes a retriable failed row.
-MAX_ATTEMPTS = 5
+# A pair whose call failed for the infrastructure (its actor, worker process or node died) goes
+# back to the front of the queue. Its actor may have died for another pair of the call or of a
+# call beside it, so after AMBIGUOUS_LOSSES such failures it runs alone on an actor with nothing
+# else in flight; failing so there on INFRA_STRIKES different actors, it becomes a retriable
+# failed row: a pair that kills its worker every time (a real out-of-memory).
+AMBIGUOUS_LOSSES = 2
+INFRA_STRIKES = 3
+# The first actors to start wait this long for the rest of the first placement (loading VGG-19
+# takes seconds), then the job goes on with those that run; the others join when they start.
+START_GRACE_SECONDS = 15.0
 # While actors wait for resources, say so this often.
 WAIT_NOTE_SECONDS = 10
-
-
-class ResourceError(NSTError):
-    """The cluster cannot give the actors what they need, or did not within the wait."""
 
 
 @dataclass
@@ -58,6 +61,9 @@ class RunSummary:
     seconds: float = 0.0
     complete: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (pair, type, error)
+    actors: dict[str, int] = field(default_factory=dict)  # node id -> actors started there
+    actors_lost: int = 0  # actors dropped: their node left, their process died
+    requeued: int = 0  # pairs sent again after an actor was lost under them
 
     @property
     def ran(self) -> int:
@@ -69,29 +75,6 @@ def needs_run(committed: tuple[str, bool] | None, retry_failed: bool) -> bool:
         return True
     status, retriable = committed
     return status != "done" and (retriable or retry_failed)
-
-
-class PairActor:
-    """A PairWorker in a Ray actor: loads VGG-19 once, then stylizes pair after pair."""
-
-    def __init__(
-        self, ctx: JobContext, device: str, threads: int, max_pixels: int | None, batch: int
-    ):
-        import ray
-        import torch
-
-        torch.set_num_threads(threads)
-        actor_id = ray.get_runtime_context().get_actor_id() or "actor"
-        self.worker = PairWorker(
-            ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, batch=batch
-        )
-
-    def ready(self) -> str:
-        """Answers once the constructor (the warm VGG-19) has finished."""
-        return str(self.worker.stylizer.device)
-
-    def run_batch(self, pairs: list[Pair]) -> list[dict[str, Any]]:
-        return self.worker.run_batch(pairs)
 
 
 def ensure_ray(address: str | None) -> None:
@@ -124,74 +107,100 @@ def ensure_ray(address: str | None) -> None:
         ) from None
 
 
-@dataclass(frozen=True)
-class ActorPlan:
-    count: int
-    gpus: float  # per actor
-    threads: int  # torch threads per actor
-    batch: int  # pairs per call
+def start_pool(ctx: JobContext, options: RunOptions, pairs: int) -> ActorPool:
+    """The run's actor pool, with at least `options.min_actors` actors started (VGG-19 loaded).
 
-
-def plan_actors(ctx: JobContext, options: RunOptions) -> ActorPlan:
-    """How many actors, with what, from the options and what the cluster has now."""
+    What the cluster can never give (fewer places for actors than the minimum, and no autoscaler
+    to add nodes) is refused at once; a constructor that fails on every node (a CUDA device that
+    is not there, weights that do not load), or a start that takes longer than
+    `options.wait_resources`, is a ResourceError, with the actors killed."""
     import ray
 
-    resources = ray.cluster_resources()
-    gpus, cpus = resources.get("GPU", 0.0), int(resources.get("CPU", os.cpu_count() or 1))
+    nodes = alive_nodes()
     per_actor = options.gpus_per_actor
     if per_actor is None:
-        per_actor = 1.0 if gpus >= 1 else 0.0
-    if options.actors:
-        count = options.actors
-    elif per_actor > 0:
-        count = max(1, int(gpus // per_actor))  # one per GPU (or per GPU fraction)
-    else:
-        # CPU: one actor per 2 cores, at least 2. Measured on 2 cores (tests/benchmarks/
-        # RESULTS.md): 2 actors x 1 thread ran a 16-pair job 1.22x faster than 1 x 2 threads
-        # (torch's second thread adds ~80 %; the rest is probably one actor's decoding, encoding
-        # and Python overlapping the other's compute). An actor holds ~1-2 GB: not one per core.
-        count = max(min(2, cpus), cpus // 2)
+        per_actor = 1.0 if sum(n.gpus for n in nodes) >= 1 else 0.0
+    most = min(options.actors or math.inf, pairs)
+    least = int(min(options.min_actors, most))
     batch = options.batch or default_batch("cuda" if per_actor > 0 else "cpu", ctx.params.size)
-    return ActorPlan(count, per_actor, max(1, cpus // count), batch)
+    _check_room(nodes, per_actor, least)
+    pool = ActorPool(ctx, options, per_actor, batch, most)
+    try:
+        if _autoscaler_maximum() is not None:
+            pool.request_resources(options.actors)
+        pool.reconcile(force=True)
+        started = time.monotonic()
+        note = started + WAIT_NOTE_SECONDS
+        # Until the minimum runs, and a grace more for the rest of the first placement: those
+        # that start within it share the first calls (a small job is split between them).
+        while len(pool.ready) < least or (
+            pool.starting() and time.monotonic() - started < START_GRACE_SECONDS
+        ):
+            waiting = pool.starting()
+            if not waiting and not pool.reconcile(force=True):
+                cause = _cause(pool.last_error) if pool.last_error else "no node has room"
+                raise ResourceError("actors", f"cannot start: {cause}")
+            left = started + options.wait_resources - time.monotonic()
+            done, _ = ray.wait(list(waiting), num_returns=1, timeout=max(0.0, min(1.0, left)))
+            for ref in done:
+                pool.answered(ref)
+            pool.reconcile()  # a node that joins meanwhile (an autoscaler's) gets actors too
+            if len(pool.ready) >= least:
+                continue
+            if time.monotonic() >= started + options.wait_resources:
+                free = ray.available_resources()
+                each = f"{per_actor:g} GPU" if per_actor > 0 else "no GPU"
+                raise ResourceError(
+                    "actors",
+                    f"{len(pool.members) - len(pool.ready)} of {len(pool.members)} did not start "
+                    f"within {options.wait_resources:.0f} s (each needs {each}; free now: "
+                    f"{free.get('GPU', 0):g} GPU, {free.get('CPU', 0):g} CPU); "
+                    "--wait-resources sets the wait",
+                )
+            if time.monotonic() >= note:
+                note += WAIT_NOTE_SECONDS
+                log.warning(
+                    "%d of %d actor(s) started; waiting for resources (up to %.0f s in all)",
+                    len(pool.ready),
+                    len(pool.members),
+                    options.wait_resources,
+                )
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
-def check_resources(plan: ActorPlan) -> None:
-    """Refuse at once what the cluster can never give: more GPUs than it has (or than its
-    autoscaler may add), or more CPU actors than CPUs (CPU actors take no Ray CPU slot, so Ray
-    itself would start 500 of them, each holding a VGG-19, on a laptop)."""
-    import ray
-
-    need = {"GPU": plan.count * plan.gpus} if plan.gpus > 0 else {"CPU": plan.count}
-    have = ray.cluster_resources()
+def _check_room(nodes: list[Node], per_actor: float, least: int) -> None:
+    """Refuse at once a minimum of actors the cluster can never place: more GPUs than it has (or
+    than its autoscaler may add), or more CPU actors than its nodes take (one per 2 CPUs of a
+    node; Ray itself would start 500 zero-CPU actors, each holding a VGG-19, on a laptop)."""
+    room = sum(capacity(n, per_actor) for n in nodes)
+    if least <= room:
+        return
+    if per_actor > 0:
+        key, amount, total = "GPU", least * per_actor, sum(n.gpus for n in nodes)
+        what = f"{least} actor(s) x {per_actor:g} GPU = {amount:g} GPU"
+    else:
+        key, amount, total = "CPU", least, sum(n.cpus for n in nodes)
+        what = f"{least} CPU actor(s) (one per 2 CPUs of a node)"
     maximum = _autoscaler_maximum()
-    for key, amount in need.items():
-        total = have.get(key, 0.0)
-        if amount <= total + 1e-9:
-            continue
-        what = (
-            f"{plan.count} actor(s) x {plan.gpus:g} GPU = {amount:g} GPU"
-            if key == "GPU"
-            else f"{plan.count} CPU actor(s) (at most one per CPU)"
+    if maximum is None:
+        raise ResourceError(
+            "resources",
+            f"the job needs {what}; the cluster has {total:g} {key} and no autoscaler to "
+            "add more: lower resources.actors (its min) or gpus_per_actor (or --min-actors, "
+            "--gpus-per-actor)",
         )
-        if maximum is None:
-            raise ResourceError(
-                "resources",
-                f"the job needs {what}; the cluster has {total:g} {key} and no autoscaler to "
-                "add more: lower resources.actors / gpus_per_actor (or --actors, "
-                "--gpus-per-actor)",
-            )
-        if amount > maximum.get(key, 0) + 1e-9:
-            raise ResourceError(
-                "resources",
-                f"the job needs {what}; the cluster has {total:g} {key} now and its autoscaler "
-                f"adds at most up to {maximum.get(key, 0):g}",
-            )
-        log.warning(
-            "the job needs %s; the cluster has %g %s now: waiting for its autoscaler",
-            what,
-            total,
-            key,
+    if amount > maximum.get(key, 0) + 1e-9:
+        raise ResourceError(
+            "resources",
+            f"the job needs {what}; the cluster has {total:g} {key} now and its autoscaler "
+            f"adds at most up to {maximum.get(key, 0):g}",
         )
+    log.warning(
+        "the job needs %s; the cluster has %g %s now: waiting for its autoscaler", what, total, key
+    )
 
 
 def _autoscaler_maximum() -> dict[str, float] | None:
@@ -206,93 +215,6 @@ def _autoscaler_maximum() -> dict[str, float] | None:
     except Exception:  # noqa: BLE001 - a private API: absent or changed means "unknown"
         return None
     return None if maximum is None else {key: float(n) for key, n in maximum.items()}
-
-
-def start_actors(ctx: JobContext, options: RunOptions) -> tuple[list[Any], int]:
-    """The actors, each with its VGG-19 loaded, and how many pairs to send each in one call.
-
-    Returns only once every actor has started; a constructor that fails (a CUDA device that is
-    not there, weights that do not load) or a start that takes longer than
-    `options.wait_resources` is a ResourceError, with the actors killed."""
-    import ray
-    from ray.exceptions import RayError
-
-    plan = plan_actors(ctx, options)
-    check_resources(plan)
-    remote = ray.remote(PairActor).options(
-        # num_cpus=0: an actor holds its CPU slot for its whole life, so on a 2-core machine two
-        # actors leave nothing for other tasks and a run deadlocks; torch's threads are set
-        # explicitly instead.
-        num_cpus=0,
-        num_gpus=plan.gpus,
-        max_restarts=-1,
-        # Ray resends a pair whose actor died once the actor is back. It charges a retry to the
-        # pair queued behind the one that killed the actor too, hence more than one or two.
-        max_task_retries=MAX_ATTEMPTS - 1,
-        # Two calls at once: while one optimizes (holding the worker's compute lock), the other
-        # decodes its pairs and the first one's results are written (PairWorker.run_batch).
-        max_concurrency=2,
-    )
-    log.info(
-        "starting %d actor(s), %.2f GPU and %d threads each, %d pair(s) per batch",
-        plan.count,
-        plan.gpus,
-        plan.threads,
-        plan.batch,
-    )
-    actors = [
-        remote.remote(ctx, options.device, plan.threads, options.max_pixels, plan.batch)
-        for _ in range(plan.count)
-    ]
-    try:
-        _wait_started(actors, plan, options.wait_resources)
-    except RayError as exc:  # the actor died in its constructor
-        _kill(actors)
-        raise ResourceError("actors", f"cannot start: {_cause(exc)}") from None
-    except BaseException:
-        _kill(actors)
-        raise
-    return actors, plan.batch
-
-
-def _wait_started(actors: list[Any], plan: ActorPlan, timeout: float) -> None:
-    import ray
-
-    pending = [a.ready.remote() for a in actors]
-    started = time.monotonic()
-    note = started + WAIT_NOTE_SECONDS
-    while pending:
-        left = started + timeout - time.monotonic()
-        done, pending = ray.wait(
-            pending, num_returns=len(pending), timeout=max(0.0, min(1.0, left))
-        )
-        ray.get(done)  # a constructor's exception surfaces here
-        if not pending:
-            return
-        if time.monotonic() >= started + timeout:
-            free = ray.available_resources()
-            each = f"{plan.gpus:g} GPU" if plan.gpus > 0 else "no GPU"
-            raise ResourceError(
-                "actors",
-                f"{len(pending)} of {len(actors)} did not start within {timeout:.0f} s "
-                f"(each needs {each}; free now: {free.get('GPU', 0):g} GPU, "
-                f"{free.get('CPU', 0):g} CPU); --wait-resources sets the wait",
-            )
-        if time.monotonic() >= note:
-            note += WAIT_NOTE_SECONDS
-            log.warning(
-                "%d of %d actor(s) started; waiting for resources (up to %.0f s in all)",
-                len(actors) - len(pending),
-                len(actors),
-                timeout,
-            )
-
-
-def _kill(actors: list[Any]) -> None:
-    import ray
-
-    for actor in actors:
-        ray.kill(actor)
 
 
 def _cause(exc: BaseException) -> str:
@@ -379,11 +301,10 @@ def _run(
         spec.dataset,
         spec.content.masks,
     )
-    actors: list[Any] = []
-    batch = 1
+    pool = None
     if todo:
         ensure_ray(options.address)
-        actors, batch = start_actors(ctx, options)
+        pool = start_pool(ctx, options, len(todo))
     try:
         # Only now, with actors that have shown they can start, does the output change: a rerun
         # that cannot start (a typo, a busy cluster) leaves a finished job finished.
@@ -394,10 +315,11 @@ def _run(
         store.write_manifest(_manifest(plan, run_id, "running", started_at=_iso(started)))
         if on_start:
             on_start(summary)
-        if todo:
-            _run_pairs(todo, actors, batch, ctx, options, store, summary, on_row)
+        if pool is not None:
+            Driver(todo, pool, ctx, options, store, summary, on_row).run()
     finally:
-        _kill(actors)
+        if pool is not None:
+            pool.close()
     t = time.perf_counter()
     parts = len(store.part_keys())
     store.compact(run_id)
@@ -430,94 +352,192 @@ def _run(
     return summary
 
 
-def _run_pairs(
-    todo: list[Pair],
-    actors: list[Any],
-    batch: int,
-    ctx: JobContext,
-    options: RunOptions,
-    store: ResultStore,
-    summary: RunSummary,
-    on_row: Callable | None,
-) -> None:
-    import ray
-    from ray.exceptions import RayError
+class Driver:
+    """The run loop: keeps every ready actor fed with `in_flight_per_actor` calls of pairs,
+    commits rows as they come, keeps the pool at the cluster's size, and sends again the pairs of
+    a call whose actor was lost."""
 
-    queue = deque(todo)
-    # Each call carries `batch` pairs: neighbours in the style-sorted queue, so a batch mostly
-    # shares one style's Gram targets; the actor stacks those of equal working size. A job too
-    # small to fill a batch for every actor is split evenly instead of idling all but one.
-    batch = max(1, min(batch, math.ceil(len(todo) / max(1, len(actors)))))
-    in_flight: dict[Any, tuple[list[Pair], Any, float]] = {}
-    buffer: list[dict[str, Any]] = []
-    seq, last_flush = 0, time.monotonic()
+    def __init__(
+        self,
+        todo: list[Pair],
+        pool: ActorPool,
+        ctx: JobContext,
+        options: RunOptions,
+        store: ResultStore,
+        summary: RunSummary,
+        on_row: Callable | None,
+    ):
+        self.queue = deque(todo)
+        self.suspects: deque[Pair] = deque()  # pairs that run alone (AMBIGUOUS_LOSSES)
+        self.losses: Counter[str] = Counter()  # pair id -> calls lost beside other pairs
+        self.strikes: dict[str, set[str]] = {}  # pair id -> actors lost under it alone
+        self.pool, self.ctx, self.options, self.store = pool, ctx, options, store
+        self.summary, self.on_row = summary, on_row
+        # Each call carries `batch` pairs: neighbours in the style-sorted queue, so a call mostly
+        # shares one style's Gram targets; the actor stacks those of equal working size. A job
+        # too small to fill a call for every actor is split evenly instead of idling the rest.
+        self.batch = max(1, min(pool.batch, math.ceil(len(todo) / max(1, len(pool.members)))))
+        self.in_flight: dict[Any, tuple[list[Pair], Member, float, bool]] = {}  # ..., alone
+        self.buffer: list[dict[str, Any]] = []
+        self.seq = 0
+        self.last_flush = time.monotonic()
+        self.alone_since: float | None = None  # when the pool last had no actor
 
-    def submit(actor: Any) -> None:
-        if queue:
-            chunk = [queue.popleft() for _ in range(min(batch, len(queue)))]
-            in_flight[actor.run_batch.remote(chunk)] = (chunk, actor, time.time())
+    def run(self) -> None:
+        import ray
 
-    def flush(final: bool = False) -> None:
-        nonlocal seq, last_flush
-        last_flush = time.monotonic()
-        if buffer:
-            commit(final)
+        try:
+            for _ in range(self.options.in_flight_per_actor):  # round-robin: all get work
+                for member in self.pool.ready:
+                    self.feed(member, calls=1)
+            while self.in_flight or self.queue or self.suspects:
+                if self.queue or self.suspects:
+                    for member in self.pool.reconcile():
+                        log.info("%s starting on a node with room", member.name)
+                self.check_pool()
+                starting = self.pool.starting()
+                waiting = [*self.in_flight, *starting]
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0) if waiting else ([], [])
+                if not waiting:
+                    time.sleep(1.0)
+                for ref in ready:
+                    if ref in starting:
+                        joined = self.pool.answered(ref)
+                        if joined is not None:
+                            self.feed(joined)
+                    else:
+                        self.receive(ref)
+                since = time.monotonic() - self.last_flush
+                if len(self.buffer) >= self.options.flush_rows or (
+                    self.buffer and since > self.options.flush_seconds
+                ):
+                    self.flush()
+                elif since > LOCK_REFRESH_SECONDS:
+                    self.flush()  # nothing to commit: refreshes the lock
+        finally:
+            self.flush(final=True)  # also on Ctrl-C: what finished is committed
+            self.summary.actors = {n: k for n, k in self.pool.started.items()}
+            self.summary.actors_lost = self.pool.lost
+
+    def feed(self, member: Member, calls: int | None = None) -> None:
+        """Keep `in_flight_per_actor` calls queued at an actor (send at most `calls`). A suspect
+        pair goes first, alone, to an actor with nothing else in flight."""
+        mine = [alone for _, m, _, alone in self.in_flight.values() if m is member]
+        if any(mine):
+            return  # a suspect runs: nothing beside it
+        if self.suspects:
+            if not mine:
+                self._send(member, [self.suspects.popleft()], alone=True)
+            return
+        free = self.options.in_flight_per_actor - len(mine)
+        for _ in range(free if calls is None else min(calls, free)):
+            if not self.queue:
+                return
+            chunk = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
+            self._send(member, chunk, alone=False)
+
+    def _send(self, member: Member, chunk: list[Pair], alone: bool) -> None:
+        ref = member.handle.run_batch.remote(chunk)
+        self.in_flight[ref] = (chunk, member, time.time(), alone)
+
+    def receive(self, ref: Any) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        chunk, member, sent, alone = self.in_flight.pop(ref)
+        try:
+            rows = ray.get(ref)
+        except infra_errors() as exc:
+            self.pool.drop(member, f"a call failed: {type(exc).__name__}")
+            self.requeue(chunk, member, exc, sent, alone)
+            return
+        except RayError as exc:  # the worker's own code raised: a bug, not the input
+            rows = [fail_row(base_row(p, self.ctx, sent), exc, True, sent) for p in chunk]
+        for row in rows:
+            self.add(row)
+        if member in self.pool.members:
+            self.feed(member)
+
+    def requeue(
+        self, chunk: list[Pair], member: Member, exc: BaseException, sent: float, alone: bool
+    ) -> None:
+        """A lost actor's pairs go back (AMBIGUOUS_LOSSES, INFRA_STRIKES)."""
+        for pair in reversed(chunk):  # to the front, in their order
+            if alone:
+                struck = self.strikes.setdefault(pair.pair_id, set())
+                struck.add(member.name)
+                if len(struck) >= INFRA_STRIKES:
+                    self.add(fail_row(base_row(pair, self.ctx, sent), exc, True, sent))
+                    continue
+                self.suspects.appendleft(pair)
+            else:
+                self.losses[pair.pair_id] += 1
+                if self.losses[pair.pair_id] >= AMBIGUOUS_LOSSES:
+                    self.suspects.appendleft(pair)
+                else:
+                    self.queue.appendleft(pair)
+            self.summary.requeued += 1
+        for other in self.pool.ready:  # a waiting actor may take them now
+            self.feed(other)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.buffer.append(row)
+        if row["status"] == "done":
+            self.summary.done += 1
+        else:
+            self.summary.failed += 1
+            self.summary.failures.append((row["pair_id"], row["error_type"], row["error"]))
+        if self.on_row:
+            self.on_row(row, self.summary)
+
+    def check_pool(self) -> None:
+        """Nothing waits silently forever: with no actor alive or starting for longer than
+        `wait_resources` (every node gone, none joining), the run stops."""
+        if self.pool.members:
+            self.alone_since = None
+            return
+        now = time.monotonic()
+        if self.alone_since is None:
+            self.alone_since = now
+            log.warning("no actor left: waiting for a node with room")
+        elif now - self.alone_since > self.options.wait_resources:
+            raise ResourceError(
+                "actors",
+                f"every actor was lost and none could start within "
+                f"{self.options.wait_resources:.0f} s; a rerun resumes",
+            )
+
+    def flush(self, final: bool = False) -> None:
+        self.last_flush = time.monotonic()
+        if self.buffer:
+            self.commit(final)
         # After the commit: rows computed before a takeover are still saved (parts are named by
         # run id and duplicates are dropped on read); OutputLocked then stops this run.
         try:
-            store.refresh_lock(ctx.run_id)
+            self.store.refresh_lock(self.ctx.run_id)
         except StorageError as exc:
             log.warning("refreshing the output lock failed (%s)", exc)
 
-    def commit(final: bool) -> None:
-        nonlocal seq
+    def commit(self, final: bool) -> None:
         t = time.perf_counter()
         try:
-            store.write_part(buffer, ctx.run_id, seq)
+            self.store.write_part(self.buffer, self.ctx.run_id, self.seq)
         except StorageError as exc:
             if final:
                 raise StorageError(
                     exc.field,
-                    f"{len(buffer)} result rows not committed ({exc.reason}); their "
+                    f"{len(self.buffer)} result rows not committed ({exc.reason}); their "
                     "pairs are redone by the next run",
                 ) from None
             log.warning(
-                "committing %d rows failed (%s); keeping them for the next try", len(buffer), exc
+                "committing %d rows failed (%s); keeping them for the next try",
+                len(self.buffer),
+                exc,
             )
             return
-        log.info("committed %d rows in %.3f s", len(buffer), time.perf_counter() - t)
-        seq += 1
-        buffer.clear()
-
-    try:
-        for _ in range(options.in_flight_per_actor):
-            for actor in actors:
-                submit(actor)
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                chunk, actor, sent = in_flight.pop(ref)
-                try:
-                    rows = ray.get(ref)
-                except RayError as exc:  # its actor died MAX_ATTEMPTS times under it
-                    rows = [fail_row(base_row(p, ctx, sent), exc, True, sent) for p in chunk]
-                for row in rows:
-                    buffer.append(row)
-                    if row["status"] == "done":
-                        summary.done += 1
-                    else:
-                        summary.failed += 1
-                        summary.failures.append((row["pair_id"], row["error_type"], row["error"]))
-                    if on_row:
-                        on_row(row, summary)
-                submit(actor)
-            since = time.monotonic() - last_flush
-            if len(buffer) >= options.flush_rows or (buffer and since > options.flush_seconds):
-                flush()
-            elif since > LOCK_REFRESH_SECONDS:
-                flush()  # nothing to commit: refreshes the lock
-    finally:
-        flush(final=True)  # also on Ctrl-C: what finished is committed
+        log.info("committed %d rows in %.3f s", len(self.buffer), time.perf_counter() - t)
+        self.seq += 1
+        self.buffer.clear()
 
 
 def _iso(t: float) -> str:

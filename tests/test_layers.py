@@ -87,6 +87,7 @@ FLOORS = {
     "fetch": 3,
     "worker": 4,
     "runner": 4,
+    "pool": 4,  # the elastic actor pool the runner drives
     "stage": 4,  # the Ray Data stage: a warm Stylizer for map_batches
     "submit": 4,
     "cli": 5,

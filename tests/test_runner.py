@@ -113,7 +113,11 @@ def test_resources_the_cluster_cannot_give_stop_the_run_at_once(tmp_path, inputs
             RunOptions(gpus_per_actor=4),
             r"needs 1 actor\(s\) x 4 GPU = 4 GPU; the cluster has 1 GPU",
         ),
-        (RunOptions(actors=500, gpus_per_actor=0), r"needs 500 CPU actor\(s\) .* has 2 CPU"),
+        (
+            # The most (500) is a bound the pool grows to; the fewest to start with must fit.
+            RunOptions(actors=500, min_actors=3, gpus_per_actor=0),
+            r"needs 3 CPU actor\(s\) .* has 2 CPU",
+        ),
     ):
         started = time.monotonic()
         with pytest.raises(ResourceError, match=message + " and no autoscaler"):
@@ -151,8 +155,8 @@ def test_cli_exits_2_when_the_cluster_lacks_the_gpus(tmp_path, inputs):
     assert proc.returncode == 2, stderr
     assert stderr.strip().splitlines()[-1] == (
         "nst: error: resources: the job needs 1 actor(s) x 2 GPU = 2 GPU; the cluster has 0 GPU "
-        "and no autoscaler to add more: lower resources.actors / gpus_per_actor (or --actors, "
-        "--gpus-per-actor)"
+        "and no autoscaler to add more: lower resources.actors (its min) or gpus_per_actor (or "
+        "--min-actors, --gpus-per-actor)"
     )
 
 
@@ -226,7 +230,7 @@ def _actor_pids(method: str = "PairActor.run") -> list[int]:
     return pids
 
 
-def test_a_worker_killed_mid_pair_three_times_is_restarted_and_retried(tmp_path, inputs):
+def test_a_worker_killed_mid_pair_three_times_is_replaced_and_its_pair_resent(tmp_path, inputs):
     plan = make_plan(parse_spec(job(tmp_path, *inputs, params={"schedule": [[48, 40]]})))
     images_dir = tmp_path / "out" / "grid" / "images"
     kills: list[int] = []
@@ -254,7 +258,9 @@ def test_a_worker_killed_mid_pair_three_times_is_restarted_and_retried(tmp_path,
     assert (summary.done, summary.failed, summary.complete) == (4, 0, True)
     table = pd.read_parquet(tmp_path / "out" / "grid" / "results")
     assert len(table) == 4 and table.pair_id.is_unique
-    assert table.actor_id.nunique() == 1  # the same actor, restarted
+    # Each killed actor was replaced by a new one, and its pairs sent again.
+    assert summary.actors_lost == 3 and summary.requeued >= 3
+    assert sum(summary.actors.values()) == 4
 
 
 def test_cli_summary_and_exit_code_report_failures(tmp_path, inputs):

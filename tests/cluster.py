@@ -1,0 +1,267 @@
+"""Real multi-node Ray clusters on one machine, for the tests and benchmarks: a head and worker
+nodes, each its own `ray start --block` process group with free ports (never Ray's defaults, so
+that another Ray on the machine is no obstacle), its own temp dir, and token authentication, the
+token in this cluster's own HOME. Killing a node's process group is a lost node (a preempted
+spot instance); adding one is an autoscaler's new node."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+# Every server of a node, each on a free port: Ray's fixed defaults (the job agent's 52365, the
+# client server's 10001, ...) may be held by another Ray on the machine.
+SERVERS = (
+    "node-manager-port",
+    "object-manager-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+)
+WORKER_PORTS = 64  # per node: its worker processes' range
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_range(size: int) -> int:
+    """The first of `size` consecutive ports that are free now."""
+    for _ in range(100):
+        start = free_port()
+        if start + size > 65535:
+            continue
+        try:
+            sockets = []
+            for port in range(start, start + size):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+class LocalCluster:
+    """A head and named worker nodes. `env` is what a client of this cluster sets."""
+
+    def __init__(self, root: Path, head_cpus: int = 0):
+        self.root = root
+        self.home = root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.temps: dict[str, Path] = {}  # node name -> its temp dir
+        subprocess.run(
+            [str(BIN / "ray"), "get-auth-token", "--generate"],
+            env=self._base_env(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.token = (self.home / ".ray" / "auth_token").read_text().strip()
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        head = ["--head", f"--port={self.port}", "--include-dashboard=true"]
+        dashboard = ["--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"]
+        self._start("nst_head", head_cpus, head + dashboard)
+
+    def _base_env(self) -> dict[str, str]:
+        drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        return {**env, "HOME": str(self.home), "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """A client's (and a joining node's) settings: token mode and this cluster's token."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    def add_node(self, name: str, cpus: int = 1) -> None:
+        """A worker node joins, carrying the custom resource `name` (to find it by; it starts
+        with `nst_`)."""
+        self._start(name, cpus, [f"--address={self.address}"])
+
+    def _start(self, name: str, cpus: int, args: list[str], tries: int = 2) -> None:
+        """Starts a node and waits until `ray start` says it runs. On a loaded 2-core machine a
+        node's start times out now and then ("timed out during startup"): tried again once."""
+        for attempt in range(tries):
+            log_path = self.root / f"{name}.log"
+            start = log_path.stat().st_size if log_path.exists() else 0
+            self._spawn(name, cpus, args)
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                text = log_path.read_text()[start:]
+                if "Ray runtime started" in text:
+                    return
+                if self.nodes[name].poll() is not None:
+                    break
+                time.sleep(0.5)
+            self.nodes.pop(name).kill()
+            if attempt == tries - 1:
+                raise AssertionError(f"{name} did not start:\n{log_path.read_text()[-3000:]}")
+
+    def _spawn(self, name: str, cpus: int, args: list[str]) -> None:
+        # Short: a node's Unix sockets live below it, and their paths may not exceed 107 bytes.
+        temp = Path(tempfile.mkdtemp(prefix=f"nst-{name}-", dir="/tmp"))
+        self.temps[name] = temp
+        first = _free_range(WORKER_PORTS)
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            *args,
+            f"--num-cpus={cpus}",
+            "--num-gpus=0",
+            f"--resources={json.dumps({name: 1})}",
+            f"--temp-dir={temp}",
+            f"--min-worker-port={first}",
+            f"--max-worker-port={first + WORKER_PORTS - 1}",
+            "--object-store-memory=200000000",
+            *(f"--{server}={free_port()}" for server in SERVERS),
+            "--disable-usage-stats",
+        ]
+        log = (self.root / f"{name}.log").open("a")
+        env = {**self._base_env(), **self.env}  # a worker needs token mode too, not only --head
+        self.nodes[name] = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_alive(self, names: list[str], timeout: float = 120) -> None:
+        """Until exactly the named nodes are alive in the cluster (asked by a client process)."""
+        code = (
+            "import sys, time, ray\n"
+            "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
+            "want, deadline = set(sys.argv[2].split(',')), time.time() + float(sys.argv[3])\n"
+            "while time.time() < deadline:\n"
+            "    alive = {k for n in ray.nodes() if n['Alive'] for k in n['Resources']\n"
+            "             if k.startswith('nst_')}\n"
+            "    if alive == want:\n"
+            "        sys.exit(0)\n"
+            "    time.sleep(0.5)\n"
+            "sys.exit(f'alive: {sorted(alive)}, wanted {sorted(want)}')\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, self.address, ",".join(names), str(timeout)],
+            env={**self._base_env(), **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def run_job(self, spec: dict, on: str = "nst_a", **options: Any) -> JobProcess:
+        """`run_plan` of `spec` in a driver process on node `on` (as `nst submit` puts a driver
+        on a worker node), as `nst run --address` runs it."""
+        return JobProcess(self, spec, options, self.temps[on])
+
+    def kill_node(self, name: str) -> None:
+        """The node is lost: its raylet and workers SIGKILLed at once, as a preempted VM."""
+        proc = self.nodes.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for name in [n for n in self.nodes if n != "nst_head"] + ["nst_head"]:
+            proc = self.nodes.pop(name, None)
+            if proc is None:
+                continue
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for temp in self.temps.values():
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+# The driver: runs the job with the cluster's token in its own process (Ray keeps one connection,
+# and its token, per process) and prints, per row, the name of the node whose actor computed it
+# (a node's name is its custom resource), then the summary with node names for ids.
+DRIVER = """
+import dataclasses, json, sys
+import ray
+from ray.util.state import get_actor
+from pipeline.jobspec import parse_spec
+from pipeline.plan import make_plan
+from pipeline.runner import RunOptions, run_plan
+
+spec, options = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+# On the node whose temp dir is given: of several nodes on one machine Ray picks the head.
+ray.init(address=options["address"], _temp_dir=sys.argv[3], logging_level="WARNING")
+names, actors = {}, {}
+
+def name(node_id):
+    if node_id not in names:
+        for n in ray.nodes():
+            names.update({n["NodeID"]: k for k in n["Resources"] if k.startswith("nst_")})
+    return names.get(node_id, node_id)
+
+def on_row(row, summary):
+    actor = row["actor_id"]
+    if actor not in actors:
+        actors[actor] = name(get_actor(actor).node_id)
+    print("row", row["status"], actors[actor], flush=True)
+
+summary = run_plan(make_plan(parse_spec(spec)), RunOptions(**options), on_row=on_row)
+out = dataclasses.asdict(summary)
+out["actors"] = {name(n): k for n, k in summary.actors.items()}
+print("summary", json.dumps(out), flush=True)
+"""
+
+
+class JobProcess:
+    """A job's driver process: `rows()` yields the node name of each row as it comes."""
+
+    def __init__(self, cluster: LocalCluster, spec: dict, options: dict[str, Any], temp: Path):
+        options = {"address": cluster.address, **options}
+        self.log = (cluster.root / f"driver-{spec['name']}.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, json.dumps(spec), json.dumps(options), str(temp)],
+            # RAY_ADDRESS: which cluster the state API (where an actor ran) asks.
+            env={**cluster._base_env(), **cluster.env, "RAY_ADDRESS": cluster.address},
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        self.summary: dict[str, Any] = {}
+
+    def rows(self) -> Iterator[tuple[str, str]]:
+        """(status, node name) of each row, as the driver receives it."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            kind, _, rest = line.strip().partition(" ")
+            if kind == "row":
+                status, _, node = rest.partition(" ")
+                yield status, node
+            elif kind == "summary":
+                self.summary = json.loads(rest)
+
+    def finish(self, timeout: float = 300) -> dict[str, Any]:
+        """Reads what is left; the summary (the driver must exit 0)."""
+        for _ in self.rows():
+            pass
+        code = self.proc.wait(timeout=timeout)
+        self.log.close()
+        assert code == 0, Path(self.log.name).read_text()[-5000:]
+        return self.summary
