@@ -19,6 +19,7 @@ import pandas as pd
 from ..jobspec import NAME_RE
 from ..plan import PAIR_ID_RE
 from ..results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
+from ..scope import IMAGE_COLUMNS, JobScope
 from ..storage import S3Settings, Storage
 from .traces import thin
 
@@ -53,7 +54,6 @@ PRIVATE_COLUMNS = (
     "actor_id",
     "weights",
 )
-IMAGE_COLUMNS = {"content": "content_uri", "style": "style_uri", "result": "output_uri"}
 # The folders of a path or URI in an error message ('/srv/in/a.png: ...' -> 'a.png: ...').
 _FOLDERS = re.compile(r"(?<![\w.~-])(?:[a-z][a-z0-9+.-]*://(?:[^\s'\"/]+/)*|/(?:[^\s'\"/]+/)+)")
 
@@ -67,13 +67,14 @@ class UnknownPair(LookupError):
 
 
 class JobTables:
-    def __init__(self, root: str, s3: S3Settings, debug: bool = False):
+    def __init__(self, root: str, s3: S3Settings, debug: bool = False, catalog: str | None = None):
         self.root = root
+        self.catalog = catalog  # the server's --catalog: its paintings are every job's to show
         self.s3 = s3
         self.debug = debug
         self._lock = threading.Lock()
         self._names: tuple[float, list[str]] | None = None
-        self._tables: dict[str, tuple[float, pd.DataFrame]] = {}
+        self._tables: dict[str, tuple[float, pd.DataFrame, JobScope]] = {}
 
     def names(self) -> list[str]:
         """Folders under the root that hold a job's manifest."""
@@ -86,20 +87,30 @@ class JobTables:
         return names
 
     def table(self, job: str) -> pd.DataFrame:
+        return self._read(job)[1]
+
+    def scope(self, job: str) -> JobScope:
+        """What the job's images may be read from (pipeline/scope.py), re-read with its table."""
+        return self._read(job)[2]
+
+    def _read(self, job: str) -> tuple[float, pd.DataFrame, JobScope]:
         if not NAME_RE.match(job) or job not in self.names():
             raise UnknownJob(job)
         cached = self._tables.get(job)
         if cached and time.monotonic() - cached[0] < REREAD_AFTER:
-            return cached[1]
-        table = ResultStore(self.root, job, self.s3).read().to_pandas()
+            return cached
+        store = ResultStore(self.root, job, self.s3)
+        scope = JobScope.of(store.root.uri, store.read_manifest(), self.catalog)
+        table = store.read().to_pandas()
         valid = table.pair_id.astype(str).str.fullmatch(PAIR_ID_RE.pattern)
         if not valid.all():
             log.warning("job %s: %d row(s) with an invalid pair id ignored", job, (~valid).sum())
             table = table[valid]
         table = table.sort_values(["content_id", "style_id"]).reset_index(drop=True)
+        read = (time.monotonic(), table, scope)
         with self._lock:
-            self._tables[job] = (time.monotonic(), table)
-        return table
+            self._tables[job] = read
+        return read
 
     def row(self, job: str, pair_id: str) -> dict[str, Any]:
         if not PAIR_ID_RE.fullmatch(pair_id):

@@ -31,7 +31,7 @@ class WebState:
                 debug=settings.debug,
             ),
             catalog_index=CatalogIndex(settings.catalog, settings.s3) if settings.catalog else None,
-            job_tables=JobTables(settings.jobs, settings.s3, settings.debug)
+            job_tables=JobTables(settings.jobs, settings.s3, settings.debug, settings.catalog)
             if settings.jobs
             else None,
         )

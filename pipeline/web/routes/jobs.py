@@ -60,8 +60,9 @@ def pair_image(
 ) -> Response:
     if which not in ("content", "style", "result"):
         raise HTTPException(404, "content, style or result")
-    uri = state.jobs().image_uri(job, pair_id, which)
+    tables = state.jobs()
+    uri = tables.image_uri(job, pair_id, which)
     if uri is None:
         raise HTTPException(404, "no image")
-    image = thumbnail(uri, state.settings.s3, side)
+    image = thumbnail(uri, state.settings.s3, side, tables.scope(job))
     return Response(images.encode_png(image), media_type="image/png")

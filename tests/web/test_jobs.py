@@ -1,0 +1,124 @@
+"""A results row written by someone with access to the prefix: the viewers read only inside the
+job (its output, its recorded sources, the catalogue)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+import socket
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+from PIL import Image
+
+from pipeline.storage import S3Settings
+
+from ..conftest import run_nst
+from .conftest import free_port, main_settings, serving
+
+SECRET_COLOUR = (255, 0, 255)  # a private image's pixels: pure magenta, in no job image
+
+
+class Listener:
+    """An 'S3 endpoint' that counts the connections made to it and closes each at once."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def forged(finished_job, tmp_path_factory):
+    """The gallery job copied under a new --jobs root, its first done row pointing at a private
+    image, a missing file and another bucket; returns (jobs root, forged pair id, a good one)."""
+    root = tmp_path_factory.mktemp("forged")
+    secret = root / "private" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (64, 64), SECRET_COLOUR).save(secret)
+    jobs = root / "jobs"
+    shutil.copytree(finished_job / "gallery", jobs / "forged")
+    results = jobs / "forged" / "results"
+    parts = sorted(results.glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    for part in parts[1:]:
+        part.unlink()
+    rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
+    for row in rows:  # its own results, where they now are
+        if row["output_uri"]:
+            row["output_uri"] = row["output_uri"].replace(
+                str(finished_job / "gallery"), str(jobs / "forged")
+            )
+    done = [r for r in rows if r["status"] == "done"]
+    done[0].update(
+        content_uri=str(secret),
+        style_uri="s3://someone-elses-bucket/private/painting.png",
+        output_uri=str(root / "private" / "missing.png"),
+    )
+    (jobs / "forged" / "result.png").symlink_to(secret)  # a link planted in the output
+    done[1]["output_uri"] = str(jobs / "forged" / "result.png")
+    pq.write_table(table.from_pylist(rows, schema=table.schema), parts[0])
+    return jobs, done[0]["pair_id"], done[1]["pair_id"], done[2]["pair_id"]
+
+
+@pytest.fixture(scope="module")
+def gallery(forged, finished_job, artworks):
+    listener = Listener()
+    settings = dataclasses.replace(
+        main_settings(finished_job, artworks),
+        jobs=str(forged[0]),
+        s3=S3Settings(endpoint_url=listener.url, region="us-east-1"),
+        port=free_port(),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "test")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        with serving(settings) as served:
+            yield served.url, listener
+
+
+def _image(url: str, pair_id: str, which: str) -> np.ndarray:
+    response = requests.get(f"{url}/api/jobs/forged/pairs/{pair_id}/{which}.png", timeout=60)
+    assert response.status_code == 200, response.text
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def _shows_secret(picture: np.ndarray) -> bool:
+    return bool((picture.reshape(-1, 3) == SECRET_COLOUR).all(1).any())
+
+
+def test_a_forged_row_shows_outside_this_job_tiles_and_calls_no_bucket(gallery, forged):
+    url, listener = gallery
+    _, bad, linked, good = forged
+    tiles = [_image(url, bad, which) for which in ("content", "style", "result")]
+    assert not any(_shows_secret(t) for t in tiles)
+    # The private file, another bucket and a missing file: one tile, so nothing tells them apart.
+    assert all(np.array_equal(tiles[0], t) for t in tiles[1:])
+    assert listener.connections == 0
+    assert not _shows_secret(_image(url, linked, "result"))
+    # The job's own images still show.
+    for which in ("content", "style", "result"):
+        assert not np.array_equal(_image(url, good, which), tiles[0]), which
+
+
+def test_nst_report_shows_no_image_from_outside_the_job(forged):
+    jobs = forged[0]
+    proc = run_nst("report", str(jobs / "forged"))
+    assert proc.returncode == 0, proc.stderr
+    sheet = np.asarray(Image.open(jobs / "forged" / "report" / "contact_sheet.png").convert("RGB"))
+    assert sheet.shape[0] > 6 * 160 and not _shows_secret(sheet)
