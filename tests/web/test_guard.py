@@ -14,7 +14,7 @@ import requests
 from pipeline.cli import build_parser, serve_settings, serve_url
 from pipeline.storage import S3Settings
 
-from .conftest import free_port, serving, submit, wait
+from .conftest import free_port, main_settings, serving, submit, wait
 
 
 def _raw(url: str, request: bytes, body_chunks=()) -> tuple[str, int]:
@@ -155,6 +155,24 @@ def test_beyond_loopback_a_token_is_made_and_required(exposed):
     )
 
 
+def test_the_token_login_redirects_only_to_a_path_of_this_server(exposed):
+    served, _, _ = exposed
+    token = served.state.settings.token
+    for path in ("//evil.example/", "/\\evil.example/", "///evil.example/x"):
+        request = (
+            f"GET {path}?token={token}&a=1 HTTP/1.1\r\nHost: here\r\nConnection: close\r\n\r\n"
+        )
+        answer, _ = _raw(served.url, request.encode())
+        assert answer.startswith("HTTP/1.1 303"), answer
+        location = next(
+            line.split(":", 1)[1].strip()
+            for line in answer.splitlines()
+            if line.lower().startswith("location:")
+        )
+        assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+        assert location.endswith("?a=1") and token not in location
+
+
 def test_the_queue_is_capped_and_abandoned_tasks_are_cancelled(exposed):
     served, _, _ = exposed
     auth = {"Authorization": f"Bearer {served.state.settings.token}"}
@@ -258,3 +276,24 @@ def test_storage_that_hangs_holds_up_no_other_request(exposed):
         answer = outcome[path]
         assert answer.status_code == 502, answer.text
         assert answer.json()["detail"] == "storage is unavailable (the server log has the details)"
+
+
+@pytest.fixture(scope="module")
+def any_host(finished_job, artworks):
+    """`--allowed-host '*'`, as behind a reverse proxy that passes any Host on."""
+    settings = main_settings(finished_job, artworks)
+    settings = dataclasses.replace(settings, allowed_hosts=("*",), port=free_port())
+    with serving(settings) as s:
+        yield s.url
+
+
+def test_any_host_still_refuses_a_foreign_origin(any_host):
+    host = {"Host": "proxy.example"}
+    assert requests.get(f"{any_host}/api/jobs", headers=host, timeout=30).ok
+    own = {**host, "Origin": "http://proxy.example"}
+    assert requests.get(f"{any_host}/api/jobs", headers=own, timeout=30).ok
+    for origin in ("http://evil.example", "http://proxy.example.evil.example", "null"):
+        foreign = {**host, "Origin": origin}
+        response = requests.post(f"{any_host}/api/stylize", headers=foreign, timeout=30)
+        assert response.status_code == 403, (origin, response.text)
+        assert "cross-origin request" in response.json()["detail"]
