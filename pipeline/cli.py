@@ -381,8 +381,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def serve_settings(args: argparse.Namespace) -> Any:
     """`nst serve`'s options as the web app's Settings; a token is made when bound beyond
-    loopback and none is given (--token or $NST_TOKEN)."""
+    loopback and none is given (--token-file, --token or $NST_TOKEN)."""
     from .web.settings import Settings, token_for
+
+    token, token_field = _given_token(args)
 
     return Settings(
         jobs=args.jobs,
@@ -397,9 +399,25 @@ def serve_settings(args: argparse.Namespace) -> Any:
         port=args.port,
         host=args.host,
         allowed_hosts=tuple(args.allowed_host or ()),
-        token=token_for(args.host, args.token or os.environ.get("NST_TOKEN")),
+        token=token_for(args.host, token, token_field),
         debug=args.debug,
     )
+
+
+def _given_token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The token given to `nst serve` and the option it came from."""
+    if args.token_file:
+        try:
+            text = Path(args.token_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ParamError("--token-file", f"cannot read {args.token_file} ({reason})") from None
+        if not text.strip():
+            raise ParamError("--token-file", f"{args.token_file} is empty")
+        return text.strip(), "--token-file"
+    if args.token:
+        return args.token, "--token"
+    return os.environ.get("NST_TOKEN"), "$NST_TOKEN"
 
 
 def serve_url(host: str, port: int, token: str | None) -> str:
@@ -579,10 +597,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Host name clients may use besides 127.0.0.1/localhost, e.g. behind a reverse "
         "proxy; repeatable; '*' for any",
     )
-    p.add_argument(
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require the token in this file (at least 16 characters; default: $NST_TOKEN; one "
+        "is made and printed when --host is not loopback)",
+    )
+    given.add_argument(
         "--token",
-        help="require this token (default: $NST_TOKEN; one is made and printed when --host is "
-        "not loopback)",
+        help="require this token; other users of the machine see it in the process list: "
+        "prefer --token-file or $NST_TOKEN",
     )
     p.add_argument(
         "--debug",

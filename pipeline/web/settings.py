@@ -5,10 +5,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from ..core.errors import ParamError
 from ..core.params import DEFAULT_WEIGHTS
 from ..storage import S3Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# A token given by hand: 16 URL-safe characters are 96 bits, out of reach of guessing over the
+# network (the one made when none is given has 32).
+MIN_TOKEN_CHARS = 16
 # Multipart framing and the small form fields beside the files.
 FORM_OVERHEAD_BYTES = 2**20
 
@@ -51,8 +55,11 @@ def needs_token(host: str) -> bool:
     return host not in LOOPBACK
 
 
-def token_for(host: str, given: str | None) -> str | None:
-    """The token to require: the one given, else a fresh one when bound beyond loopback."""
+def token_for(host: str, given: str | None, field: str = "token") -> str | None:
+    """The token to require: the one given (`field` says where from), else a fresh one when
+    bound beyond loopback."""
     if given:
+        if len(given) < MIN_TOKEN_CHARS:
+            raise ParamError(field, f"at least {MIN_TOKEN_CHARS} characters")
         return given
     return secrets.token_urlsafe(24) if needs_token(host) else None

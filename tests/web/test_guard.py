@@ -12,8 +12,10 @@ import ray
 import requests
 
 from pipeline.cli import build_parser, serve_settings, serve_url
+from pipeline.core.errors import ParamError
 from pipeline.storage import S3Settings
 
+from ..conftest import run_nst
 from .conftest import free_port, main_settings, serving, submit, wait
 
 
@@ -297,3 +299,34 @@ def test_any_host_still_refuses_a_foreign_origin(any_host):
         response = requests.post(f"{any_host}/api/stylize", headers=foreign, timeout=30)
         assert response.status_code == 403, (origin, response.text)
         assert "cross-origin request" in response.json()["detail"]
+
+
+def test_the_token_comes_from_a_file_or_the_environment_and_has_a_minimum_length(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("NST_TOKEN", raising=False)
+    token = "kq3V-7pXw2LmZ9rT4bYc"
+    parse = build_parser().parse_args
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    assert serve_settings(parse(["serve", "--token-file", str(path)])).token == token
+    monkeypatch.setenv("NST_TOKEN", token)
+    assert serve_settings(parse(["serve"])).token == token
+    monkeypatch.setenv("NST_TOKEN", "hunter2")
+    short = tmp_path / "short"
+    short.write_text("hunter2\n")
+    for argv, field in (
+        (["--token", "hunter2"], "--token"),
+        (["--token-file", str(short)], "--token-file"),
+        ([], "$NST_TOKEN"),
+    ):
+        with pytest.raises(ParamError) as info:
+            serve_settings(parse(["serve", *argv]))
+        assert (info.value.field, info.value.reason) == (field, "at least 16 characters")
+    (tmp_path / "empty").write_text("\n")
+    for bad, reason in ((tmp_path / "none", "cannot read"), (tmp_path / "empty", "is empty")):
+        with pytest.raises(ParamError, match=reason) as info:
+            serve_settings(parse(["serve", "--token-file", str(bad)]))
+        assert info.value.field == "--token-file" and str(bad) in info.value.reason
+    proc = run_nst("serve", "--token", "hunter2", timeout=120)
+    assert proc.returncode == 2 and "nst: error: --token: at least 16 characters" in proc.stderr
