@@ -243,7 +243,9 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import RunOptions, run_plan
+    from .runner import RunOptions, local_ray_on_loopback, run_plan
+
+    local_ray_on_loopback(args.address)
 
     plan = _load_plan(args)
     options = RunOptions.from_spec(
@@ -433,6 +435,9 @@ def serve_url(host: str, port: int, token: str | None) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     require("web")
+    from .runner import local_ray_on_loopback
+
+    local_ray_on_loopback(None)  # before the web app imports Ray
     import uvicorn
 
     from .web.app import create_app

@@ -133,6 +133,20 @@ class PairActor:
         return self.worker.run_batch(pairs)
 
 
+# Ray reads this when it is imported: "0" (what macOS and Windows get by default) makes a node it
+# starts take 127.0.0.1 as its address, so that its GCS, raylet, agents and metrics ports listen
+# on loopback only. A driver that joins a cluster must not set it: the other nodes could not
+# reach it.
+LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def local_ray_on_loopback(address: str | None) -> None:
+    """Before Ray is imported: the throwaway Ray this process starts when it joins none (no
+    `address`, no $RAY_ADDRESS) listens on 127.0.0.1 only."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault(LOCAL_RAY_ENV, "0")
+
+
 def ensure_ray(address: str | None) -> None:
     import ray
 
