@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
 from collections import Counter
 from typing import Any
 
@@ -85,8 +86,10 @@ def summary_html(
     rows: list[dict[str, Any]],
     figures: dict[str, Any] | None = None,
     sheet: int | None = None,
+    unreadable: list[str] | None = None,
 ) -> str:
-    """The report page (templates/report.html.j2); `sheet`: pairs on the contact sheet."""
+    """The report page (templates/report.html.j2); `sheet`: pairs on the contact sheet;
+    `unreadable`: the results parts that could not be read (left for the next run)."""
     rows = [{**r, "worst": worst_gram_error(r), "poor": poor_transfer(r)} for r in rows]
     done = [r for r in rows if r["status"] == "done"]
     measured = sorted((r for r in done if r["worst"] is not None), key=lambda r: -r["worst"])
@@ -107,6 +110,7 @@ def summary_html(
         threshold=POOR_TRANSFER,
         poor=[r for r in measured if r["poor"]],
         worst=measured[:QUALITY_LIST],
+        unreadable=unreadable or [],
     )
 
 
@@ -188,6 +192,7 @@ def write_report(
     figures = domain_figures(rows, s3, scope=scope) if mmd else None
     if figures is not None:
         store.root.write_bytes("report/domain.json", json.dumps(figures, indent=2).encode())
-    page = summary_html(job, rows, figures, sheet=limit)
+    unreadable = [posixpath.basename(key) for key in store.unreadable]
+    page = summary_html(job, rows, figures, sheet=limit, unreadable=unreadable)
     store.root.write_bytes("report/index.html", page.encode())
     return store.root.uri_of("report")

@@ -73,6 +73,10 @@ def forged(finished_job, tmp_path_factory):
     (jobs / "forged" / "result.png").symlink_to(secret)  # a link planted in the output
     done[1]["output_uri"] = str(jobs / "forged" / "result.png")
     pq.write_table(table.from_pylist(rows, schema=table.schema), parts[0])
+    # A second job with a truncated part beside its good ones (a write cut short, a bad copy).
+    shutil.copytree(finished_job / "gallery", jobs / "damaged")
+    part = sorted((jobs / "damaged" / "results").glob("*.parquet"))[0]
+    (part.parent / "part-damaged.parquet").write_bytes(part.read_bytes()[:200])
     return jobs, done[0]["pair_id"], done[1]["pair_id"], done[2]["pair_id"]
 
 
@@ -122,3 +126,22 @@ def test_nst_report_shows_no_image_from_outside_the_job(forged):
     assert proc.returncode == 0, proc.stderr
     sheet = np.asarray(Image.open(jobs / "forged" / "report" / "contact_sheet.png").convert("RGB"))
     assert sheet.shape[0] > 6 * 160 and not _shows_secret(sheet)
+
+
+def test_viewers_skip_an_unreadable_part_report_it_and_leave_it_in_place(gallery, forged):
+    """Only a run that holds the output's lock sets parts aside: a GET (an <img> on another site
+    can send one) and `nst report` change nothing."""
+    url, _ = gallery
+    job = forged[0] / "damaged"
+    bad = job / "results" / "part-damaged.parquet"
+    data = bad.read_bytes()
+    page = requests.get(f"{url}/api/jobs/damaged/pairs", timeout=60).json()
+    assert page["total"] == 8 and page["unreadable_parts"] == ["part-damaged.parquet"]
+    pair_id = next(p["pair_id"] for p in page["pairs"] if p["status"] == "done")
+    image = requests.get(f"{url}/api/jobs/damaged/pairs/{pair_id}/result.png", timeout=60)
+    assert image.status_code == 200
+    proc = run_nst("report", str(job))
+    assert proc.returncode == 0, proc.stderr
+    text = (job / "report" / "index.html").read_text()
+    assert "1 results part could not be read and was skipped: part-damaged.parquet" in text
+    assert bad.read_bytes() == data and not (job / "corrupt").exists()
