@@ -398,6 +398,8 @@ def serve_settings(args: argparse.Namespace) -> Any:
         max_iterations=args.max_iterations,
         max_styles=args.max_styles,
         max_pending=args.max_pending,
+        max_pending_per_client=args.max_pending_per_client,
+        max_uploads=args.max_uploads,
         port=args.port,
         host=args.host,
         allowed_hosts=tuple(args.allowed_host or ()),
@@ -588,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("max_iterations", "most iterations one picture may ask, all levels together"),
         ("max_styles", "most style images one picture may blend"),
         ("max_pending", "pictures queued or in work at once; more are refused with 429"),
+        ("max_pending_per_client", "of those, what one client (address) may have"),
+        ("max_uploads", "uploads received at once; more are refused with 429"),
     ):
         p.add_argument(
             "--" + limit.replace("_", "-"),

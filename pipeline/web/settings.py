@@ -32,6 +32,11 @@ class Settings:
     max_upload_bytes: int = 20 * 2**20  # one file
     max_upload_pixels: int = 40_000_000  # one image, read from its header before decoding
     max_pending: int = 16  # tasks queued or running, all visitors together: more get a 429
+    # One client's share of them (by its address): four clients can always have work queued.
+    max_pending_per_client: int = 4
+    # Uploads being received and checked at once, all clients together: each may hold up to
+    # max_body_bytes while its form is parsed.
+    max_uploads: int = 4
     # The page polls twice a second: a task nobody asked about for this long was abandoned
     # (tab closed) and is cancelled.
     idle_timeout: float = 60.0

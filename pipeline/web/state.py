@@ -26,6 +26,7 @@ class WebState:
             settings=settings,
             tasks=TaskBoard(
                 max_pending=settings.max_pending,
+                max_pending_per_client=settings.max_pending_per_client,
                 idle_timeout=settings.idle_timeout,
                 keep_results=settings.keep_results,
                 debug=settings.debug,

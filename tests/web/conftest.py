@@ -133,13 +133,16 @@ def server(served) -> str:
     return served.url
 
 
-def submit(url: str, headers: dict | None = None, **form) -> requests.Response:
+def submit(
+    url: str, headers: dict | None = None, session: requests.Session | None = None, **form
+) -> requests.Response:
     files = [
         ("content", ("c.png", png(make_content(40, 56)), "image/png")),
         ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
     ]
     data = {"preset": "preview", "size": "32", "iterations": "2", **form}
-    return requests.post(f"{url}/api/stylize", files=files, data=data, headers=headers, timeout=60)
+    post = (session or requests).post
+    return post(f"{url}/api/stylize", files=files, data=data, headers=headers, timeout=60)
 
 
 def wait(url: str, task_id: str, headers: dict | None = None) -> dict:
