@@ -1,17 +1,21 @@
 """No client can starve the others: a full queue refuses before the body is read, uploads in
-flight are capped, and each client (by its address) gets its share of the queue."""
+flight are capped, each client (by its address) gets its share of the queue, and requests that
+wait on storage cannot take every thread of the server."""
 
 from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 import time
 
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from .conftest import free_port, main_settings, serving, submit, wait
+from pipeline.storage import S3Settings
+
+from .conftest import Blackhole, free_port, main_settings, serving, submit, wait
 
 
 class _From(HTTPAdapter):
@@ -94,3 +98,53 @@ def test_each_client_gets_its_share_and_a_full_queue_refuses_before_the_body(fai
     answer = answer.decode("latin-1")
     assert answer.startswith("HTTP/1.1 429"), answer
     assert "the server is busy" in answer
+
+
+@pytest.fixture(scope="module")
+def hanging(finished_job, artworks):
+    """--jobs on an S3 endpoint that takes connections and answers nothing until released."""
+    blackhole = Blackhole()
+    settings = dataclasses.replace(
+        main_settings(finished_job, artworks),
+        jobs="s3://nst-web/jobs",
+        s3=S3Settings(endpoint_url=blackhole.url, region="us-east-1"),
+        port=free_port(),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "test")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        with serving(settings) as served:
+            yield served.url, blackhole
+    blackhole.close()
+
+
+def test_requests_waiting_on_storage_leave_the_server_threads_for_the_rest(hanging):
+    url, blackhole = hanging
+    answers: list[int] = []
+    # More gallery requests than the server's thread pool has threads (40), all waiting on a
+    # bucket that does not answer.
+    browsing = [
+        threading.Thread(
+            target=lambda: answers.append(requests.get(f"{url}/api/jobs", timeout=120).status_code)
+        )
+        for _ in range(48)
+    ]
+    for thread in browsing:
+        thread.start()
+    deadline = time.time() + 30
+    while blackhole.connections == 0:
+        assert time.time() < deadline, "the listings never reached storage"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    # The pool's routes, the catalogue (another store: threads of its own) and an upload.
+    for path in ("/api/config", "/api/catalog/paintings"):
+        started = time.time()
+        assert requests.get(url + path, timeout=10).ok, path
+        assert time.time() - started < 2.0, path
+    started = time.time()
+    assert submit(url).status_code == 200 and time.time() - started < 5.0
+    assert all(t.is_alive() for t in browsing)  # still waiting on storage
+    blackhole.released.set()
+    for thread in browsing:
+        thread.join(timeout=120)
+    assert answers == [502] * 48

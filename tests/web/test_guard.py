@@ -16,7 +16,7 @@ from pipeline.core.errors import ParamError
 from pipeline.storage import S3Settings
 
 from ..conftest import run_nst
-from .conftest import free_port, main_settings, serving, submit, wait
+from .conftest import Blackhole, free_port, main_settings, serving, submit, wait
 
 
 def _raw(url: str, request: bytes, body_chunks=()) -> tuple[str, int]:
@@ -204,47 +204,6 @@ def test_the_queue_is_capped_and_abandoned_tasks_are_cancelled(exposed):
     again = submit(served.url, auth)
     assert again.status_code == 200, again.text
     assert wait(served.url, again.json()["task_id"], auth)["status"] == "done"
-
-
-class Blackhole:
-    """An 'S3 endpoint' that accepts connections and answers nothing until released; then it
-    denies access, which the storage layer does not retry."""
-
-    DENIED = (
-        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s"
-    )
-    BODY = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.released = threading.Event()
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
-
-    def _hold(self, conn):
-        with conn:
-            self.released.wait()
-            conn.settimeout(5)
-            try:
-                conn.recv(65536)
-                conn.sendall(self.DENIED % (len(self.BODY), self.BODY))
-            except OSError:
-                pass
-
-    def close(self):
-        self.released.set()
-        self.sock.close()
 
 
 def test_storage_that_hangs_holds_up_no_other_request(exposed):

@@ -142,7 +142,7 @@ async def stylize(
         data = await read_upload(f, f"style {i}", s.max_upload_bytes)
         style_bytes.append(await accept(data, f"style {i}", style=True))
     for identity in chosen:
-        data = await run_in_threadpool(state.catalog().painting_bytes, identity)
+        data = await state.storage("catalog", state.catalog().painting_bytes, identity)
         style_bytes.append(await accept(data, f"painting {identity[:60]}", style=True))
     # On the event loop, like every other use of the board: no locks needed.
     client = client_address(request.scope)
