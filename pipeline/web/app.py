@@ -5,9 +5,10 @@ list, job names must be listed jobs, pair ids must be rows of that job, painting
 of the catalogue, and images are read from the URIs the job recorded.
 
 The pieces: `settings` (what the server was started with), `guard` (Host, Origin, token, body
-size), `state` (what the routes share), `tasks` (the stylizations under way), `catalogue` and
-`jobs` (read-only views of storage), `routes/` (one router per part of the API), `studio` (the
-actors).
+size), `admission` (who may send a picture now: the queue, a client's share, uploads in flight),
+`state` (what the routes share, and the storage threads), `tasks` (the stylizations under way),
+`catalogue` and `jobs` (read-only views of storage), `routes/` (one router per part of the API),
+`studio` (the actors).
 """
 
 from __future__ import annotations
