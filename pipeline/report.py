@@ -31,7 +31,10 @@ def split_job_uri(job_uri: str) -> tuple[str, str]:
 
 
 def thumbnail(
-    uri: str, s3: S3Settings | None = None, side: int = THUMB, scope: JobScope | None = None
+    uri: str | None,
+    s3: S3Settings | None = None,
+    side: int = THUMB,
+    scope: JobScope | None = None,
 ) -> Image.Image:
     """A thumbnail of an input or output image; a gray tile with the reason if unreadable, and
     one saying only OUTSIDE, never read, if it lies outside `scope`."""
@@ -50,6 +53,10 @@ def _tile(text: str, side: int) -> Image.Image:
     return tile
 
 
+def _uri(row: dict[str, Any], which: str, scope: JobScope | None) -> str | None:
+    return scope.image_uri(row, which) if scope else row[IMAGE_COLUMNS[which]]
+
+
 # The report lists this many pairs of the job with the largest Gram errors.
 QUALITY_LIST = 10
 
@@ -60,7 +67,7 @@ def contact_sheet(
     """One line per pair: content | style | result, with the artist and the final loss."""
     lines = []
     for row in rows:
-        tiles = [thumbnail(row[column], s3, THUMB, scope) for column in IMAGE_COLUMNS.values()]
+        tiles = [thumbnail(_uri(row, which, scope), s3, THUMB, scope) for which in IMAGE_COLUMNS]
         for t in tiles:
             t.thumbnail((THUMB, THUMB))
         worst = worst_gram_error(row)
@@ -139,13 +146,13 @@ def domain_figures(
     from .core.mmd import features, mmd2
 
     done = [
-        r
+        {which: _uri(r, which, scope) for which in IMAGE_COLUMNS}
         for r in rows
         if r["status"] == "done"
-        and (scope is None or scope.all_allowed(r[c] for c in IMAGE_COLUMNS.values()))
+        and (scope is None or scope.all_allowed(_uri(r, w, scope) for w in IMAGE_COLUMNS))
     ][:sample]
-    contents = sorted({r["content_uri"] for r in done})
-    paintings = sorted({r["style_uri"] for r in done})
+    contents = sorted({r["content"] for r in done})
+    paintings = sorted({r["style"] for r in done})
     if len(done) < 2 or len(contents) < 2 or len(paintings) < 2:
         return {"note": "MMD needs at least 2 outputs, 2 contents and 2 paintings"}
     stylizer = Stylizer(weights=weights)
@@ -153,7 +160,7 @@ def domain_figures(
     def load(uris: list[str]) -> list[Any]:
         return [read_image(ImageRef(uri=u, identity=u), max_side=512, s3=s3) for u in uris]
 
-    outputs = load([r["output_uri"] for r in done])
+    outputs = load([r["result"] for r in done])
     side = max(max(o.shape[-2:]) for o in outputs)  # everything at the outputs' scale
     art = features(stylizer, load(paintings), side)
     out = features(stylizer, outputs, side)

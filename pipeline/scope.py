@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .demo import DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from .plan import source_folder
+from .results import image_key
 from .storage import is_remote
 
 # The images of a pair a viewer opens, by the name it shows them under (content | style | result).
@@ -30,6 +31,7 @@ _DEMO_URIS = frozenset(f"demo:{name}" for name in DEMO_CONTENTS + DEMO_STYLES)
 
 @dataclass(frozen=True)
 class JobScope:
+    job: str  # the job's output folder or prefix, as given
     roots: tuple[str, ...]  # normalized folders and s3:// prefixes
 
     @classmethod
@@ -48,7 +50,20 @@ class JobScope:
             _text(styles.get("catalog")) and catalog_location(styles["catalog"]),
             catalog and catalog_location(catalog),
         ]
-        return cls(tuple(_normal(f) for f in folders if f))
+        return cls(job_uri, tuple(_normal(f) for f in folders if f))
+
+    def image_uri(self, row: Mapping[str, Any], which: str) -> str | None:
+        """What a viewer reads for a pair's `which` image (content, style, result); None when the
+        row has none. A result is read at the job's own key for its pair, where the run wrote it
+        (results.image_key): the row's output_uri is not needed, and a job moved or copied since
+        still shows its results. A dataset job's file is where the row says."""
+        uri = _text(row.get(IMAGE_COLUMNS[which]))  # pandas gives NaN for a missing string
+        if uri is None or which != "result" or _text(row.get("dataset_path")):
+            return uri
+        try:
+            return f"{self.job.rstrip('/')}/{image_key(str(row.get('pair_id')))}"
+        except ValueError:  # not a pair id nst makes
+            return None
 
     def allows(self, uri: Any) -> bool:
         """Whether `uri` lies inside the scope (a bundled demo image always does)."""

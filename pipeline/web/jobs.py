@@ -20,7 +20,7 @@ import pandas as pd
 from ..jobspec import NAME_RE
 from ..plan import PAIR_ID_RE
 from ..results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
-from ..scope import IMAGE_COLUMNS, JobScope
+from ..scope import JobScope
 from ..storage import S3Settings, Storage
 from .traces import thin
 
@@ -167,7 +167,7 @@ class JobTables:
         return [] if trace is None else [dict(t) for t in trace]
 
     def image_uri(self, job: str, pair_id: str, which: str) -> str | None:
-        return self.row(job, pair_id)[IMAGE_COLUMNS[which]] or None
+        return self.scope(job).image_uri(self.row(job, pair_id), which)
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:
         """JSON-safe (NaN -> None, timestamps -> ISO), private columns and folders left out; with

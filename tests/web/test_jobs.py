@@ -45,8 +45,10 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def forged(finished_job, tmp_path_factory):
-    """The gallery job copied under a new --jobs root, its first done row pointing at a private
-    image, a missing file and another bucket; returns (jobs root, forged pair id, a good one)."""
+    """The gallery job copied under a new --jobs root (its rows still name the old place in
+    output_uri, as after a move), with forged rows: a private image, another bucket, a missing
+    file and a link planted in the output as inputs, a private image as a result. Returns (jobs
+    root, forged pair ids, a good pair id)."""
     root = tmp_path_factory.mktemp("forged")
     secret = root / "private" / "secret.png"
     secret.parent.mkdir()
@@ -59,25 +61,21 @@ def forged(finished_job, tmp_path_factory):
     for part in parts[1:]:
         part.unlink()
     rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
-    for row in rows:  # its own results, where they now are
-        if row["output_uri"]:
-            row["output_uri"] = row["output_uri"].replace(
-                str(finished_job / "gallery"), str(jobs / "forged")
-            )
     done = [r for r in rows if r["status"] == "done"]
     done[0].update(
         content_uri=str(secret),
         style_uri="s3://someone-elses-bucket/private/painting.png",
-        output_uri=str(root / "private" / "missing.png"),
+        output_uri=str(secret),
     )
-    (jobs / "forged" / "result.png").symlink_to(secret)  # a link planted in the output
-    done[1]["output_uri"] = str(jobs / "forged" / "result.png")
+    done[1]["content_uri"] = str(root / "private" / "missing.png")
+    (jobs / "forged" / "linked.png").symlink_to(secret)  # a link planted in the output
+    done[1]["style_uri"] = str(jobs / "forged" / "linked.png")
     pq.write_table(table.from_pylist(rows, schema=table.schema), parts[0])
     # A second job with a truncated part beside its good ones (a write cut short, a bad copy).
     shutil.copytree(finished_job / "gallery", jobs / "damaged")
     part = sorted((jobs / "damaged" / "results").glob("*.parquet"))[0]
     (part.parent / "part-damaged.parquet").write_bytes(part.read_bytes()[:200])
-    return jobs, done[0]["pair_id"], done[1]["pair_id"], done[2]["pair_id"]
+    return jobs, (done[0]["pair_id"], done[1]["pair_id"]), done[2]["pair_id"]
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +106,19 @@ def _shows_secret(picture: np.ndarray) -> bool:
 
 def test_a_forged_row_shows_outside_this_job_tiles_and_calls_no_bucket(gallery, forged):
     url, listener = gallery
-    _, bad, linked, good = forged
-    tiles = [_image(url, bad, which) for which in ("content", "style", "result")]
+    _, (first, second), good = forged
+    tiles = [_image(url, pair, which) for pair in (first, second) for which in ("content", "style")]
     assert not any(_shows_secret(t) for t in tiles)
-    # The private file, another bucket and a missing file: one tile, so nothing tells them apart.
+    # A private file, another bucket, a missing file, a link out: one tile, nothing tells them
+    # apart.
     assert all(np.array_equal(tiles[0], t) for t in tiles[1:])
     assert listener.connections == 0
-    assert not _shows_secret(_image(url, linked, "result"))
-    # The job's own images still show.
-    for which in ("content", "style", "result"):
+    # A result is read where the run wrote it, whatever the row says: the forged row's own
+    # picture, and the moved job's results.
+    for pair in (first, good):
+        result = _image(url, pair, "result")
+        assert not _shows_secret(result) and not np.array_equal(result, tiles[0])
+    for which in ("content", "style"):
         assert not np.array_equal(_image(url, good, which), tiles[0]), which
 
 
