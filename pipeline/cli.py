@@ -243,7 +243,9 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import RunOptions, run_plan
+    from .runner import RunOptions, local_ray_on_loopback, run_plan
+
+    local_ray_on_loopback(args.address)
 
     plan = _load_plan(args)
     options = RunOptions.from_spec(
@@ -387,8 +389,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def serve_settings(args: argparse.Namespace) -> Any:
     """`nst serve`'s options as the web app's Settings; a token is made when bound beyond
-    loopback and none is given (--token or $NST_TOKEN)."""
+    loopback and none is given (--token-file, --token or $NST_TOKEN)."""
     from .web.settings import Settings, token_for
+
+    token, token_field = _given_token(args)
 
     return Settings(
         jobs=args.jobs,
@@ -400,12 +404,30 @@ def serve_settings(args: argparse.Namespace) -> Any:
         max_iterations=args.max_iterations,
         max_styles=args.max_styles,
         max_pending=args.max_pending,
+        max_pending_per_client=args.max_pending_per_client,
+        max_uploads=args.max_uploads,
         port=args.port,
         host=args.host,
         allowed_hosts=tuple(args.allowed_host or ()),
-        token=token_for(args.host, args.token or os.environ.get("NST_TOKEN")),
+        token=token_for(args.host, token, token_field),
         debug=args.debug,
     )
+
+
+def _given_token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The token given to `nst serve` and the option it came from."""
+    if args.token_file:
+        try:
+            text = Path(args.token_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ParamError("--token-file", f"cannot read {args.token_file} ({reason})") from None
+        if not text.strip():
+            raise ParamError("--token-file", f"{args.token_file} is empty")
+        return text.strip(), "--token-file"
+    if args.token:
+        return args.token, "--token"
+    return os.environ.get("NST_TOKEN"), "$NST_TOKEN"
 
 
 def serve_url(host: str, port: int, token: str | None) -> str:
@@ -421,6 +443,9 @@ def serve_url(host: str, port: int, token: str | None) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     require("web")
+    from .runner import local_ray_on_loopback
+
+    local_ray_on_loopback(None)  # before the web app imports Ray
     import uvicorn
 
     from .web.app import create_app
@@ -581,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("max_iterations", "most iterations one picture may ask, all levels together"),
         ("max_styles", "most style images one picture may blend"),
         ("max_pending", "pictures queued or in work at once; more are refused with 429"),
+        ("max_pending_per_client", "of those, what one client (address) may have"),
+        ("max_uploads", "uploads received at once; more are refused with 429"),
     ):
         p.add_argument(
             "--" + limit.replace("_", "-"),
@@ -595,10 +622,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Host name clients may use besides 127.0.0.1/localhost, e.g. behind a reverse "
         "proxy; repeatable; '*' for any",
     )
-    p.add_argument(
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require the token in this file (at least 16 characters; default: $NST_TOKEN; one "
+        "is made and printed when --host is not loopback)",
+    )
+    given.add_argument(
         "--token",
-        help="require this token (default: $NST_TOKEN; one is made and printed when --host is "
-        "not loopback)",
+        help="require this token; other users of the machine see it in the process list: "
+        "prefer --token-file or $NST_TOKEN",
     )
     p.add_argument(
         "--debug",

@@ -9,6 +9,9 @@ into a failed row. Decisions on odd inputs (documented in the README):
 - Animated images (GIF, APNG, WebP): the first frame is used.
 - PIL's decompression-bomb guard stays on: an image past twice `Image.MAX_IMAGE_PIXELS` is refused.
 - An image with a side shorter than 16 px is refused: VGG-19's four poolings leave nothing of it.
+- An image longer than `max_side` is shrunk in its own mode (8 or 16 bits a channel) before it
+  becomes RGB or float, so that a request costs memory for the size it is used at: a 40 MP file
+  is a few hundred kB of floats at 512 px, not 500 MB.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ def decode(
     name: str | None = None,
     max_side: int | None = None,
     max_pixels: int | None = None,
+    *,
+    keep_colors: bool = False,
 ) -> torch.Tensor:
     """Image bytes or a path -> (3, H, W) float32 RGB in [0,1].
 
     `max_side` shrinks large images while decoding (JPEG draft mode, then a high-quality
     resize) so that a 40-megapixel photo never becomes a 500 MB tensor. `max_pixels` refuses,
-    from the header alone, an image larger than a worker is set to hold.
+    from the header alone, an image larger than a worker is set to hold. `keep_colors` shrinks
+    by nearest neighbour instead, so that the result holds only colours of the file (a
+    colour-keyed mask: a smooth resize would blend two keys into a third along every edge).
     """
     name = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
     source = io.BytesIO(data) if isinstance(data, bytes) else data
@@ -60,10 +67,12 @@ def decode(
                     )
                 if img.format not in formats.FORMATS:
                     raise ImageError(name, f"{img.format} is not accepted ({formats.NAMES})")
-                if max_side and img.format == "JPEG":
+                _check_side(img.size, name)
+                if max_side and img.format == "JPEG" and not keep_colors:
                     img.draft("RGB", (max_side, max_side))
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                # Shrunk before the rotation, which copies: a square bound fits either way.
+                img = ImageOps.exif_transpose(_shrink(img, max_side, keep_colors))
                 rgb = _to_rgb(img)
     except ImageError:
         raise
@@ -79,7 +88,7 @@ def decode(
         raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated data, broken chunks, bad headers
         raise ImageError(name, f"corrupt or truncated image ({exc})") from None
-    return _to_tensor(rgb, name, max_side)
+    return _to_tensor(rgb)
 
 
 def from_array(
@@ -91,16 +100,32 @@ def from_array(
         img = Image.fromarray(np.ascontiguousarray(array))
     except (TypeError, ValueError) as exc:
         raise ImageError(name, f"not an image array ({exc})") from None
-    return _to_tensor(_to_rgb(img), name, max_side)
+    _check_side(img.size, name)
+    return _to_tensor(_to_rgb(_shrink(img, max_side)))
 
 
-def _to_tensor(rgb: Image.Image, name: str, max_side: int | None) -> torch.Tensor:
-    if min(rgb.size) < MIN_SIDE:
+def _check_side(size: tuple[int, int], name: str) -> None:
+    if min(size) < MIN_SIDE:
         raise ImageError(
-            name, f"too small: {rgb.size[0]}x{rgb.size[1]} px, VGG-19 needs >= {MIN_SIDE} px a side"
+            name, f"too small: {size[0]}x{size[1]} px, VGG-19 needs >= {MIN_SIDE} px a side"
         )
-    if max_side and max(rgb.size) > max_side:
-        rgb = ImageOps.contain(rgb, (max_side, max_side), Image.Resampling.LANCZOS)
+
+
+def _shrink(img: Image.Image, max_side: int | None, keep_colors: bool = False) -> Image.Image:
+    """At most `max_side` px long, still in the file's mode: nothing of full size is converted."""
+    if not max_side or max(img.size) <= max_side:
+        return img
+    box = (max_side, max_side)
+    if keep_colors:
+        return ImageOps.contain(img, box, Image.Resampling.NEAREST)
+    if img.mode in ("P", "PA"):  # PIL resizes palette indices, not colours
+        img = img.convert("RGBA")
+    elif img.mode == "1":
+        img = img.convert("L")
+    return ImageOps.contain(img, box, Image.Resampling.LANCZOS)
+
+
+def _to_tensor(rgb: Image.Image) -> torch.Tensor:
     array = np.asarray(rgb, dtype=np.float32) / 255.0  # (H, W, 3)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

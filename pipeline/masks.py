@@ -65,10 +65,10 @@ def decode_mask(
     """A mask file or its bytes -> a SpatialMask for a content of `content_shape` ((3, H, W) as
     decoded), its regions at most `max_side` px long. Not an image, another aspect ratio, colours
     the mapping lacks: an ImageError naming `name`."""
-    # A colour key is matched at the file's own resolution: resampling first would blend two
-    # colours into a third along every edge.
-    side = None if settings.regions else max_side
-    rgb = images.decode(data, name=name, max_side=side, max_pixels=max_pixels)
+    # A colour key is shrunk by nearest neighbour: a smooth resize would blend two colours into
+    # a third along every edge. Its stray share is then that of a sample of the file's pixels.
+    keyed = bool(settings.regions)
+    rgb = images.decode(data, name, max_side, max_pixels, keep_colors=keyed)
     try:
         if settings.regions:
             mask = SpatialMask.from_colors(rgb, settings.regions, field=name)
@@ -79,9 +79,4 @@ def decode_mask(
             raise ParamError(name, reason)
     except ParamError as exc:
         raise ImageError(name, exc.reason) from None
-    if max_side and max(mask.weights.shape[-2:]) > max_side:
-        h, w = mask.weights.shape[-2:]
-        scale = max_side / max(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        mask = SpatialMask(masks.at_size(mask.weights, size), mask.targets)
     return mask

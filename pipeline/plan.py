@@ -81,11 +81,9 @@ def _images_under(spec: JobSpec, source: str, what: str, root: str | None) -> li
                 f"{what}.root",
                 "required for coco-val2017 (the unzipped coco2017 folder)",
             )
-        source = f"{root.rstrip('/')}/val2017"
-    if not is_remote(source) and glob.has_magic(source):
-        parts = source.split("/")
-        fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-        base = "/".join(parts[:fixed]) or ("/" if source.startswith("/") else ".")
+        source = coco_folder(root)
+    if is_glob(source):
+        base = glob_base(source)
         files = sorted(f for f in glob.glob(source, recursive=True) if os.path.isfile(f))
         return [
             ImageRef(uri=os.path.abspath(f), identity=os.path.relpath(f, base).replace(os.sep, "/"))
@@ -101,6 +99,33 @@ def _images_under(spec: JobSpec, source: str, what: str, root: str | None) -> li
         raise SpecError(spec.source, f"{what}.source", str(exc)) from None
     prefix = "coco-val2017:" if source.endswith("/val2017") and root else ""
     return [ImageRef(uri=store.uri_of(k), identity=prefix + k) for k in keys if is_image_name(k)]
+
+
+def source_folder(source: str, root: str | None = None) -> str | None:
+    """The folder or s3:// prefix a plain source's images lie under (a glob's fixed part);
+    None for the demo's bundled images and for coco-val2017 without its root."""
+    if source == "demo":
+        return None
+    if source == "coco-val2017":
+        return coco_folder(root) if root else None
+    return glob_base(source) if is_glob(source) else source
+
+
+def coco_folder(root: str) -> str:
+    """COCO val2017's images under the unzipped coco2017 folder."""
+    return f"{root.rstrip('/')}/val2017"
+
+
+def is_glob(source: str) -> bool:
+    """A local glob pattern (`photos/**/*.jpg`); s3:// prefixes are never patterns."""
+    return not is_remote(source) and glob.has_magic(source)
+
+
+def glob_base(source: str) -> str:
+    """The folder a glob pattern's matches lie under: its parts before the first pattern."""
+    parts = source.split("/")
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return "/".join(parts[:fixed]) or ("/" if source.startswith("/") else ".")
 
 
 def _take(refs: list[ImageRef], limit: int | None, seed: int | None) -> list[ImageRef]:

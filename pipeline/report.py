@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
 from collections import Counter
 from typing import Any
 
@@ -17,6 +18,7 @@ from .images import ImageError
 from .inputs import ImageRef, read_image
 from .plots import loss_png
 from .results import POOR_TRANSFER, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
+from .scope import IMAGE_COLUMNS, OUTSIDE, JobScope
 from .storage import S3Settings, StorageError
 
 THUMB = 160
@@ -28,30 +30,44 @@ def split_job_uri(job_uri: str) -> tuple[str, str]:
     return output or ".", job
 
 
-def thumbnail(uri: str, s3: S3Settings | None = None, side: int = THUMB) -> Image.Image:
-    """A thumbnail of an input or output image; a gray tile with the reason if unreadable."""
+def thumbnail(
+    uri: str | None,
+    s3: S3Settings | None = None,
+    side: int = THUMB,
+    scope: JobScope | None = None,
+) -> Image.Image:
+    """A thumbnail of an input or output image; a gray tile with the reason if unreadable, and
+    one saying only OUTSIDE, never read, if it lies outside `scope`."""
+    if scope is not None and not scope.allows(uri):
+        return _tile(OUTSIDE, side)
     try:
         tensor = read_image(ImageRef(uri=uri, identity=uri), max_side=side, s3=s3)
         return images.to_pil(tensor)
     except (ImageError, StorageError) as exc:
-        tile = Image.new("RGB", (side, side), (200, 200, 200))
-        ImageDraw.Draw(tile).text((6, side // 2), str(exc)[-40:], fill=(60, 60, 60))
-        return tile
+        return _tile(exc.reason, side)
+
+
+def _tile(text: str, side: int) -> Image.Image:
+    tile = Image.new("RGB", (side, side), (200, 200, 200))
+    ImageDraw.Draw(tile).text((6, side // 2), text[:40], fill=(60, 60, 60))
+    return tile
+
+
+def _uri(row: dict[str, Any], which: str, scope: JobScope | None) -> str | None:
+    return scope.image_uri(row, which) if scope else row[IMAGE_COLUMNS[which]]
 
 
 # The report lists this many pairs of the job with the largest Gram errors.
 QUALITY_LIST = 10
 
 
-def contact_sheet(rows: list[dict[str, Any]], s3: S3Settings | None = None) -> Image.Image:
+def contact_sheet(
+    rows: list[dict[str, Any]], s3: S3Settings | None = None, scope: JobScope | None = None
+) -> Image.Image:
     """One line per pair: content | style | result, with the artist and the final loss."""
     lines = []
     for row in rows:
-        tiles = [
-            thumbnail(row["content_uri"], s3),
-            thumbnail(row["style_uri"], s3),
-            thumbnail(row["output_uri"], s3),
-        ]
+        tiles = [thumbnail(_uri(row, which, scope), s3, THUMB, scope) for which in IMAGE_COLUMNS]
         for t in tiles:
             t.thumbnail((THUMB, THUMB))
         worst = worst_gram_error(row)
@@ -77,8 +93,10 @@ def summary_html(
     rows: list[dict[str, Any]],
     figures: dict[str, Any] | None = None,
     sheet: int | None = None,
+    unreadable: list[str] | None = None,
 ) -> str:
-    """The report page (templates/report.html.j2); `sheet`: pairs on the contact sheet."""
+    """The report page (templates/report.html.j2); `sheet`: pairs on the contact sheet;
+    `unreadable`: the results parts that could not be read (left for the next run)."""
     rows = [{**r, "worst": worst_gram_error(r), "poor": poor_transfer(r)} for r in rows]
     done = [r for r in rows if r["status"] == "done"]
     measured = sorted((r for r in done if r["worst"] is not None), key=lambda r: -r["worst"])
@@ -99,6 +117,7 @@ def summary_html(
         threshold=POOR_TRANSFER,
         poor=[r for r in measured if r["poor"]],
         worst=measured[:QUALITY_LIST],
+        unreadable=unreadable or [],
     )
 
 
@@ -119,15 +138,21 @@ def domain_figures(
     s3: S3Settings | None = None,
     sample: int = 64,
     weights: str = DEFAULT_WEIGHTS,
+    scope: JobScope | None = None,
 ) -> dict[str, Any]:
     """MMD of the outputs and of the original contents to the job's paintings (lower: closer
-    to the art domain), on up to `sample` pairs."""
+    to the art domain), on up to `sample` pairs (those with an image outside `scope` left out)."""
     from .core.engine import Stylizer
     from .core.mmd import features, mmd2
 
-    done = [r for r in rows if r["status"] == "done"][:sample]
-    contents = sorted({r["content_uri"] for r in done})
-    paintings = sorted({r["style_uri"] for r in done})
+    done = [
+        {which: _uri(r, which, scope) for which in IMAGE_COLUMNS}
+        for r in rows
+        if r["status"] == "done"
+        and (scope is None or scope.all_allowed(_uri(r, w, scope) for w in IMAGE_COLUMNS))
+    ][:sample]
+    contents = sorted({r["content"] for r in done})
+    paintings = sorted({r["style"] for r in done})
     if len(done) < 2 or len(contents) < 2 or len(paintings) < 2:
         return {"note": "MMD needs at least 2 outputs, 2 contents and 2 paintings"}
     stylizer = Stylizer(weights=weights)
@@ -135,7 +160,7 @@ def domain_figures(
     def load(uris: list[str]) -> list[Any]:
         return [read_image(ImageRef(uri=u, identity=u), max_side=512, s3=s3) for u in uris]
 
-    outputs = load([r["output_uri"] for r in done])
+    outputs = load([r["result"] for r in done])
     side = max(max(o.shape[-2:]) for o in outputs)  # everything at the outputs' scale
     art = features(stylizer, load(paintings), side)
     out = features(stylizer, outputs, side)
@@ -161,17 +186,20 @@ def write_report(
     if table.num_rows == 0:
         raise StorageError(store.uri, "no results to report on")
     rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
+    manifest = store.read_manifest() or {}
+    scope = JobScope.of(store.root.uri, manifest)
     sheet = [r for r in rows if r["status"] == "done"][:limit]
-    store.root.write_bytes("report/contact_sheet.png", images.encode_png(contact_sheet(sheet, s3)))
+    picture = contact_sheet(sheet, s3, scope)
+    store.root.write_bytes("report/contact_sheet.png", images.encode_png(picture))
     # The curves summarize every finished pair; only the contact sheet stops at `limit`.
     traces = [r["trace"] for r in rows if r["status"] == "done" and r.get("trace")]
     store.root.write_bytes("report/losses.png", loss_png(traces))
-    manifest = store.read_manifest() or {}
     if mmd is None:
         mmd = bool((manifest.get("spec") or {}).get("dataset"))
-    figures = domain_figures(rows, s3) if mmd else None
+    figures = domain_figures(rows, s3, scope=scope) if mmd else None
     if figures is not None:
         store.root.write_bytes("report/domain.json", json.dumps(figures, indent=2).encode())
-    page = summary_html(job, rows, figures, sheet=limit)
+    unreadable = [posixpath.basename(key) for key in store.unreadable]
+    page = summary_html(job, rows, figures, sheet=limit, unreadable=unreadable)
     store.root.write_bytes("report/index.html", page.encode())
     return store.root.uri_of("report")

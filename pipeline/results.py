@@ -4,7 +4,8 @@ Layout under `<output>/<job name>/`:
 
     images/<pair_id>.png        one per pair, written before its row
     results/part-*.parquet      one row per pair (schema: RESULT_SCHEMA, documented in README)
-    corrupt/part-*.parquet      parts that could not be read, set aside; their pairs are redone
+    corrupt/part-*.parquet      parts that could not be read, set aside by a run (which holds
+                                the lock); their pairs are redone. Viewers skip them only.
     manifest.json               resolved spec, versions, counts; rewritten at start and end
     _SUCCESS                    written last, only when every pair is done or finally failed
 
@@ -270,6 +271,8 @@ class ResultStore:
 
     def __init__(self, output: str, job: str, s3: S3Settings | None = None):
         self.root = Storage(output, s3).child(job)
+        self._lock_run_id: str | None = None  # set while this store holds the output's lock
+        self.unreadable: list[str] = []  # keys of the parts the latest read could not decode
 
     @property
     def uri(self) -> str:
@@ -284,6 +287,7 @@ class ResultStore:
         """Every committed row, one per pair: a finished row beats a failed one, then the newest.
         Name the `columns` you need: a row's loss trace is most of its bytes."""
         wanted = None if columns is None else list(dict.fromkeys([*columns, *KEY_COLUMNS]))
+        self.unreadable = []
         tables = [
             _conform(t, wanted)
             for k in self.part_keys()
@@ -295,8 +299,9 @@ class ResultStore:
         return table if columns is None else table.select(columns)
 
     def _read_part(self, key: str, columns: list[str] | None) -> pa.Table | None:
-        """One part's rows; None for a part that cannot be decoded, which is moved to
-        corrupt/ so that its pairs count as not done and the run computes them again."""
+        """One part's rows; None for a part that cannot be decoded. A run holding the lock moves
+        it to corrupt/, so that its pairs count as not done and it computes them again; anyone
+        else (a viewer) leaves it in place and lists it in `unreadable`."""
         try:
             data = self.root.read_bytes(key)
         except FileNotFoundError:  # compacted away by a run that finished meanwhile
@@ -310,13 +315,23 @@ class ResultStore:
                 pass
             else:
                 raise  # the file is whole: a wrong column list, not a damaged part
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if self._lock_run_id is None:
+                self.unreadable.append(key)
+                log.warning(
+                    "%s is corrupt or truncated (%s); skipped and left in place: only a run, "
+                    "which holds the output's lock, sets a part aside",
+                    self.root.uri_of(key),
+                    reason,
+                )
+                return None
             aside = f"{CORRUPT}/{posixpath.basename(key)}"
             self.root.write_bytes(aside, data)
             self.root.delete(key)
             log.warning(
                 "%s is corrupt or truncated (%s); moved to %s, its pairs will be computed again",
                 self.root.uri_of(key),
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                reason,
                 self.root.uri_of(aside),
             )
             return None
@@ -445,7 +460,9 @@ class ResultStore:
 
     def release_lock(self, run_id: str | None = None) -> None:
         """Delete the lock if it is still ours (the run that acquired it, by default)."""
-        run_id = run_id or getattr(self, "_lock_run_id", None)
+        run_id = run_id or self._lock_run_id
+        if run_id == self._lock_run_id:
+            self._lock_run_id = None
         try:
             data, tag = self.root.read_tagged(LOCK)
         except FileNotFoundError:

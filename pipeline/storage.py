@@ -35,6 +35,12 @@ SDK_ATTEMPTS = 3
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 # (endpoint, bucket) pairs this process has probed successfully.
 _PROBED: set[tuple[str | None, str]] = set()
+# A failed probe is remembered this long: meanwhile every use of that bucket fails at once with
+# the same reason, instead of waiting again on an endpoint that does not answer (up to ~20 s a
+# probe, for each gallery request); after it the next use probes again, so a store that came back
+# is used.
+PROBE_FAILURE_MEMORY_S = 30.0
+_PROBE_FAILED: dict[tuple[str | None, str], tuple[float, str]] = {}
 # Files written locally get the mode a plain open() would give (mkstemp makes them 0600).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -364,8 +370,12 @@ class Storage:
         if self.local:
             return
         bucket, _, prefix = self.base.partition("/")
-        if (self.s3.endpoint_url, bucket) in _PROBED:
+        store = (self.s3.endpoint_url, bucket)
+        if store in _PROBED:
             return
+        failed = _PROBE_FAILED.get(store)
+        if failed and time.monotonic() - failed[0] < PROBE_FAILURE_MEMORY_S:
+            raise StorageError(self._where(role), failed[1])
         import botocore.exceptions as bex
 
         try:
@@ -375,11 +385,13 @@ class Storage:
         except (bex.ClientError, bex.BotoCoreError) as exc:
             problem = _s3_problem(exc)
             if problem:
+                _PROBE_FAILED[store] = (time.monotonic(), problem)
                 raise StorageError(self._where(role), problem) from None
             # Throttled, a 5xx, or not allowed to list where reading may still be allowed: the
             # request itself decides, with the retries meant for that.
             log.info("probe of %s: %s", self._where(""), _short(exc))
-        _PROBED.add((self.s3.endpoint_url, bucket))
+        _PROBE_FAILED.pop(store, None)
+        _PROBED.add(store)
 
     def check_writable(self) -> None:
         """Before any compute: can we write here? A clear error naming bucket and endpoint."""

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import requests
 import torch
 
 from pipeline import images
 from pipeline.core.params import COLOR_MODES, OPTIMIZERS
 
-from .conftest import make_content, make_style
+from .conftest import free_port, make_content, make_style
 from .conftest import run_nst as nst
 
 
@@ -105,3 +114,77 @@ def test_stylize_with_a_colour_keyed_mask_keeps_the_photo_and_records_it(tmp_pat
         f"nst: error: {tmp_path / 'square.png'}: aspect ratio (width/height) 1.000 differs "
         "from the content's 1.333; a mask may differ from its content in scale only"
     )
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket these processes listen on, from /proc."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)  # 32-bit words in the machine's (little) order
+                ip = ipaddress.ip_address(
+                    b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                )
+                found.add((str(getattr(ip, "ipv4_mapped", None) or ip), int(port, 16)))
+    return found
+
+
+def test_the_local_ray_of_nst_serve_listens_on_loopback_only():
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None and time.time() < deadline, "nst serve did not start"
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"http://127.0.0.1:{port}/api/config", timeout=5).ok:
+                    break
+            time.sleep(1)
+        sockets: set[tuple[str, int]] = set()
+        for _ in range(5):  # Ray's agents open their ports while the actor starts
+            sockets |= _listening(_descendants(proc.pid))
+            time.sleep(1)
+        assert ("127.0.0.1", port) in sockets and len(sockets) > 3  # the server, GCS, raylet, ...
+        exposed = {s for s in sockets if not ipaddress.ip_address(s[0]).is_loopback}
+        assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

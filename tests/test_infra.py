@@ -1,5 +1,7 @@
 """The cluster manifests parse, run commands that exist, ask for GPUs, keep work off the head, keep
-Ray's token authentication on, the dashboard inside the cluster and S3 credentials off the head."""
+Ray's token authentication on, the dashboard inside the cluster and S3 credentials off the head;
+and they grant least privilege: the head's AWS role, SSH from one CIDR, a non-root image without
+sudo, locked-down pods, and a network policy around the KubeRay cluster."""
 
 from __future__ import annotations
 
@@ -58,6 +60,28 @@ def _check_secured(cluster: dict) -> None:
             assert {"secretRef": {"name": "nst-s3-credentials"}} in container["envFrom"]
 
 
+def _check_least_privilege(cluster: dict) -> None:
+    """Every Ray container non-root, without privilege escalation or capabilities, on a read-only
+    root; no pod gets a Kubernetes API token but the autoscaler's container, through its mount."""
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    pods = [head] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["readOnlyRootFilesystem"] is True
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts and not any("serviceaccount" in m for m in mounts)
+    token = {v["name"]: v for v in head["volumes"]}["api-token"]["projected"]["sources"]
+    assert any("serviceAccountToken" in source for source in token)
+    autoscaler = cluster["autoscalerOptions"]
+    assert autoscaler["securityContext"]["allowPrivilegeEscalation"] is False
+    assert [m["name"] for m in autoscaler["volumeMounts"]] == ["api-token"]
+
+
 def test_kuberay_raycluster():
     doc = _load("kuberay/raycluster.yaml")
     assert doc["kind"] == "RayCluster" and doc["spec"]["rayVersion"] == "2.60.0"
@@ -66,6 +90,19 @@ def test_kuberay_raycluster():
     assert "nvidia.com/gpu" not in str(head["template"])
     _check_gpu_workers(doc["spec"]["workerGroupSpecs"])
     _check_secured(doc["spec"])
+    _check_least_privilege(doc["spec"])
+
+
+def test_kuberay_network_policy_admits_only_the_clusters_own_pods():
+    cluster = _load("kuberay/raycluster.yaml")
+    policy = _load("kuberay/networkpolicy.yaml")
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    own = {"ray.io/cluster": cluster["metadata"]["name"]}
+    assert policy["spec"]["podSelector"] == {"matchLabels": own}
+    # One rule: from the cluster's pods, on any port; no address range, no other namespace.
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": own}}]}]
+    head = _containers(cluster["spec"]["headGroupSpec"]["template"])[0]
+    assert {p["containerPort"] for p in head["ports"]} == {6379, 8265, 10001}
 
 
 def test_kuberay_rayjob():
@@ -78,6 +115,7 @@ def test_kuberay_rayjob():
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     _check_gpu_workers(cluster["workerGroupSpecs"])
     _check_secured(cluster)
+    _check_least_privilege(cluster)
     assert "RAY_AUTH_MODE" not in yaml.safe_dump(doc)  # KubeRay's authOptions set it
 
 
@@ -98,8 +136,56 @@ def test_aws_cluster_launcher():
     assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
     assert doc["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
     assert "dashboard-host" not in str(starts)
-    assert "IamInstanceProfile" not in head["node_config"]
-    assert all(t["node_config"]["IamInstanceProfile"] for t in workers)
+    # The profiles and the security group of access.yaml: given, Ray makes neither its default
+    # role (EC2 and S3 full access) nor its default group (SSH from anywhere).
+    assert head["node_config"]["IamInstanceProfile"] == {"Name": "nst-head"}
+    assert all(t["node_config"]["IamInstanceProfile"] == {"Name": "nst-s3-access"} for t in workers)
+    assert all(t["node_config"]["SecurityGroupIds"] for t in types.values())
+    assert "0.0.0.0/0" not in yaml.safe_dump(doc)
+
+
+def _statements(role: dict) -> list[dict]:
+    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else action
+
+
+def test_aws_access_grants_the_head_only_what_the_autoscaler_needs():
+    doc = _load("aws/access.yaml")
+    res = doc["Resources"]
+    assert res["HeadProfile"]["Properties"]["InstanceProfileName"] == "nst-head"
+    assert res["WorkerProfile"]["Properties"]["InstanceProfileName"] == "nst-s3-access"
+    head = _statements(res["HeadRole"])
+    actions = [a for s in head for a in _actions(s)]
+    assert all(s["Effect"] == "Allow" for s in head)
+    assert not any(a.startswith("s3:") or a.endswith("*") for a in actions)  # no data, no wildcards
+    assert {a.split(":")[0] for a in actions} == {"ec2", "iam"}
+    for statement in head:
+        names = _actions(statement)
+        if any(a in names for a in ("ec2:TerminateInstances", "ec2:StopInstances")):
+            # Only instances of this cluster (Ray tags them with its name).
+            condition = statement["Condition"]["StringEquals"]
+            assert condition == {"ec2:ResourceTag/ray-cluster-name": {"Ref": "ClusterName"}}
+        if "iam:PassRole" in names:  # the workers' role, to EC2, and no other
+            assert statement["Resource"] == {"Fn::GetAtt": ["WorkerRole", "Arn"]}
+        if statement["Resource"] == "*":
+            assert all(a.startswith("ec2:Describe") for a in names)
+    # The workers: the jobs' bucket only.
+    for statement in _statements(res["WorkerRole"]):
+        assert all(a.startswith("s3:") and "*" not in a for a in _actions(statement))
+        assert "${Bucket}" in statement["Resource"]["Fn::Sub"]
+    # SSH from the CIDR the deployer gives (no default), the rest only between the cluster's nodes.
+    assert "Default" not in doc["Parameters"]["SshCidr"]
+    ingress = res["ClusterSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert ingress == [
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": {"Ref": "SshCidr"}}
+    ]
+    internal = res["ClusterInternalTraffic"]["Properties"]
+    assert internal["SourceSecurityGroupId"] == internal["GroupId"]
+    assert "0.0.0.0/0" not in yaml.safe_dump(doc)
 
 
 def test_dockerfile_installs_the_project_and_its_weights():
@@ -116,3 +202,7 @@ def test_dockerfile_installs_the_project_and_its_weights():
     assert imports
     for module, name in imports:
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+    # It runs as a numeric non-root user (Kubernetes can check runAsNonRoot), without sudo.
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and re.fullmatch(r"[1-9]\d*:\d+", users[-1]), users
+    assert "apt-get purge -y sudo" in text.split(f"USER {users[-1]}")[0]

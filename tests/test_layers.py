@@ -3,7 +3,7 @@
 1. `pipeline/core/`: the math; imports nothing from the rest of the package, nor Ray, storage
    or web libraries.
 2. Images and storage: formats, images, demo, inputs, masks, storage, results.
-3. The job model: jobspec, presets, catalog, plan, dataset_mode, estimate, fetch.
+3. The job model: jobspec, presets, catalog, plan, dataset_mode, estimate, fetch, scope.
 4. The fan-out: worker, runner, submit (Ray lives here and in the web app's task actors).
 5. The front ends: cli, report, plots, web/.
 
@@ -85,6 +85,7 @@ FLOORS = {
     "dataset_mode": 3,
     "estimate": 3,
     "fetch": 3,
+    "scope": 3,  # what a job's viewers may read: its output, its sources, the catalogue
     "worker": 4,
     "runner": 4,
     "pool": 4,  # the elastic actor pool the runner drives

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import socket
 import stat
+import threading
+import time
 
 import pytest
 
+from pipeline import storage
 from pipeline.results import LOCK, OutputLocked, ResultStore
-from pipeline.storage import Storage
+from pipeline.storage import S3Settings, Storage, StorageError
 
 
 def _contend(out: str, run_id: str, start, done, results) -> None:
@@ -88,3 +92,45 @@ def test_writes_go_through_private_temporary_files(tmp_path):
     os.umask(umask)
     mode = stat.S_IMODE((tmp_path / "out" / "row.parquet").stat().st_mode)
     assert mode == 0o666 & ~umask
+
+
+class _ClosingEndpoint:
+    """An 'S3 endpoint' that takes each connection and closes it without a word."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+def test_a_failed_bucket_probe_is_remembered_for_a_while(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    endpoint = _ClosingEndpoint()
+    s3 = S3Settings(endpoint_url=endpoint.url, region="us-east-1")
+    with pytest.raises(StorageError) as first:
+        Storage("s3://gone-bucket/jobs", s3).probe()
+    asked = endpoint.connections
+    assert asked >= 1
+    # Within the window: the same error at once, from any prefix of that bucket, and no request.
+    started = time.monotonic()
+    with pytest.raises(StorageError) as again:
+        Storage("s3://gone-bucket/other", s3).list()
+    assert time.monotonic() - started < 1.0 and endpoint.connections == asked
+    assert again.value.reason == first.value.reason and "gone-bucket" in again.value.field
+    # Past it, the store is asked again: one that came back is used.
+    monkeypatch.setattr(storage, "PROBE_FAILURE_MEMORY_S", 0.0)
+    with pytest.raises(StorageError):
+        Storage("s3://gone-bucket/jobs", s3).probe()
+    assert endpoint.connections > asked
+    endpoint.sock.close()

@@ -3,12 +3,14 @@ authentication, follow it to the end, join it with `nst run --address`."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +23,24 @@ from pipeline import submit
 from .conftest import free_port, run_nst
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(home: Path, **changes: str) -> dict[str, str]:
     """A user's environment: HOME (where Ray keeps ~/.ray/auth_token) in the test's folder, no
-    RAY_AUTH_* or address set, the project's interpreter first on PATH (as in a cluster image)."""
+    RAY_AUTH_* or address set, the project's interpreter first on PATH (as in a cluster image),
+    and this checkout's package first on the path: the commands run from the test's folder, where
+    the interpreter would find whichever checkout is installed."""
     drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
     env = {k: v for k, v in os.environ.items() if k not in drop and k != "RAY_API_SERVER_ADDRESS"}
-    return {**env, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}", **changes}
+    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return {
+        **env,
+        "HOME": str(home),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "PYTHONPATH": path,
+        **changes,
+    }
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,8 @@ class Head:
         return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
+@contextlib.contextmanager
+def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
     """A one-node cluster started as a user would: `ray get-auth-token --generate`, then a plain
     `ray start --head`, which turns token authentication on because the token file exists.
     `--block` keeps `ray start` in the foreground, so that stopping it stops this head's processes
@@ -80,7 +92,7 @@ def head(tmp_path_factory):
         "--head",
         "--block",
         f"--port={port}",
-        "--num-cpus=2",
+        f"--num-cpus={cpus}",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp}",
@@ -92,31 +104,41 @@ def head(tmp_path_factory):
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 120
-    while True:
-        try:
-            if requests.get(f"{address}/api/version", timeout=5).status_code == 401:
-                break  # up, and refusing requests without the token
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, (temp / "ray-start.log").read_text()
-        time.sleep(1)
-    head = Head(address, f"127.0.0.1:{port}", token, home)
-    # The Jobs API takes jobs once the head's job agent is up, which can take tens of seconds on a
-    # loaded machine: wait for it here, so that each test's time limits are its own.
-    # test_submit_retries_while_the_job_agent_is_not_ready covers `nst submit` in that window.
-    while True:
-        try:
-            head.client().submit_job(entrypoint="true")
-            break
-        except RuntimeError as exc:
-            assert "try again later" in str(exc) and time.time() < deadline, exc
-    yield head
-    proc.terminate()
     try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        while True:
+            try:
+                if requests.get(f"{address}/api/version", timeout=5).status_code == 401:
+                    break  # up, and refusing requests without the token
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (
+                temp / "ray-start.log"
+            ).read_text()
+            time.sleep(1)
+        yield Head(address, f"127.0.0.1:{port}", token, home)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    with _started_head(tmp_path_factory, cpus=2) as head:
+        # The Jobs API takes jobs once the head's job agent is up, which can take tens of seconds
+        # on a loaded machine: wait for it here, so that each test's time limits are its own.
+        # test_submit_retries_while_the_job_agent_is_not_ready covers `nst submit` in that window.
+        deadline = time.time() + 120
+        while True:
+            try:
+                head.client().submit_job(entrypoint="true")
+                break
+            except RuntimeError as exc:
+                assert "try again later" in str(exc) and time.time() < deadline, exc
+        yield head
 
 
 def _wait(head: Head, submission_id: str, timeout: float = 300) -> str:
@@ -295,6 +317,18 @@ def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out" / "joined"
     assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
+
+
+def test_nst_run_stops_on_a_node_without_cpus(tmp_path_factory, tmp_path):
+    """A head started with no CPUs, as in infra/, where Ray's Jobs API puts the driver of a job
+    that asks for no CPU: the driver stops before it touches the output."""
+    with _started_head(tmp_path_factory, cpus=0) as head:
+        spec = _spec(tmp_path, name="on-head")
+        env = _env(head.home)
+        proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "this driver runs on a node without CPUs (the head, which runs no work)" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):

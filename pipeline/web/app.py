@@ -5,9 +5,10 @@ list, job names must be listed jobs, pair ids must be rows of that job, painting
 of the catalogue, and images are read from the URIs the job recorded.
 
 The pieces: `settings` (what the server was started with), `guard` (Host, Origin, token, body
-size), `state` (what the routes share), `tasks` (the stylizations under way), `catalogue` and
-`jobs` (read-only views of storage), `routes/` (one router per part of the API), `studio` (the
-actors).
+size), `admission` (who may send a picture now: the queue, a client's share, uploads in flight),
+`state` (what the routes share, and the storage threads), `tasks` (the stylizations under way),
+`catalogue` and `jobs` (read-only views of storage), `routes/` (one router per part of the API),
+`studio` (the actors).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..storage import StorageError
+from .admission import Admission, busy_response
 from .catalogue import CatalogUnavailable, UnknownPainting
 from .guard import AccessGuard, BodyLimit, PageHeaders
 from .jobs import UnknownJob, UnknownPair
@@ -81,9 +83,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app, settings)
-    # The last added runs first: the Host, Origin and token checks, then the body limit.
+    # The last added runs first: the Host, Origin and token checks, then admission (the queue,
+    # the client's share, uploads in flight), then the body limit.
     app.add_middleware(PageHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Admission, tasks=state.tasks, max_uploads=settings.max_uploads)
     app.add_middleware(AccessGuard, settings=settings)
     return app
 
@@ -110,7 +114,7 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(Busy)
     async def busy(_request: Request, exc: Busy) -> JSONResponse:
-        return refuse(429, str(exc), **{"Retry-After": "30"})
+        return busy_response(exc)
 
     @app.exception_handler(UnknownJob)
     async def unknown_job(_request: Request, _exc: UnknownJob) -> JSONResponse:

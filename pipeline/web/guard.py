@@ -53,7 +53,9 @@ class AllowedHosts:
             names.append(settings.host.lower())
         self.exact = {(n, port) for n in names}
         self.any_port: set[str] = set()
-        self.everyone = False  # '*': any Host and any Origin (a proxy that checks them itself)
+        # '*': any Host header (a proxy passes names on). An Origin must still be the page's own
+        # or a name given: a proxy in front does not stop another site's page from posting.
+        self.everyone = False
         self.any_host = settings.token is not None and needs_token(settings.host)
         for entry in settings.allowed_hosts:
             name, entry_port = _split_host(entry)
@@ -65,10 +67,11 @@ class AllowedHosts:
                 self.exact.add((name, entry_port))
 
     def allows(self, name: str, port: str | None) -> bool:
-        return self.everyone or name in self.any_port or (name, port or "80") in self.exact
+        """A name given (or loopback, or the bind address); '*' is not one."""
+        return name in self.any_port or (name, port or "80") in self.exact
 
     def allows_host_header(self, value: str) -> bool:
-        return self.any_host or self.allows(*_split_host(value))
+        return self.any_host or self.everyone or self.allows(*_split_host(value))
 
     def allows_origin(self, origin: str, host_header: str) -> bool:
         """The page's own origin (the one in the Host header), or an allowed one."""
@@ -82,6 +85,12 @@ class AllowedHosts:
         host, host_port = _split_host(host_header)
         same = (parts.hostname, port) == (host, host_port or "80")
         return same or self.allows(parts.hostname, port)
+
+
+def _local_path(path: str) -> str:
+    """A path of this server to redirect to: '//evil.example/' (and '/\\evil.example/', which
+    browsers read alike) would send the visitor to another host."""
+    return "/" + path.lstrip("/\\")
 
 
 def _refuse(status: int, detail: str) -> JSONResponse:
@@ -123,7 +132,7 @@ class AccessGuard:
         if given is not None and self._valid(given):
             if scope["method"] == "GET":  # first visit: keep it in a cookie, drop it from the URL
                 rest = urlencode([(k, v) for k, v in query if k != "token"])
-                target = scope["path"] + (f"?{rest}" if rest else "")
+                target = _local_path(scope["path"]) + (f"?{rest}" if rest else "")
                 redirect = RedirectResponse(target, status_code=303)
                 redirect.set_cookie(self.cookie, given, httponly=True, samesite="strict")
                 return redirect

@@ -9,16 +9,18 @@ Every method blocks on storage: call them from a thread.
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from ..jobspec import NAME_RE
 from ..plan import PAIR_ID_RE
 from ..results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
+from ..scope import JobScope
 from ..storage import S3Settings, Storage
 from .traces import thin
 
@@ -53,7 +55,6 @@ PRIVATE_COLUMNS = (
     "actor_id",
     "weights",
 )
-IMAGE_COLUMNS = {"content": "content_uri", "style": "style_uri", "result": "output_uri"}
 # The folders of a path or URI in an error message ('/srv/in/a.png: ...' -> 'a.png: ...').
 _FOLDERS = re.compile(r"(?<![\w.~-])(?:[a-z][a-z0-9+.-]*://(?:[^\s'\"/]+/)*|/(?:[^\s'\"/]+/)+)")
 
@@ -62,18 +63,29 @@ class UnknownJob(LookupError):
     pass
 
 
+class JobRead(NamedTuple):
+    """A job's results as read at `read_at` (time.monotonic), with what its images may be read
+    from and the results parts that could not be decoded (skipped: a viewer changes nothing)."""
+
+    read_at: float
+    table: pd.DataFrame
+    scope: JobScope
+    unreadable: list[str]  # part file names
+
+
 class UnknownPair(LookupError):
     pass
 
 
 class JobTables:
-    def __init__(self, root: str, s3: S3Settings, debug: bool = False):
+    def __init__(self, root: str, s3: S3Settings, debug: bool = False, catalog: str | None = None):
         self.root = root
+        self.catalog = catalog  # the server's --catalog: its paintings are every job's to show
         self.s3 = s3
         self.debug = debug
         self._lock = threading.Lock()
         self._names: tuple[float, list[str]] | None = None
-        self._tables: dict[str, tuple[float, pd.DataFrame]] = {}
+        self._tables: dict[str, JobRead] = {}
 
     def names(self) -> list[str]:
         """Folders under the root that hold a job's manifest."""
@@ -86,20 +98,31 @@ class JobTables:
         return names
 
     def table(self, job: str) -> pd.DataFrame:
+        return self._read(job).table
+
+    def scope(self, job: str) -> JobScope:
+        """What the job's images may be read from (pipeline/scope.py), re-read with its table."""
+        return self._read(job).scope
+
+    def _read(self, job: str) -> JobRead:
         if not NAME_RE.match(job) or job not in self.names():
             raise UnknownJob(job)
         cached = self._tables.get(job)
-        if cached and time.monotonic() - cached[0] < REREAD_AFTER:
-            return cached[1]
-        table = ResultStore(self.root, job, self.s3).read().to_pandas()
+        if cached and time.monotonic() - cached.read_at < REREAD_AFTER:
+            return cached
+        store = ResultStore(self.root, job, self.s3)
+        scope = JobScope.of(store.root.uri, store.read_manifest(), self.catalog)
+        table = store.read().to_pandas()
+        unreadable = [posixpath.basename(key) for key in store.unreadable]
         valid = table.pair_id.astype(str).str.fullmatch(PAIR_ID_RE.pattern)
         if not valid.all():
             log.warning("job %s: %d row(s) with an invalid pair id ignored", job, (~valid).sum())
             table = table[valid]
         table = table.sort_values(["content_id", "style_id"]).reset_index(drop=True)
+        read = JobRead(time.monotonic(), table, scope, unreadable)
         with self._lock:
-            self._tables[job] = (time.monotonic(), table)
-        return table
+            self._tables[job] = read
+        return read
 
     def row(self, job: str, pair_id: str) -> dict[str, Any]:
         if not PAIR_ID_RE.fullmatch(pair_id):
@@ -113,7 +136,8 @@ class JobTables:
     def page(
         self, job: str, artist: str | None, status: str | None, page: int, per_page: int
     ) -> dict[str, Any]:
-        table = self.table(job)
+        read = self._read(job)
+        table = read.table
         artists = table.artist.fillna(table.style_id)
         view = table
         if artist:
@@ -127,6 +151,7 @@ class JobTables:
             "per_page": per_page,
             "artists": sorted(set(artists)),
             "pairs": [self.public(r) for r in rows.to_dict("records")],
+            "unreadable_parts": read.unreadable,  # skipped: the next run sets them aside
         }
 
     def detail(self, job: str, pair_id: str) -> dict[str, Any]:
@@ -142,7 +167,7 @@ class JobTables:
         return [] if trace is None else [dict(t) for t in trace]
 
     def image_uri(self, job: str, pair_id: str, which: str) -> str | None:
-        return self.row(job, pair_id)[IMAGE_COLUMNS[which]] or None
+        return self.scope(job).image_uri(self.row(job, pair_id), which)
 
     def public(self, row: dict[str, Any]) -> dict[str, Any]:
         """JSON-safe (NaN -> None, timestamps -> ISO), private columns and folders left out; with

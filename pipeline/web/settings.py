@@ -5,10 +5,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from ..core.errors import ParamError
 from ..core.params import DEFAULT_WEIGHTS
 from ..storage import S3Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# A token given by hand: 16 URL-safe characters are 96 bits, out of reach of guessing over the
+# network (the one made when none is given has 32).
+MIN_TOKEN_CHARS = 16
 # Multipart framing and the small form fields beside the files.
 FORM_OVERHEAD_BYTES = 2**20
 
@@ -28,6 +32,11 @@ class Settings:
     max_upload_bytes: int = 20 * 2**20  # one file
     max_upload_pixels: int = 40_000_000  # one image, read from its header before decoding
     max_pending: int = 16  # tasks queued or running, all visitors together: more get a 429
+    # One client's share of them (by its address): four clients can always have work queued.
+    max_pending_per_client: int = 4
+    # Uploads being received and checked at once, all clients together: each may hold up to
+    # max_body_bytes while its form is parsed.
+    max_uploads: int = 4
     # The page polls twice a second: a task nobody asked about for this long was abandoned
     # (tab closed) and is cancelled.
     idle_timeout: float = 60.0
@@ -51,8 +60,11 @@ def needs_token(host: str) -> bool:
     return host not in LOOPBACK
 
 
-def token_for(host: str, given: str | None) -> str | None:
-    """The token to require: the one given, else a fresh one when bound beyond loopback."""
+def token_for(host: str, given: str | None, field: str = "token") -> str | None:
+    """The token to require: the one given (`field` says where from), else a fresh one when
+    bound beyond loopback."""
     if given:
+        if len(given) < MIN_TOKEN_CHARS:
+            raise ParamError(field, f"at least {MIN_TOKEN_CHARS} characters")
         return given
     return secrets.token_urlsafe(24) if needs_token(host) else None

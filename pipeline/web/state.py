@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, HTTPException, Request
 
 from .catalogue import CatalogIndex
 from .jobs import JobTables
 from .settings import Settings
 from .tasks import TaskBoard
+
+T = TypeVar("T")
+# Calls that wait on a store (--jobs: listings, tables, images; --catalog) run in threads of that
+# store's own, this many at most: a bucket that hangs holds these, while the pool that serves
+# every other request (40 threads) and the other store's threads stay free. More such requests
+# wait for one of them.
+STORAGE_THREADS = 8
+STORES = ("jobs", "catalog")
 
 
 @dataclass
@@ -19,6 +30,16 @@ class WebState:
     tasks: TaskBoard
     catalog_index: CatalogIndex | None  # None: started without --catalog
     job_tables: JobTables | None  # None: started without --jobs
+    _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict, repr=False)
+
+    async def storage(self, store: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call(*args, **kwargs)` in one of the STORAGE_THREADS of `store` (one of STORES)."""
+        if store not in STORES:
+            raise ValueError(f"store: one of {STORES}, not {store!r}")
+        if store not in self._limiters:  # made on the event loop, at first use
+            self._limiters[store] = anyio.CapacityLimiter(STORAGE_THREADS)
+        bound = functools.partial(call, *args, **kwargs)
+        return await anyio.to_thread.run_sync(bound, limiter=self._limiters[store])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebState:
@@ -26,12 +47,13 @@ class WebState:
             settings=settings,
             tasks=TaskBoard(
                 max_pending=settings.max_pending,
+                max_pending_per_client=settings.max_pending_per_client,
                 idle_timeout=settings.idle_timeout,
                 keep_results=settings.keep_results,
                 debug=settings.debug,
             ),
             catalog_index=CatalogIndex(settings.catalog, settings.s3) if settings.catalog else None,
-            job_tables=JobTables(settings.jobs, settings.s3, settings.debug)
+            job_tables=JobTables(settings.jobs, settings.s3, settings.debug, settings.catalog)
             if settings.jobs
             else None,
         )

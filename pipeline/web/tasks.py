@@ -36,6 +36,7 @@ class Busy(Exception):
 class Task:
     actor: Any  # the StudioActor handle
     ref: Any  # ObjectRef of its stylize call; None once its outcome is collected
+    client: str = ""  # the address it came from (client_address), for its share of the queue
     touched: float = field(default_factory=time.monotonic)
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -50,6 +51,7 @@ class TaskBoard:
         self,
         *,
         max_pending: int,
+        max_pending_per_client: int,
         idle_timeout: float,
         keep_results: float,
         debug: bool = False,
@@ -58,6 +60,7 @@ class TaskBoard:
         self.actors: list[Any] = []
         self._next_actor: Iterator[Any] = iter(())
         self.max_pending = max_pending
+        self.max_pending_per_client = max_pending_per_client
         self.idle_timeout = idle_timeout
         self.keep_results = keep_results
         self.debug = debug
@@ -67,13 +70,32 @@ class TaskBoard:
         self.actors = actors
         self._next_actor = itertools.cycle(actors)
 
-    def pending(self) -> int:
-        """Tasks whose call has not returned yet (queued on an actor or running)."""
-        waiting = [t.ref for t in self.tasks.values() if not t.finished]
+    def pending(self, client: str | None = None) -> int:
+        """Tasks whose call has not returned yet (queued on an actor or running), of `client`
+        or of everyone."""
+        waiting = [
+            t.ref
+            for t in self.tasks.values()
+            if not t.finished and (client is None or t.client == client)
+        ]
         if not waiting:
             return 0
         _, not_ready = ray.wait(waiting, num_returns=len(waiting), timeout=0)
         return len(not_ready)
+
+    def admit(self, client: str) -> None:
+        """`Busy` when `max_pending` tasks are waiting already, or `client` has its share."""
+        self.reap()
+        if self.pending() >= self.max_pending:
+            raise Busy(
+                f"the server is busy: {self.max_pending} pictures are queued or being made; "
+                "try again in a minute"
+            )
+        if self.pending(client) >= self.max_pending_per_client:
+            raise Busy(
+                f"you have {self.max_pending_per_client} picture(s) queued or being made, your "
+                "share of this server; try again when one is done"
+            )
 
     def start(
         self,
@@ -81,19 +103,15 @@ class TaskBoard:
         styles: list[bytes],
         params: dict[str, Any],
         mask: dict[str, Any] | None = None,
+        client: str = "",
     ) -> str:
-        """A new task on the next actor, or `Busy` when `max_pending` are waiting already.
+        """A new task on the next actor, or `Busy` (`admit`).
         `mask`: {"data": bytes, "regions": str | None, "invert": bool} (pipeline/masks.py)."""
-        self.reap()
-        if self.pending() >= self.max_pending:
-            raise Busy(
-                f"the server is busy: {self.max_pending} pictures are queued or being made; "
-                "try again in a minute"
-            )
+        self.admit(client)
         task_id = uuid.uuid4().hex
         actor = next(self._next_actor)
         ref = actor.stylize.remote(task_id, content, styles, params, None, mask)
-        self.tasks[task_id] = Task(actor, ref, touched=time.monotonic())
+        self.tasks[task_id] = Task(actor, ref, touched=time.monotonic(), client=client)
         return task_id
 
     async def get(self, task_id: str) -> Task | None:

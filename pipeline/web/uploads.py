@@ -41,6 +41,8 @@ def inspect_image(data: bytes, what: str, max_pixels: int) -> Upload:
             kind, width, height = img.format, img.width, img.height
     except (UnidentifiedImageError, OSError):
         raise HTTPException(400, f"{what}: not an image ({formats.NAMES})") from None
+    except Image.DecompressionBombError as exc:  # over twice PIL's MAX_IMAGE_PIXELS
+        raise HTTPException(400, f"{what}: refused as a decompression bomb ({exc})") from None
     if kind not in formats.FORMATS:
         raise HTTPException(400, f"{what}: {kind} is not accepted ({formats.NAMES})")
     if width * height > max_pixels:

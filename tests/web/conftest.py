@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -133,13 +134,16 @@ def server(served) -> str:
     return served.url
 
 
-def submit(url: str, headers: dict | None = None, **form) -> requests.Response:
+def submit(
+    url: str, headers: dict | None = None, session: requests.Session | None = None, **form
+) -> requests.Response:
     files = [
         ("content", ("c.png", png(make_content(40, 56)), "image/png")),
         ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
     ]
     data = {"preset": "preview", "size": "32", "iterations": "2", **form}
-    return requests.post(f"{url}/api/stylize", files=files, data=data, headers=headers, timeout=60)
+    post = (session or requests).post
+    return post(f"{url}/api/stylize", files=files, data=data, headers=headers, timeout=60)
 
 
 def wait(url: str, task_id: str, headers: dict | None = None) -> dict:
@@ -184,3 +188,44 @@ def screenshots(tmp_path_factory) -> Path:
     folder = Path(given) if given else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+class Blackhole:
+    """An 'S3 endpoint' that accepts connections and answers nothing until released; then it
+    denies access, which the storage layer does not retry."""
+
+    DENIED = (
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s"
+    )
+    BODY = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.released = threading.Event()
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn):
+        with conn:
+            self.released.wait()
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)
+                conn.sendall(self.DENIED % (len(self.BODY), self.BODY))
+            except OSError:
+                pass
+
+    def close(self):
+        self.released.set()
+        self.sock.close()

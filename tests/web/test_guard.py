@@ -12,9 +12,11 @@ import ray
 import requests
 
 from pipeline.cli import build_parser, serve_settings, serve_url
+from pipeline.core.errors import ParamError
 from pipeline.storage import S3Settings
 
-from .conftest import free_port, serving, submit, wait
+from ..conftest import run_nst
+from .conftest import Blackhole, free_port, main_settings, serving, submit, wait
 
 
 def _raw(url: str, request: bytes, body_chunks=()) -> tuple[str, int]:
@@ -155,6 +157,24 @@ def test_beyond_loopback_a_token_is_made_and_required(exposed):
     )
 
 
+def test_the_token_login_redirects_only_to_a_path_of_this_server(exposed):
+    served, _, _ = exposed
+    token = served.state.settings.token
+    for path in ("//evil.example/", "/\\evil.example/", "///evil.example/x"):
+        request = (
+            f"GET {path}?token={token}&a=1 HTTP/1.1\r\nHost: here\r\nConnection: close\r\n\r\n"
+        )
+        answer, _ = _raw(served.url, request.encode())
+        assert answer.startswith("HTTP/1.1 303"), answer
+        location = next(
+            line.split(":", 1)[1].strip()
+            for line in answer.splitlines()
+            if line.lower().startswith("location:")
+        )
+        assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+        assert location.endswith("?a=1") and token not in location
+
+
 def test_the_queue_is_capped_and_abandoned_tasks_are_cancelled(exposed):
     served, _, _ = exposed
     auth = {"Authorization": f"Bearer {served.state.settings.token}"}
@@ -184,47 +204,6 @@ def test_the_queue_is_capped_and_abandoned_tasks_are_cancelled(exposed):
     again = submit(served.url, auth)
     assert again.status_code == 200, again.text
     assert wait(served.url, again.json()["task_id"], auth)["status"] == "done"
-
-
-class Blackhole:
-    """An 'S3 endpoint' that accepts connections and answers nothing until released; then it
-    denies access, which the storage layer does not retry."""
-
-    DENIED = (
-        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s"
-    )
-    BODY = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.released = threading.Event()
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
-
-    def _hold(self, conn):
-        with conn:
-            self.released.wait()
-            conn.settimeout(5)
-            try:
-                conn.recv(65536)
-                conn.sendall(self.DENIED % (len(self.BODY), self.BODY))
-            except OSError:
-                pass
-
-    def close(self):
-        self.released.set()
-        self.sock.close()
 
 
 def test_storage_that_hangs_holds_up_no_other_request(exposed):
@@ -258,3 +237,55 @@ def test_storage_that_hangs_holds_up_no_other_request(exposed):
         answer = outcome[path]
         assert answer.status_code == 502, answer.text
         assert answer.json()["detail"] == "storage is unavailable (the server log has the details)"
+
+
+@pytest.fixture(scope="module")
+def any_host(finished_job, artworks):
+    """`--allowed-host '*'`, as behind a reverse proxy that passes any Host on."""
+    settings = main_settings(finished_job, artworks)
+    settings = dataclasses.replace(settings, allowed_hosts=("*",), port=free_port())
+    with serving(settings) as s:
+        yield s.url
+
+
+def test_any_host_still_refuses_a_foreign_origin(any_host):
+    host = {"Host": "proxy.example"}
+    assert requests.get(f"{any_host}/api/jobs", headers=host, timeout=30).ok
+    own = {**host, "Origin": "http://proxy.example"}
+    assert requests.get(f"{any_host}/api/jobs", headers=own, timeout=30).ok
+    for origin in ("http://evil.example", "http://proxy.example.evil.example", "null"):
+        foreign = {**host, "Origin": origin}
+        response = requests.post(f"{any_host}/api/stylize", headers=foreign, timeout=30)
+        assert response.status_code == 403, (origin, response.text)
+        assert "cross-origin request" in response.json()["detail"]
+
+
+def test_the_token_comes_from_a_file_or_the_environment_and_has_a_minimum_length(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("NST_TOKEN", raising=False)
+    token = "kq3V-7pXw2LmZ9rT4bYc"
+    parse = build_parser().parse_args
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    assert serve_settings(parse(["serve", "--token-file", str(path)])).token == token
+    monkeypatch.setenv("NST_TOKEN", token)
+    assert serve_settings(parse(["serve"])).token == token
+    monkeypatch.setenv("NST_TOKEN", "hunter2")
+    short = tmp_path / "short"
+    short.write_text("hunter2\n")
+    for argv, field in (
+        (["--token", "hunter2"], "--token"),
+        (["--token-file", str(short)], "--token-file"),
+        ([], "$NST_TOKEN"),
+    ):
+        with pytest.raises(ParamError) as info:
+            serve_settings(parse(["serve", *argv]))
+        assert (info.value.field, info.value.reason) == (field, "at least 16 characters")
+    (tmp_path / "empty").write_text("\n")
+    for bad, reason in ((tmp_path / "none", "cannot read"), (tmp_path / "empty", "is empty")):
+        with pytest.raises(ParamError, match=reason) as info:
+            serve_settings(parse(["serve", "--token-file", str(bad)]))
+        assert info.value.field == "--token-file" and str(bad) in info.value.reason
+    proc = run_nst("serve", "--token", "hunter2", timeout=120)
+    assert proc.returncode == 2 and "nst: error: --token: at least 16 characters" in proc.stderr

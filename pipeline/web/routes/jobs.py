@@ -1,6 +1,6 @@
-"""Browse the jobs under `--jobs`: the list, a page of pairs, one pair, its images. Plain `def`
-routes: FastAPI runs them in its thread pool, so listings and storage retries hold up no other
-request."""
+"""Browse the jobs under `--jobs`: the list, a page of pairs, one pair, its images. Everything
+that reads storage runs in the server's storage threads (`WebState.storage`), so listings and
+storage retries hold up no other request."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from ... import images, plots
 from ...report import thumbnail
@@ -18,12 +19,12 @@ WEB_PLOT = (8.8, 2.8)  # inches: at 100 dpi the detail dialog's width (at most 9
 
 
 @router.get("/api/jobs")
-def jobs(state: State) -> dict[str, Any]:
-    return {"jobs": state.jobs().names()}
+async def jobs(state: State) -> dict[str, Any]:
+    return {"jobs": await state.storage("jobs", state.jobs().names)}
 
 
 @router.get("/api/jobs/{job}/pairs")
-def pairs(
+async def pairs(
     job: str,
     state: State,
     artist: str | None = None,
@@ -31,27 +32,28 @@ def pairs(
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 24,
 ) -> dict[str, Any]:
-    return state.jobs().page(job, artist, status, page, per_page)
+    return await state.storage("jobs", state.jobs().page, job, artist, status, page, per_page)
 
 
 @router.get("/api/jobs/{job}/pairs/{pair_id}")
-def pair(job: str, pair_id: str, state: State) -> dict[str, Any]:
-    return state.jobs().detail(job, pair_id)
+async def pair(job: str, pair_id: str, state: State) -> dict[str, Any]:
+    return await state.storage("jobs", state.jobs().detail, job, pair_id)
 
 
 # Declared before `{which}.png`, which would take `losses` for an image name.
 @router.get("/api/jobs/{job}/pairs/{pair_id}/losses.png")
-def pair_losses(job: str, pair_id: str, state: State) -> Response:
+async def pair_losses(job: str, pair_id: str, state: State) -> Response:
     """The pair's loss curves, drawn as `nst report` draws them (pipeline/plots.py)."""
-    trace = state.jobs().trace(job, pair_id)
+    trace = await state.storage("jobs", state.jobs().trace, job, pair_id)
     if not trace:
         raise HTTPException(404, "no loss trace (the pair failed)")
-    # 2x the size the page shows it at, for high-density screens.
-    return Response(plots.loss_png([trace], size=WEB_PLOT, dpi=200), media_type="image/png")
+    # 2x the size the page shows it at, for high-density screens; drawn in a thread of the pool.
+    png = await run_in_threadpool(plots.loss_png, [trace], size=WEB_PLOT, dpi=200)
+    return Response(png, media_type="image/png")
 
 
 @router.get("/api/jobs/{job}/pairs/{pair_id}/{which}.png")
-def pair_image(
+async def pair_image(
     job: str,
     pair_id: str,
     which: str,
@@ -60,8 +62,13 @@ def pair_image(
 ) -> Response:
     if which not in ("content", "style", "result"):
         raise HTTPException(404, "content, style or result")
-    uri = state.jobs().image_uri(job, pair_id, which)
+    png = await state.storage("jobs", _pair_thumbnail, state, job, pair_id, which, side)
+    return Response(png, media_type="image/png")
+
+
+def _pair_thumbnail(state: State, job: str, pair_id: str, which: str, side: int) -> bytes:
+    tables = state.jobs()
+    uri = tables.image_uri(job, pair_id, which)
     if uri is None:
         raise HTTPException(404, "no image")
-    image = thumbnail(uri, state.settings.s3, side)
-    return Response(images.encode_png(image), media_type="image/png")
+    return images.encode_png(thumbnail(uri, state.settings.s3, side, tables.scope(job)))

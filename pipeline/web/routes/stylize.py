@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...core.params import COLOR_MODES, ParamError, StyleParams
 from ...presets import load_preset, preset_names
+from ..admission import STYLIZE_PATH, client_address
 from ..settings import Settings
 from ..state import State
 from ..tasks import Task
@@ -75,9 +76,10 @@ def resolve_params(
     return params
 
 
-@router.post("/api/stylize")
+@router.post(STYLIZE_PATH)
 async def stylize(
     state: State,
+    request: Request,
     content: Annotated[UploadFile, File(description="content image")],
     styles: Annotated[list[UploadFile] | None, File(description="style image(s)")] = None,
     paintings: Annotated[list[str] | None, Form(description="catalogue painting ids")] = None,
@@ -140,10 +142,11 @@ async def stylize(
         data = await read_upload(f, f"style {i}", s.max_upload_bytes)
         style_bytes.append(await accept(data, f"style {i}", style=True))
     for identity in chosen:
-        data = await run_in_threadpool(state.catalog().painting_bytes, identity)
+        data = await state.storage("catalog", state.catalog().painting_bytes, identity)
         style_bytes.append(await accept(data, f"painting {identity[:60]}", style=True))
     # On the event loop, like every other use of the board: no locks needed.
-    task_id = state.tasks.start(content_bytes, style_bytes, params.to_dict(), spatial)
+    client = client_address(request.scope)
+    task_id = state.tasks.start(content_bytes, style_bytes, params.to_dict(), spatial, client)
     return {"task_id": task_id}
 
 

@@ -291,7 +291,9 @@ async function loadPairs() {
   $("artist").replaceChildren(new Option("all", ""), ...r.artists.map((a) => new Option(a, a, false, a === artist)));
   $("page").textContent = `page ${r.page} of ${pages}`;
   $("prev").disabled = page <= 1; $("next").disabled = page >= pages;
-  $("total").textContent = `${r.total} pairs`;
+  const skipped = r.unreadable_parts.length; // left in place for the job's next run
+  $("total").textContent = `${r.total} pairs` +
+    (skipped ? ` (${skipped} unreadable results part${skipped > 1 ? "s" : ""} skipped)` : "");
   $("gallery-empty").hidden = r.pairs.length > 0;
   $("gallery").replaceChildren(...r.pairs.map((p) => {
     const done = p.status === "done";

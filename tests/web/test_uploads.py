@@ -1,0 +1,97 @@
+"""Uploads at the server's default limits: what one request may cost in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import requests
+from PIL import Image
+
+from pipeline.web.app import Settings
+
+from ..conftest import make_content, make_style
+from .conftest import free_port, main_settings, png, serving, wait
+
+# A request's decoding may raise a process's peak memory by this much: the mask below costs each
+# process ~3 GB decoded in full as float32, tens of MB shrunk in its own mode first.
+PEAK_GROWTH_BYTES = 400 * 2**20
+
+
+@pytest.fixture(scope="module")
+def defaults(finished_job, artworks):
+    """A server with the default upload limits (40 MP, 20 MB a file)."""
+    default = Settings()
+    settings = dataclasses.replace(
+        main_settings(finished_job, artworks),
+        max_upload_bytes=default.max_upload_bytes,
+        max_upload_pixels=default.max_upload_pixels,
+        port=free_port(),
+    )
+    with serving(settings) as served:
+        yield served
+
+
+def _reset_peak(pid: int | str) -> int:
+    """Set the process's peak RSS (VmHWM) back to its current RSS; returns it in bytes."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return _peak(pid)
+
+
+def _peak(pid: int | str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def _keyed_mask(side: int) -> bytes:
+    """A colour-keyed mask as a drawing program saves it: a palette PNG of a few kB."""
+    mask = Image.new("P", (side, side), 0)
+    mask.putpalette([0, 0, 0, 255, 0, 0])
+    mask.paste(1, (0, 0, side // 2, side))  # left half red: style 1; the rest black: the photo
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_a_huge_mask_costs_the_server_and_the_actor_little_memory(defaults):
+    mask = _keyed_mask(6300)
+    assert len(mask) < 100_000 and 6300 * 6300 < defaults.state.settings.max_upload_pixels
+    actor = defaults.state.tasks.actors[0]
+    actor_pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+    files = [
+        ("content", ("photo.png", png(make_content(640, 640)), "image/png")),
+        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+        ("mask", ("m.png", mask, "image/png")),
+    ]
+    data = {"preset": "preview", "size": "32", "iterations": "2"}
+    data["mask_regions"] = "#ff0000=1,#000000=none"
+    server_before, actor_before = _reset_peak("self"), _reset_peak(actor_pid)
+    response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
+    assert response.status_code == 200, response.text
+    assert wait(defaults.url, response.json()["task_id"])["status"] == "done"
+    server_growth = _peak("self") - server_before
+    actor_growth = _peak(actor_pid) - actor_before
+    assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
+    assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"
+
+
+def test_an_image_past_pils_bomb_limit_is_a_400_naming_the_field(defaults):
+    side = int((2 * Image.MAX_IMAGE_PIXELS) ** 0.5) + 100
+    bomb = io.BytesIO()
+    Image.new("1", (side, side)).save(bomb, "PNG")
+    files = [
+        ("content", ("photo.png", png(make_content(64, 64)), "image/png")),
+        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+        ("mask", ("m.png", bomb.getvalue(), "image/png")),
+    ]
+    data = {"preset": "preview", "size": "32"}
+    response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("mask: ")
+    assert "decompression bomb" in response.json()["detail"]
