@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .conftest import free_port
+
 BIN = Path(sys.executable).parent
 # Every server of a node, each on a free port: Ray's fixed defaults (the job agent's 52365, the
 # client server's 10001, ...) may be held by another Ray on the machine.
@@ -34,13 +36,7 @@ SERVERS = (
 WORKER_PORTS = 64  # per node: its worker processes' range
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _free_range(size: int) -> int:
+def free_range(size: int) -> int:
     """The first of `size` consecutive ports that are free now."""
     for _ in range(100):
         start = free_port()
@@ -122,7 +118,7 @@ class LocalCluster:
         # Short: a node's Unix sockets live below it, and their paths may not exceed 107 bytes.
         temp = Path(tempfile.mkdtemp(prefix=f"nst-{name}-", dir="/tmp"))
         self.temps[name] = temp
-        first = _free_range(WORKER_PORTS)
+        first = free_range(WORKER_PORTS)
         cmd = [
             str(BIN / "ray"),
             "start",

@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 from pathlib import Path
 
@@ -162,3 +164,35 @@ def photos(tmp_path_factory) -> Path:
     _jpeg(root / "sub" / "c.jpg", 3)
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+class SilentEndpoint:
+    """An 'S3 endpoint' on 127.0.0.1 that counts the connections made to it and closes each at once
+    without a word (`answer` decides what a connection gets)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        conn.close()
+
+    def wait_for_a_connection(self, what: str, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while self.connections == 0:
+            assert time.time() < deadline, what
+            time.sleep(0.1)
+
+    def close(self):
+        self.sock.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import socket
 import stat
-import threading
 import time
 
 import pytest
@@ -15,6 +13,8 @@ import pytest
 from pipeline import storage
 from pipeline.results import LOCK, OutputLocked, ResultStore
 from pipeline.storage import S3Settings, Storage, StorageError
+
+from .conftest import SilentEndpoint
 
 
 def _contend(out: str, run_id: str, start, done, results) -> None:
@@ -94,29 +94,10 @@ def test_writes_go_through_private_temporary_files(tmp_path):
     assert mode == 0o666 & ~umask
 
 
-class _ClosingEndpoint:
-    """An 'S3 endpoint' that takes each connection and closes it without a word."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-
 def test_a_failed_bucket_probe_is_remembered_for_a_while(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    endpoint = _ClosingEndpoint()
+    endpoint = SilentEndpoint()
     s3 = S3Settings(endpoint_url=endpoint.url, region="us-east-1")
     with pytest.raises(StorageError) as first:
         Storage("s3://gone-bucket/jobs", s3).probe()

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +20,10 @@ from pipeline import images
 from pipeline.jobspec import parse_spec
 from pipeline.plan import make_plan
 from pipeline.runner import RunOptions, run_plan
+from pipeline.storage import S3Settings
 from pipeline.web.app import Settings, create_app
 
-from ..conftest import free_port, local_ray, make_content, make_style
+from ..conftest import SilentEndpoint, free_port, local_ray, make_content, make_style
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A part someone with write access to a shared prefix could add: markup in every string column.
@@ -68,6 +68,23 @@ def serving(settings: Settings) -> Iterator[Served]:
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def serving_on_endpoint(settings: Settings, endpoint: SilentEndpoint, **changes) -> Iterator[str]:
+    """`serving` with its storage on a fake S3 endpoint (test credentials) and `changes` to the
+    settings; yields the server's URL."""
+    settings = dataclasses.replace(
+        settings,
+        s3=S3Settings(endpoint_url=endpoint.url, region="us-east-1"),
+        port=free_port(),
+        **changes,
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "test")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        with serving(settings) as served:
+            yield served.url
 
 
 @pytest.fixture(scope="package")
@@ -190,7 +207,7 @@ def screenshots(tmp_path_factory) -> Path:
     return folder
 
 
-class Blackhole:
+class Blackhole(SilentEndpoint):
     """An 'S3 endpoint' that accepts connections and answers nothing until released; then it
     denies access, which the storage layer does not retry."""
 
@@ -201,20 +218,11 @@ class Blackhole:
     BODY = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
 
     def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.released = threading.Event()
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+    def answer(self, conn):
+        threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
 
     def _hold(self, conn):
         with conn:
@@ -228,4 +236,4 @@ class Blackhole:
 
     def close(self):
         self.released.set()
-        self.sock.close()
+        super().close()

@@ -13,9 +13,15 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from pipeline.storage import S3Settings
-
-from .conftest import Blackhole, free_port, main_settings, serving, submit, wait
+from .conftest import (
+    Blackhole,
+    free_port,
+    main_settings,
+    serving,
+    serving_on_endpoint,
+    submit,
+    wait,
+)
 
 
 class _From(HTTPAdapter):
@@ -104,17 +110,9 @@ def test_each_client_gets_its_share_and_a_full_queue_refuses_before_the_body(fai
 def hanging(finished_job, artworks):
     """--jobs on an S3 endpoint that takes connections and answers nothing until released."""
     blackhole = Blackhole()
-    settings = dataclasses.replace(
-        main_settings(finished_job, artworks),
-        jobs="s3://nst-web/jobs",
-        s3=S3Settings(endpoint_url=blackhole.url, region="us-east-1"),
-        port=free_port(),
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "test")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        with serving(settings) as served:
-            yield served.url, blackhole
+    settings = main_settings(finished_job, artworks)
+    with serving_on_endpoint(settings, blackhole, jobs="s3://nst-web/jobs") as url:
+        yield url, blackhole
     blackhole.close()
 
 
@@ -131,10 +129,7 @@ def test_requests_waiting_on_storage_leave_the_server_threads_for_the_rest(hangi
     ]
     for thread in browsing:
         thread.start()
-    deadline = time.time() + 30
-    while blackhole.connections == 0:
-        assert time.time() < deadline, "the listings never reached storage"
-        time.sleep(0.1)
+    blackhole.wait_for_a_connection("the listings never reached storage")
     time.sleep(1.0)
     # The pool's routes, the catalogue (another store: threads of its own) and an upload.
     for path in ("/api/config", "/api/catalog/paintings"):

@@ -3,11 +3,8 @@ job (its output, its recorded sources, the catalogue)."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import shutil
-import socket
-import threading
 
 import numpy as np
 import pyarrow as pa
@@ -16,31 +13,10 @@ import pytest
 import requests
 from PIL import Image
 
-from pipeline.storage import S3Settings
-
-from ..conftest import run_nst
-from .conftest import free_port, main_settings, serving
+from ..conftest import SilentEndpoint, run_nst
+from .conftest import main_settings, serving_on_endpoint
 
 SECRET_COLOUR = (255, 0, 255)  # a private image's pixels: pure magenta, in no job image
-
-
-class Listener:
-    """An 'S3 endpoint' that counts the connections made to it and closes each at once."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +56,10 @@ def forged(finished_job, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gallery(forged, finished_job, artworks):
-    listener = Listener()
-    settings = dataclasses.replace(
-        main_settings(finished_job, artworks),
-        jobs=str(forged[0]),
-        s3=S3Settings(endpoint_url=listener.url, region="us-east-1"),
-        port=free_port(),
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "test")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        with serving(settings) as served:
-            yield served.url, listener
+    listener = SilentEndpoint()  # counts the calls made to another bucket
+    settings = main_settings(finished_job, artworks)
+    with serving_on_endpoint(settings, listener, jobs=str(forged[0])) as url:
+        yield url, listener
 
 
 def _image(url: str, pair_id: str, which: str) -> np.ndarray:
