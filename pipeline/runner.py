@@ -440,8 +440,10 @@ class Driver:
                 starting = self.pool.starting()
                 waiting = [*self.in_flight, *starting]
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0) if waiting else ([], [])
-                if not waiting:
-                    time.sleep(1.0)
+                if not waiting:  # no actor busy or starting: those there take the queue
+                    for member in self.pool.ready:
+                        self.feed(member)
+                    time.sleep(0 if self.in_flight else 1.0)
                 for ref in ready:
                     if ref in starting:
                         joined = self.pool.answered(ref)

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import free_port
-
 BIN = Path(sys.executable).parent
 # Every server of a node, each on a free port: Ray's fixed defaults (the job agent's 52365, the
 # client server's 10001, ...) may be held by another Ray on the machine.
@@ -36,25 +34,62 @@ SERVERS = (
 WORKER_PORTS = 64  # per node: its worker processes' range
 
 
-def free_range(size: int) -> int:
-    """The first of `size` consecutive ports that are free now."""
-    for _ in range(100):
-        start = free_port()
-        if start + size > 65535:
-            continue
-        try:
-            sockets = []
-            for port in range(start, start + size):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return start
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
+def _held(port: int) -> socket.socket | None:
+    """A socket bound to `port` on 127.0.0.1 (port 0: any free one), or None if it is taken."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+# Every port handed out in this process: a node binds its workers' ports only when it starts a
+# worker, so another node started later must not be given them.
+GIVEN: set[int] = set()
+
+
+def node_ports(extra: int = 0, taken: set[int] = GIVEN) -> tuple[list[str], list[int]]:
+    """`ray start` flags that give every server of a node its own free port and its workers a free
+    range, and `extra` more ports for the caller (a head's GCS and dashboard). All of them are
+    different from each other and from `taken` (the ports given to other nodes, which may not be
+    bound yet), which this extends. Ports are held open while they are chosen: asked one by one,
+    the kernel may hand out the same free port twice."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(100):  # the workers' range: WORKER_PORTS consecutive free ports
+            probe = _held(0)
+            assert probe is not None
+            first = probe.getsockname()[1]
+            probe.close()
+            span = range(first, first + WORKER_PORTS)
+            if span[-1] > 65535 or taken.intersection(span):
+                continue
+            block = [_held(port) for port in span]
+            held += [s for s in block if s]
+            if all(block):
+                break
+        else:
+            raise RuntimeError("no free range of ports for the workers")
+        ports: list[int] = []
+        while len(ports) < len(SERVERS) + extra:
+            s = _held(0)
+            assert s is not None
+            held.append(s)
+            port = s.getsockname()[1]
+            if port not in taken:
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    taken.update(span, ports)
+    flags = [
+        *(f"--{server}={port}" for server, port in zip(SERVERS, ports, strict=False)),
+        f"--min-worker-port={span[0]}",
+        f"--max-worker-port={span[-1]}",
+    ]
+    return flags, ports[len(SERVERS) :]
 
 
 class LocalCluster:
@@ -74,11 +109,11 @@ class LocalCluster:
             timeout=60,
         )
         self.token = (self.home / ".ray" / "auth_token").read_text().strip()
-        self.port = free_port()
+        flags, (self.port, dashboard) = node_ports(2)
         self.address = f"127.0.0.1:{self.port}"
         head = ["--head", f"--port={self.port}", "--include-dashboard=true"]
-        dashboard = ["--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"]
-        self._start("nst_head", head_cpus, head + dashboard)
+        head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
+        self._start("nst_head", head_cpus, head + flags)
 
     def _base_env(self) -> dict[str, str]:
         drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
@@ -93,7 +128,8 @@ class LocalCluster:
     def add_node(self, name: str, cpus: int = 1) -> None:
         """A worker node joins, carrying the custom resource `name` (to find it by; it starts
         with `nst_`)."""
-        self._start(name, cpus, [f"--address={self.address}"])
+        flags, _ = node_ports()
+        self._start(name, cpus, [f"--address={self.address}", *flags])
 
     def _start(self, name: str, cpus: int, args: list[str], tries: int = 2) -> None:
         """Starts a node and waits until `ray start` says it runs. On a loaded 2-core machine a
@@ -118,7 +154,6 @@ class LocalCluster:
         # Short: a node's Unix sockets live below it, and their paths may not exceed 107 bytes.
         temp = Path(tempfile.mkdtemp(prefix=f"nst-{name}-", dir="/tmp"))
         self.temps[name] = temp
-        first = free_range(WORKER_PORTS)
         cmd = [
             str(BIN / "ray"),
             "start",
@@ -128,10 +163,7 @@ class LocalCluster:
             "--num-gpus=0",
             f"--resources={json.dumps({name: 1})}",
             f"--temp-dir={temp}",
-            f"--min-worker-port={first}",
-            f"--max-worker-port={first + WORKER_PORTS - 1}",
             "--object-store-memory=200000000",
-            *(f"--{server}={free_port()}" for server in SERVERS),
             "--disable-usage-stats",
         ]
         log = (self.root / f"{name}.log").open("a")

@@ -20,7 +20,7 @@ import yaml
 
 from pipeline import submit
 
-from .cluster import SERVERS, WORKER_PORTS, free_range
+from .cluster import node_ports
 from .conftest import free_port, run_nst
 
 BIN = Path(sys.executable).parent
@@ -75,12 +75,11 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
         timeout=60,
     )
     token = (home / ".ray" / "auth_token").read_text().strip()
-    port, dashboard = free_port(), free_port()
-    temp = tmp_path_factory.mktemp("ray")
     # Free ports for every server of the head (tests/cluster.py's list): Ray's fixed defaults (the
     # job agent's 52365, the client server's 10001) may be held by another Ray on the machine, and
     # a job agent that cannot bind leaves the Jobs API answering "No available agent" for good.
-    workers = free_range(WORKER_PORTS)
+    flags, (port, dashboard) = node_ports(2)
+    temp = tmp_path_factory.mktemp("ray")
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -92,9 +91,7 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
         "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp}",
         f"--dashboard-port={dashboard}",
-        *(f"--{server}={free_port()}" for server in SERVERS),
-        f"--min-worker-port={workers}",
-        f"--max-worker-port={workers + WORKER_PORTS - 1}",
+        *flags,
         "--disable-usage-stats",
     ]
     log = (temp / "ray-start.log").open("w")
