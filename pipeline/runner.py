@@ -434,8 +434,7 @@ class Driver:
                     self.feed(member, calls=1)
             while self.in_flight or self.queue or self.suspects:
                 if self.queue or self.suspects:
-                    for member in self.pool.reconcile():
-                        log.info("%s starting on a node with room", member.name)
+                    self.pool.reconcile()  # a node that joined gets actors; they log themselves
                 self.check_pool()
                 starting = self.pool.starting()
                 waiting = [*self.in_flight, *starting]
@@ -460,7 +459,7 @@ class Driver:
                     self.flush()  # nothing to commit: refreshes the lock
         finally:
             self.flush(final=True)  # also on Ctrl-C: what finished is committed
-            self.summary.actors = {n: k for n, k in self.pool.started.items()}
+            self.summary.actors = dict(self.pool.started)
             self.summary.actors_lost = self.pool.lost
 
     def feed(self, member: Member, calls: int | None = None) -> None:

@@ -20,6 +20,38 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def user_env(home: Path, **changes: str) -> dict[str, str]:
+    """A user's environment: HOME (where Ray keeps ~/.ray/auth_token) in the test's folder, no
+    RAY_AUTH_* or address set, the project's interpreter first on PATH (as in a cluster image),
+    and this checkout's package first on the path: the commands run from other folders, where
+    the interpreter would find whichever checkout is installed."""
+    drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k not in drop and k != "RAY_API_SERVER_ADDRESS"}
+    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return {
+        **env,
+        "HOME": str(home),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "PYTHONPATH": path,
+        **changes,
+    }
+
+
+def generate_token(home: Path) -> str:
+    """`ray get-auth-token --generate` as a user runs it: the token in `home`/.ray/auth_token."""
+    subprocess.run(
+        [str(BIN / "ray"), "get-auth-token", "--generate"],
+        env=user_env(home),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return (home / ".ray" / "auth_token").read_text().strip()
+
+
 # Every server of a node, each on a free port: Ray's fixed defaults (the job agent's 52365, the
 # client server's 10001, ...) may be held by another Ray on the machine.
 SERVERS = (
@@ -93,7 +125,7 @@ def node_ports(extra: int = 0, taken: set[int] = GIVEN) -> tuple[list[str], list
 
 
 class LocalCluster:
-    """A head and named worker nodes. `env` is what a client of this cluster sets."""
+    """A head and named worker nodes. `client_env()` is what a client of this cluster sets."""
 
     def __init__(self, root: Path, head_cpus: int = 0):
         self.root = root
@@ -101,29 +133,17 @@ class LocalCluster:
         self.home.mkdir(parents=True, exist_ok=True)
         self.nodes: dict[str, subprocess.Popen] = {}
         self.temps: dict[str, Path] = {}  # node name -> its temp dir
-        subprocess.run(
-            [str(BIN / "ray"), "get-auth-token", "--generate"],
-            env=self._base_env(),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        self.token = (self.home / ".ray" / "auth_token").read_text().strip()
+        self.token = generate_token(self.home)
         flags, (self.port, dashboard) = node_ports(2)
         self.address = f"127.0.0.1:{self.port}"
         head = ["--head", f"--port={self.port}", "--include-dashboard=true"]
         head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
         self._start("nst_head", head_cpus, head + flags)
 
-    def _base_env(self) -> dict[str, str]:
-        drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
-        env = {k: v for k, v in os.environ.items() if k not in drop}
-        return {**env, "HOME": str(self.home), "PATH": f"{BIN}:{os.environ['PATH']}"}
-
-    @property
-    def env(self) -> dict[str, str]:
-        """A client's (and a joining node's) settings: token mode and this cluster's token."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+    def client_env(self, **changes: str) -> dict[str, str]:
+        """A client's (and a joining node's) environment: token mode and this cluster's token,
+        as `ray start --head` alone turns it on."""
+        return user_env(self.home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, **changes)
 
     def add_node(self, name: str, cpus: int = 1) -> None:
         """A worker node joins, carrying the custom resource `name` (to find it by; it starts
@@ -167,7 +187,7 @@ class LocalCluster:
             "--disable-usage-stats",
         ]
         log = (self.root / f"{name}.log").open("a")
-        env = {**self._base_env(), **self.env}  # a worker needs token mode too, not only --head
+        env = self.client_env()  # a worker needs token mode too, not only --head
         self.nodes[name] = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -188,7 +208,7 @@ class LocalCluster:
         )
         proc = subprocess.run(
             [sys.executable, "-c", code, self.address, ",".join(names), str(timeout)],
-            env={**self._base_env(), **self.env},
+            env=self.client_env(),
             capture_output=True,
             text=True,
             timeout=timeout + 60,
@@ -267,7 +287,7 @@ class JobProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", DRIVER, json.dumps(spec), json.dumps(options), str(temp)],
             # RAY_ADDRESS: which cluster the state API (where an actor ran) asks.
-            env={**cluster._base_env(), **cluster.env, "RAY_ADDRESS": cluster.address},
+            env=cluster.client_env(RAY_ADDRESS=cluster.address),
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
 import subprocess
 import sys
 import threading
@@ -20,28 +19,8 @@ import yaml
 
 from pipeline import submit
 
-from .cluster import node_ports
+from .cluster import BIN, generate_token, node_ports, user_env
 from .conftest import free_port, run_nst
-
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(home: Path, **changes: str) -> dict[str, str]:
-    """A user's environment: HOME (where Ray keeps ~/.ray/auth_token) in the test's folder, no
-    RAY_AUTH_* or address set, the project's interpreter first on PATH (as in a cluster image),
-    and this checkout's package first on the path: the commands run from the test's folder, where
-    the interpreter would find whichever checkout is installed."""
-    drop = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
-    env = {k: v for k, v in os.environ.items() if k not in drop and k != "RAY_API_SERVER_ADDRESS"}
-    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return {
-        **env,
-        "HOME": str(home),
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "PYTHONPATH": path,
-        **changes,
-    }
 
 
 @dataclass(frozen=True)
@@ -66,15 +45,8 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
     `--block` keeps `ray start` in the foreground, so that stopping it stops this head's processes
     only (`ray stop` would stop every Ray on the machine)."""
     home = tmp_path_factory.mktemp("home")
-    env = _env(home)
-    subprocess.run(
-        [str(BIN / "ray"), "get-auth-token", "--generate"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    token = (home / ".ray" / "auth_token").read_text().strip()
+    env = user_env(home)
+    token = generate_token(home)
     # Free ports for every server of the head (tests/cluster.py's list): Ray's fixed defaults (the
     # job agent's 52365, the client server's 10001) may be held by another Ray on the machine, and
     # a job agent that cannot bind leaves the Jobs API answering "No available agent" for good.
@@ -163,7 +135,7 @@ def _spec(tmp_path: Path, **changes) -> Path:
 
 
 def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
-    env = _env(head.home)  # the token only in ~/.ray/auth_token, RAY_AUTH_MODE unset
+    env = user_env(head.home)  # the token only in ~/.ray/auth_token, RAY_AUTH_MODE unset
     spec = _spec(tmp_path)
     proc = run_nst("submit", str(spec), "--address", head.address, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -183,7 +155,7 @@ def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
 
 
 def test_failing_job_reports_failed_with_its_log_tail(head, tmp_path):
-    env = _env(head.home)
+    env = user_env(head.home)
     spec = _spec(tmp_path, content={"source": str(tmp_path / "no-such-photos")})
     proc = run_nst(
         "submit", str(spec), "--address", head.address, "--follow", cwd=tmp_path, env=env
@@ -204,7 +176,7 @@ def test_token_from_each_source_and_what_a_refusal_says(head, tmp_path):
     token_file.write_text(head.token)
 
     def status(**changes: str) -> subprocess.CompletedProcess:
-        env = _env(no_home, **changes)
+        env = user_env(no_home, **changes)
         return run_nst("status", "nope", "--address", head.address, cwd=tmp_path, env=env)
 
     # The token reaches the head: the answer is about the job, not about the token.
@@ -265,7 +237,7 @@ class _Forward(http.server.BaseHTTPRequestHandler):
 
 
 def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
-    env = _env(head.home)
+    env = user_env(head.home)
     spec = _spec(tmp_path)
     proxy = _AgentNotReady(head.address, refusals=2)
     try:
@@ -306,7 +278,7 @@ def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
 
 def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
     spec = _spec(tmp_path, name="joined")
-    env = _env(head.home)
+    env = user_env(head.home)
     proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out" / "joined"
@@ -318,7 +290,7 @@ def test_nst_run_stops_on_a_node_without_cpus(tmp_path_factory, tmp_path):
     that asks for no CPU: the driver stops before it touches the output."""
     with _started_head(tmp_path_factory, cpus=0) as head:
         spec = _spec(tmp_path, name="on-head")
-        env = _env(head.home)
+        env = user_env(head.home)
         proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     assert "this driver runs on a node without CPUs (the head, which runs no work)" in proc.stderr
@@ -326,7 +298,7 @@ def test_nst_run_stops_on_a_node_without_cpus(tmp_path_factory, tmp_path):
 
 
 def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):
-    env = _env(tmp_path)
+    env = user_env(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")
     proc = run_nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path, env=env)

@@ -60,7 +60,7 @@ def main() -> None:
         sys.stdout.flush()
         subprocess.run(
             [sys.executable, "-c", PROBE, cluster.address, str(cluster.temps["nst_a"])],
-            env={**cluster._base_env(), **cluster.env},
+            env=cluster.client_env(),
             check=True,
             timeout=300,
         )
