@@ -17,7 +17,7 @@ from pathlib import Path
 import skimage.data
 from PIL import Image, ImageDraw
 
-from pipeline.demo import demo_catalog
+from pipeline.io.demo import demo_catalog
 
 TILE = 256
 PAINTINGS = sorted((Path(demo_catalog()) / "resized" / "resized").glob("*.jpg"))

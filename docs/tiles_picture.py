@@ -1,9 +1,9 @@
 """Makes docs/tiles.jpg from a tiled `nst stylize` result (issue 19). From the repository root:
 
-    .venv/bin/python -c "from pipeline import images; from pipeline.demo import demo_image; \
+    .venv/bin/python -c "from pipeline import images; from pipeline.io.demo import demo_image; \
 images.save_png(demo_image('astronaut'), 'astronaut.png')"
     .venv/bin/nst stylize astronaut.png \
-        pipeline/demo_artworks/resized/resized/Vincent_van_Gogh_1.jpg -o tiles768.png \
+        pipeline/io/demo_artworks/resized/resized/Vincent_van_Gogh_1.jpg -o tiles768.png \
         --preset print --schedule 192:100,384:50,768:20 --tile 384 --device cpu
     .venv/bin/python docs/tiles_picture.py tiles768.png docs/tiles.jpg
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import images
 from pipeline.core.engine import Stylizer
 from pipeline.core.params import StyleParams
-from pipeline.demo import demo_catalog
+from pipeline.io import images
+from pipeline.io.demo import demo_catalog
 
 
 def free_port() -> int:

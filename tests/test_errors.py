@@ -48,7 +48,7 @@ def test_nothing_recovers_a_field_by_parsing_a_message():
 
 
 def test_the_cli_reports_any_nst_error_in_one_line(capsys, tmp_path):
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     spec = tmp_path / "bad.yaml"
     spec.write_text(

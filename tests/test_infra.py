@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.cli import build_parser
-from pipeline.jobspec import load_spec
+from pipeline.cli.main import build_parser
+from pipeline.job.spec import load_spec
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 ROOT = INFRA.parent

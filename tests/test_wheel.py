@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline import images
+from pipeline.io import images
 
 from .conftest import make_content, make_style
 
@@ -66,7 +66,7 @@ def test_wheel_runs_a_preset_and_plans_the_demo_from_another_directory(tmp_path)
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NST_CONFIG_DIR")}
 
-    code = "import pipeline.presets as p; print(p.__file__, p.config_dir(), *p.preset_names())"
+    code = "import pipeline.job.presets as p; print(p.__file__, p.config_dir(), *p.preset_names())"
     module, configs, *names = _run([bin_dir / "python", "-c", code], elsewhere, env).split()
     assert module.startswith(str(tmp_path / "venv")), module
     assert configs.startswith(str(tmp_path / "venv")), configs

@@ -22,7 +22,7 @@ draw.polygon(figure, fill="#ff0000")
 draw.ellipse((150, 12, 304, 192), fill="#000000")
 mask.save("jobs/masks/astronaut-mask.png")
 PY
-art=pipeline/demo_artworks/resized/resized
+art=pipeline/io/demo_artworks/resized/resized
 nst stylize "$out/astronaut.png" "$art/Edvard_Munch_1.jpg" "$art/Vincent_van_Gogh_1.jpg" \
     --mask jobs/masks/astronaut-mask.png --mask-regions "#ff0000=1,#0000ff=2,#000000=none" \
     --preset preview -o "$out/astronaut-masked.png"

@@ -206,7 +206,7 @@ class _Batch:
 class Stylizer:
     """Holds a frozen VGG-19 on a device and stylizes pair after pair without reloading.
 
-    Speed levers that leave the result within a stated tolerance (tests/test_engine.py, and
+    Speed levers that leave the result within a stated tolerance (tests/core/test_engine.py, and
     tests/benchmarks/gpu_check.py on a GPU): `channels_last` memory format for the network,
     `cudnn_benchmark` (cuDNN picks its fastest convolution per shape), `compile` (torch.compile of
     the Gram and loss computation), `cuda_graphs` (each L-BFGS iteration replayed as one CUDA
@@ -525,8 +525,8 @@ class Stylizer:
     ) -> list[StylizeResult | StylizeError]:
         """Stylize B pairs in one optimization: one forward and backward per iteration over the
         stacked images, each pair with its own losses, Gram targets and L-BFGS state, so that
-        each result is what `stylize` gives alone (within float rounding: tests/test_engine.py).
-        Each pair may have its own mask (or None).
+        each result is what `stylize` gives alone (within float rounding:
+        tests/core/test_engine.py). Each pair may have its own mask (or None).
 
         The contents must have equal `working_sizes` under `params`. A pair whose loss turns
         non-finite comes back as its StylizeError; its batch-mates are unaffected."""

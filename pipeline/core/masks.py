@@ -22,7 +22,8 @@ The math, and where it departs from the paper:
   loop keeps the region exactly the photo, and the strokes next to it are optimized against the
   photo they end on, so no seam shows.
 
-No I/O here: masks arrive as tensors; `pipeline/masks.py` reads files and names them in errors.
+No I/O here: masks arrive as tensors; `pipeline/io/mask_files.py` reads files and names them in
+errors.
 """
 
 from __future__ import annotations

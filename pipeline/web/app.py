@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..storage import StorageError
+from ..io.storage import StorageError
 from .admission import Admission, busy_response
 from .catalogue import CatalogUnavailable, UnknownPainting
 from .guard import AccessGuard, BodyLimit, PageHeaders
@@ -41,7 +41,7 @@ __all__ = ["Settings", "create_app"]
 
 
 def start_actors(settings: Settings) -> list[Any]:
-    from ..runner import ensure_ray
+    from ..fanout.runner import ensure_ray
     from .studio import StudioActor
 
     ensure_ray(None)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from .. import images
-from ..catalog import Catalog, CatalogError, Painting, name_key
-from ..demo import catalog_location
-from ..storage import S3Settings, Storage, StorageError
+from ..io import images
+from ..io.demo import catalog_location
+from ..io.storage import S3Settings, Storage, StorageError
+from ..job.catalog import Catalog, CatalogError, Painting, name_key
 
 THUMBNAILS_KEPT = 512  # about 30 kB each at 160 px
 

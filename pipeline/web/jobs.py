@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from ..jobspec import NAME_RE
-from ..plan import PAIR_ID_RE
-from ..results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
-from ..scope import JobScope
-from ..storage import S3Settings, Storage
+from ..io.results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
+from ..io.storage import S3Settings, Storage
+from ..job.plan import PAIR_ID_RE
+from ..job.scope import JobScope
+from ..job.spec import NAME_RE
 from .traces import thin
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class JobTables:
         return self._read(job).table
 
     def scope(self, job: str) -> JobScope:
-        """What the job's images may be read from (pipeline/scope.py), re-read with its table."""
+        """What the job's images may be read from (pipeline/job/scope.py), re-read with its
+        table."""
         return self._read(job).scope
 
     def _read(self, job: str) -> JobRead:

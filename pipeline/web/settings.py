@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..core.errors import ParamError
 from ..core.params import DEFAULT_WEIGHTS
-from ..storage import S3Settings
+from ..io.storage import S3Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # A token given by hand: 16 URL-safe characters are 96 bits, out of reach of guessing over the

@@ -19,10 +19,10 @@ from typing import Any
 import ray
 import torch
 
-from .. import images
 from ..core.engine import Progress, Stylizer
 from ..core.params import StyleParams
-from ..masks import MaskSettings, decode_mask
+from ..io import images
+from ..io.mask_files import MaskSettings, decode_mask
 from .traces import TRACE_POINTS, thin
 
 PREVIEW_SIDE = 256  # previews are small PNGs, cheap to encode every few iterations

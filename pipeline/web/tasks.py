@@ -20,7 +20,7 @@ import ray
 
 from ..core.engine import StylizeError
 from ..core.params import ParamError
-from ..images import ImageError
+from ..io.images import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ class TaskBoard:
         client: str = "",
     ) -> str:
         """A new task on the next actor, or `Busy` (`admit`).
-        `mask`: {"data": bytes, "regions": str | None, "invert": bool} (pipeline/masks.py)."""
+        `mask`: {"data": bytes, "regions": str | None, "invert": bool}
+        (pipeline/io/mask_files.py)."""
         self.admit(client)
         task_id = uuid.uuid4().hex
         actor = next(self._next_actor)

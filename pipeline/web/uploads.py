@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from fastapi import HTTPException, UploadFile
 from PIL import Image, UnidentifiedImageError
 
-from .. import formats
 from ..core.errors import ParamError, StylizeError
 from ..core.params import StyleParams
 from ..core.sizes import MIN_SIDE, fit
-from ..images import ImageError
-from ..masks import MaskSettings, decode_mask
+from ..io import formats
+from ..io.images import ImageError
+from ..io.mask_files import MaskSettings, decode_mask
 from .settings import Settings
 
 

@@ -1,5 +1,5 @@
-"""An elastic job on a real 3-node cluster on this machine (tests/cluster.py: a head with no CPU,
-worker nodes of one CPU each, token auth, each job in its own driver process): what a lost node
+"""An elastic job on a real 3-node cluster on this machine (tests/fanout/cluster.py: a head with no
+CPU, worker nodes of one CPU each, token auth, each job in its own driver process): what a lost node
 adds to a job, and how soon a node that joins mid-job computes its first pair.
 
 Four runs of the same pairs, each to its own output:
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from pipeline import images  # noqa: E402
+from pipeline.io import images  # noqa: E402
 from tests.benchmarks.common import machine  # noqa: E402
-from tests.cluster import LocalCluster  # noqa: E402
 from tests.conftest import make_content, make_style  # noqa: E402
+from tests.fanout.cluster import LocalCluster  # noqa: E402
 
 
 def main() -> None:

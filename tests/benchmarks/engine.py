@@ -20,8 +20,8 @@ from common import machine, peak_mb, sync  # noqa: E402
 
 from pipeline.core.engine import Stylizer, pick_precision  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
-from pipeline.demo import demo_image  # noqa: E402
-from pipeline.presets import load_preset, preset_names  # noqa: E402
+from pipeline.io.demo import demo_image  # noqa: E402
+from pipeline.job.presets import load_preset, preset_names  # noqa: E402
 
 
 def seconds_per_iteration(

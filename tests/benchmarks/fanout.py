@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from pipeline import images  # noqa: E402
-from pipeline.jobspec import parse_spec  # noqa: E402
-from pipeline.plan import make_plan  # noqa: E402
-from pipeline.results import new_run_id  # noqa: E402
-from pipeline.runner import RunOptions, run_plan  # noqa: E402
-from pipeline.worker import JobContext, PairWorker  # noqa: E402
+from pipeline.fanout.runner import RunOptions, run_plan  # noqa: E402
+from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
+from pipeline.io import images  # noqa: E402
+from pipeline.io.results import new_run_id  # noqa: E402
+from pipeline.job.plan import make_plan  # noqa: E402
+from pipeline.job.spec import parse_spec  # noqa: E402
 
 
 def main() -> None:

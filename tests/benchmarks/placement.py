@@ -1,7 +1,8 @@
-"""Where Ray places actors that reserve no CPU, on a real 3-node cluster here (tests/cluster.py: a
-head with `--num-cpus 0`, two worker nodes of 1 CPU each): Ray's default and SPREAD, 4 trials of
-3 actors each; then what reserving a CPU per actor does (the actors are capped at the CPUs, and a
-task that needs a CPU waits). The reasons nst's pool picks each actor's node (pipeline/pool.py)."""
+"""Where Ray places actors that reserve no CPU, on a real 3-node cluster here
+(tests/fanout/cluster.py: a head with `--num-cpus 0`, two worker nodes of 1 CPU each): Ray's default
+and SPREAD, 4 trials of 3 actors each; then what reserving a CPU per actor does (the actors are
+capped at the CPUs, and a task that needs a CPU waits). The reasons nst's pool picks each actor's
+node (pipeline/fanout/pool.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.benchmarks.common import machine  # noqa: E402
-from tests.cluster import LocalCluster  # noqa: E402
+from tests.fanout.cluster import LocalCluster  # noqa: E402
 
 PROBE = r"""
 import json, sys

@@ -19,11 +19,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from pipeline import images  # noqa: E402
 from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.network import CONTENT_LAYERS, STYLE_LAYERS  # noqa: E402
 from pipeline.core.sizes import fit, resize  # noqa: E402
-from pipeline.presets import load_preset  # noqa: E402
+from pipeline.io import images  # noqa: E402
+from pipeline.job.presets import load_preset  # noqa: E402
 
 # The paintings the package ships (The Starry Night, The Scream); `--paintings DIR` takes others.
 PAINTINGS = (

@@ -36,7 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from pipeline import images  # noqa: E402
+from pipeline.io import images  # noqa: E402
 
 NST = [sys.executable, "-m", "pipeline.cli"]
 

@@ -27,7 +27,7 @@ from common import machine, peak_mb, sync  # noqa: E402
 from pipeline.core import tiling  # noqa: E402
 from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
-from pipeline.demo import demo_image  # noqa: E402
+from pipeline.io.demo import demo_image  # noqa: E402
 
 
 def _reset_peak(device: torch.device) -> float:

@@ -29,12 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from pipeline import images  # noqa: E402
 from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.params import DEFAULT_STRENGTH  # noqa: E402
-from pipeline.demo import demo_image  # noqa: E402
-from pipeline.jobspec import parse_spec  # noqa: E402
-from pipeline.plan import make_plan  # noqa: E402
+from pipeline.io import images  # noqa: E402
+from pipeline.io.demo import demo_image  # noqa: E402
+from pipeline.job.plan import make_plan  # noqa: E402
+from pipeline.job.spec import parse_spec  # noqa: E402
 
 # The paintings the package ships (The Starry Night, The Scream). The figures in RESULTS.md were
 # measured with a third, Hokusai's Great Wave, from the development machine's own folder:

@@ -13,8 +13,8 @@ import requests
 import torch
 from PIL import Image
 
-from pipeline import images
-from pipeline.storage import S3Settings
+from pipeline.io import images
+from pipeline.io.storage import S3Settings
 from pipeline.web.jobs import JobTables
 
 from ..conftest import make_content, make_style

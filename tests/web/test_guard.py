@@ -11,9 +11,9 @@ import pytest
 import ray
 import requests
 
-from pipeline.cli import build_parser, serve_settings, serve_url
+from pipeline.cli.main import build_parser, serve_settings, serve_url
 from pipeline.core.errors import ParamError
-from pipeline.storage import S3Settings
+from pipeline.io.storage import S3Settings
 
 from ..conftest import run_nst
 from .conftest import Blackhole, free_port, main_settings, serving, submit, wait

@@ -8,7 +8,7 @@ import io
 
 from PIL import Image
 
-from pipeline import images
+from pipeline.io import images
 
 from ..conftest import make_content, make_style
 from .conftest import HOSTILE_TEXT, png

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from ...catalog import CatalogError
+from ...job.catalog import CatalogError
 from ..state import State
 
 router = APIRouter(tags=["catalogue"])

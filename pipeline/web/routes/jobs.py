@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ... import images, plots
-from ...report import thumbnail
+from ...io import images
+from ...report import plots
+from ...report.summary import thumbnail
 from ..state import State
 
 router = APIRouter(tags=["jobs"])
@@ -43,7 +44,7 @@ async def pair(job: str, pair_id: str, state: State) -> dict[str, Any]:
 # Declared before `{which}.png`, which would take `losses` for an image name.
 @router.get("/api/jobs/{job}/pairs/{pair_id}/losses.png")
 async def pair_losses(job: str, pair_id: str, state: State) -> Response:
-    """The pair's loss curves, drawn as `nst report` draws them (pipeline/plots.py)."""
+    """The pair's loss curves, drawn as `nst report` draws them (pipeline/report/plots.py)."""
     trace = await state.storage("jobs", state.jobs().trace, job, pair_id)
     if not trace:
         raise HTTPException(404, "no loss trace (the pair failed)")

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...core.params import COLOR_MODES, ParamError, StyleParams
-from ...presets import load_preset, preset_names
+from ...job.presets import load_preset, preset_names
 from ..admission import STYLIZE_PATH, client_address
 from ..settings import Settings
 from ..state import State

@@ -1,0 +1,59 @@
+"""The Python API: what `nst plan` and `nst run` do, for notebooks, Ray job scripts and Airflow
+tasks. A spec is a path to a YAML file, a YAML string, a mapping, or a parsed `JobSpec`; it
+means the same here as on the command line (both take `RunOptions.from_spec`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..job.options import RunOptions
+from ..job.plan import Plan, make_plan
+from ..job.spec import JobSpec, SpecError, parse_spec
+from ..job.spec import load_spec as _load_file
+from .runner import RunSummary, run_plan
+
+SpecLike = str | Path | Mapping[str, Any] | JobSpec
+
+
+def load_spec(spec: SpecLike) -> JobSpec:
+    """A validated job spec from a path, a YAML string, a mapping or a `JobSpec` (returned as
+    it is). A string is YAML text when it has a line break or does not name a .yaml/.yml file;
+    every problem is a `SpecError` naming the field."""
+    if isinstance(spec, JobSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_spec(dict(spec), source="<mapping>")
+    if isinstance(spec, Path) or (
+        "\n" not in spec and Path(spec).suffix.lower() in (".yaml", ".yml")
+    ):
+        return _load_file(spec)
+    try:
+        data = yaml.safe_load(spec)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise SpecError("<yaml string>", "", f"not valid YAML ({first})") from None
+    return parse_spec(data if data is not None else {}, source="<yaml string>")
+
+
+def plan_job(spec: SpecLike) -> Plan:
+    """The job's sorted pairs with their stable ids (what `nst plan` counts); nothing runs."""
+    return make_plan(load_spec(spec))
+
+
+def run_job(
+    spec: SpecLike,
+    *,
+    on_row: Callable[[dict[str, Any], RunSummary], None] | None = None,
+    **overrides: Any,
+) -> RunSummary:
+    """Run every pair of the job not yet committed, on Ray (`address=`, else $RAY_ADDRESS or a
+    local Ray), as `nst run` does. `overrides` are `RunOptions` fields (actors, device, batch,
+    force, ...) on top of the spec's `resources:`. Returns the counts; the results are at
+    `summary.output` (`results/` Parquet, `images/` PNGs). `on_row(row, summary)` sees each row
+    as it is committed."""
+    plan = plan_job(spec)
+    return run_plan(plan, RunOptions.from_spec(plan.spec, **overrides), on_row=on_row)

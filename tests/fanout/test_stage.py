@@ -1,0 +1,88 @@
+"""The Ray Data stage (pipeline/fanout/stage.py): the README's example on a real local Ray Data
+pipeline, its rows against `nst run`'s on the same pairs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipeline
+from pipeline.io import images
+from pipeline.io.results import RESULT_COLUMNS
+
+from ..conftest import make_content, make_style
+
+pytestmark = pytest.mark.usefixtures("ray_module")
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### A stage of a Ray Data pipeline") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_pipeline_matches_nst_run_on_the_same_pairs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images.save_png(make_content(40, 56, seed=1), tmp_path / "photos" / "a.png")
+    images.save_png(make_content(48, 36, seed=2), tmp_path / "photos" / "b.png")
+    exec(compile(readme_example(), "README.md", "exec"), {})
+    stage = pd.read_parquet(tmp_path / "stylized")
+    assert len(stage) == 4 and set(stage.status) == {"done"}
+    assert {Path(p).name for p in stage.path} == {"a.png", "b.png"}
+
+    summary = pipeline.run_job(
+        {
+            "name": "same",
+            "content": {"source": str(tmp_path / "photos")},
+            "styles": {"catalog": "demo", "artists": ["Edvard Munch", "Vincent van Gogh"]},
+            "params": {"schedule": [[32, 4]]},
+            "output": str(tmp_path / "runs"),
+            "resources": {"actors": 1, "device": "cpu"},
+        }
+    )
+    assert summary.done == 4
+    job = pd.read_parquet(tmp_path / "runs" / "same" / "results")
+    job["key"] = job.content_id + " x " + job.style_id.str.removeprefix("demo:")
+    stage["key"] = stage.path.map(lambda p: Path(p).name) + " x " + stage.painting
+    both = stage.merge(job, on="key", suffixes=("", "_job"))
+    assert len(both) == 4
+    for _, row in both.iterrows():
+        # Pairs stacked differently (the stage's batches, the actor's) round differently:
+        # the README's tolerance for a batch against a pair alone.
+        assert row.loss_total == pytest.approx(row.loss_total_job, rel=0.02)
+        assert row.gram_error_relu1_1 == pytest.approx(row.gram_error_relu1_1_job, rel=0.1)
+        stylized = np.asarray(row.stylized)
+        assert stylized.dtype == np.uint8 and stylized.shape[:2] == (row.height, row.width)
+
+
+def test_a_bad_row_fails_alone(ray_module):
+    import ray
+
+    good = (make_content(32, 40).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    style = (make_style(32, 32).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    rows = [
+        {"image": good, "style": style},
+        {"image": good[:8, :8], "style": style},  # under VGG-19's 16 px
+    ]
+    out = (
+        ray.data.from_items(rows)
+        .map_batches(
+            pipeline.StyleTransfer,
+            fn_constructor_kwargs={"params": {"schedule": [[32, 2]]}, "device": "cpu"},
+            batch_size=2,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=0.5,
+        )
+        .take_all()
+    )
+    assert [r["status"] for r in out] == ["done", "failed"]
+    assert "too small" in out[1]["error"] and out[1]["error_type"] == "ImageError"
+    # every column of the results table that result_columns fills, and filled
+    assert all(out[0][c] is not None for c in RESULT_COLUMNS)
+    assert out[0]["loss_total"] > 0 and out[0]["stylized"].shape == (26, 32, 3)  # long side 32

@@ -1,0 +1,309 @@
+"""Ray Jobs: submit to a real head started with `ray start --head` and Ray's default token
+authentication, follow it to the end, join it with `nst run --address`."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from pipeline.fanout import submit
+
+from ..conftest import free_port, run_nst
+from .cluster import BIN, generate_token, node_ports, user_env
+
+
+@dataclass(frozen=True)
+class Head:
+    address: str  # the dashboard: Jobs API
+    gcs: str  # what ray.init(address=...) joins
+    token: str
+    home: Path  # its ~/.ray/auth_token holds the token
+
+    def client(self):
+        """A Jobs API client of the test's own, holding the token whatever this process's Ray
+        settings (an explicit Authorization header is sent as it is)."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
+
+
+@contextlib.contextmanager
+def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
+    """A one-node cluster started as a user would: `ray get-auth-token --generate`, then a plain
+    `ray start --head`, which turns token authentication on because the token file exists.
+    `--block` keeps `ray start` in the foreground, so that stopping it stops this head's processes
+    only (`ray stop` would stop every Ray on the machine)."""
+    home = tmp_path_factory.mktemp("home")
+    env = user_env(home)
+    token = generate_token(home)
+    # Free ports for every server of the head (tests/fanout/cluster.py's list): Ray's fixed defaults
+    # (the job agent's 52365, the client server's 10001) may be held by another Ray on the machine,
+    # and a job agent that cannot bind leaves the Jobs API answering "No available agent" for good.
+    flags, (port, dashboard) = node_ports(2)
+    temp = tmp_path_factory.mktemp("ray")
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--num-cpus={cpus}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp}",
+        f"--dashboard-port={dashboard}",
+        *flags,
+        "--disable-usage-stats",
+    ]
+    log = (temp / "ray-start.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                if requests.get(f"{address}/api/version", timeout=5).status_code == 401:
+                    break  # up, and refusing requests without the token
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (
+                temp / "ray-start.log"
+            ).read_text()
+            time.sleep(1)
+        yield Head(address, f"127.0.0.1:{port}", token, home)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    with _started_head(tmp_path_factory, cpus=2) as head:
+        # The Jobs API takes jobs once the head's job agent is up, which can take tens of seconds
+        # on a loaded machine: wait for it here, so that each test's time limits are its own.
+        # test_submit_retries_while_the_job_agent_is_not_ready covers `nst submit` in that window.
+        deadline = time.time() + 120
+        while True:
+            try:
+                head.client().submit_job(entrypoint="true")
+                break
+            except RuntimeError as exc:
+                assert "try again later" in str(exc) and time.time() < deadline, exc
+        yield head
+
+
+def _wait(head: Head, submission_id: str, timeout: float = 300) -> str:
+    client = head.client()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = str(client.get_job_status(submission_id).value)
+        if state in submit.TERMINAL:
+            return state
+        time.sleep(1)
+    raise AssertionError(f"{submission_id} still running after {timeout} s")
+
+
+def _spec(tmp_path: Path, **changes) -> Path:
+    d = {
+        "name": "cluster",
+        "content": {"source": "demo"},
+        "styles": {"source": "demo"},
+        "params": {"schedule": [[32, 2]]},
+        "output": str(tmp_path / "out"),
+        "resources": {"actors": 1},
+    }
+    d.update(changes)
+    path = tmp_path / "spec" / "job.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
+    env = user_env(head.home)  # the token only in ~/.ray/auth_token, RAY_AUTH_MODE unset
+    spec = _spec(tmp_path)
+    proc = run_nst("submit", str(spec), "--address", head.address, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    submission_id = proc.stdout.strip().splitlines()[-1]
+    assert _wait(head, submission_id) == "SUCCEEDED", head.client().get_job_logs(submission_id)
+    out = tmp_path / "out" / "cluster"
+    assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
+    status = run_nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
+    assert status.returncode == 0 and f"{submission_id}: SUCCEEDED" in status.stdout
+    logs = run_nst("logs", submission_id, "--address", head.address, cwd=tmp_path, env=env)
+    assert "cluster: 4 done, 0 failed" in logs.stdout
+
+    # The entrypoint names no interpreter path of the submitter.
+    entrypoint = head.client().get_job_info(submission_id).entrypoint
+    assert entrypoint.startswith("python -m pipeline.cli run jobs/job.yaml")
+    assert sys.executable not in entrypoint
+
+
+def test_failing_job_reports_failed_with_its_log_tail(head, tmp_path):
+    env = user_env(head.home)
+    spec = _spec(tmp_path, content={"source": str(tmp_path / "no-such-photos")})
+    proc = run_nst(
+        "submit", str(spec), "--address", head.address, "--follow", cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 1
+    submission_id = proc.stdout.strip().splitlines()[0]
+    assert f"{submission_id}: FAILED" in proc.stdout
+    status = run_nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
+    assert status.returncode == 1
+    assert "FAILED" in status.stdout and "last log lines:" in status.stdout
+    assert "no-such-photos: no such folder or prefix" in status.stdout
+
+
+def test_token_from_each_source_and_what_a_refusal_says(head, tmp_path):
+    no_home = tmp_path / "no-token-home"
+    no_home.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text(head.token)
+
+    def status(**changes: str) -> subprocess.CompletedProcess:
+        env = user_env(no_home, **changes)
+        return run_nst("status", "nope", "--address", head.address, cwd=tmp_path, env=env)
+
+    # The token reaches the head: the answer is about the job, not about the token.
+    for given in ({"RAY_AUTH_TOKEN": head.token}, {"RAY_AUTH_TOKEN_PATH": str(token_file)}):
+        proc = status(**given)
+        assert proc.returncode == 2 and "nope: no such job at the cluster" in proc.stderr, given
+
+    proc = status()
+    assert proc.returncode == 2 and "requires authentication: no token was sent" in proc.stderr
+    assert "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token" in proc.stderr
+    proc = status(RAY_AUTH_MODE="disabled", RAY_AUTH_TOKEN=head.token)
+    assert proc.returncode == 2 and "unset RAY_AUTH_MODE=disabled" in proc.stderr
+    proc = status(RAY_AUTH_TOKEN="not-the-token")
+    assert proc.returncode == 2 and "the token sent is not the cluster's" in proc.stderr
+    assert "not-the-token" not in proc.stderr
+
+
+class _AgentNotReady(http.server.ThreadingHTTPServer):
+    """Stands in front of the head and answers job submissions as Ray's Jobs API does while the
+    head's job agent is not up yet (HTTP 500, "try again later"), `refusals` times; everything
+    else, the token included, goes through to the head."""
+
+    def __init__(self, upstream: str, refusals: float):
+        self.upstream, self.refusals = upstream, refusals
+        super().__init__(("127.0.0.1", 0), _Forward)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    server: _AgentNotReady
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "POST" and self.path.rstrip("/") == "/api/jobs" and self.server.refusals:
+            self.server.refusals -= 1
+            status, kind = 500, "text/plain"
+            content = b"No available agent to submit job, please try again later."
+        else:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            r = requests.request(
+                self.command, self.server.upstream + self.path, data=body, headers=headers
+            )
+            status, kind, content = r.status_code, r.headers.get("Content-Type"), r.content
+        self.send_response(status)
+        self.send_header("Content-Type", kind or "text/plain")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
+    env = user_env(head.home)
+    spec = _spec(tmp_path)
+    proxy = _AgentNotReady(head.address, refusals=2)
+    try:
+        proc = run_nst("submit", str(spec), "--address", proxy.address, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.count("the head's job agent is not ready; retrying") == 2
+        submission_id = proc.stdout.strip().splitlines()[-1]
+        stop = run_nst("stop", submission_id, "--address", proxy.address, cwd=tmp_path, env=env)
+        assert stop.returncode == 0 and submission_id in stop.stdout, stop.stderr
+        assert _wait(head, submission_id) in ("STOPPED", "SUCCEEDED")
+    finally:
+        proxy.shutdown()
+
+    # An agent that never comes: a bounded wait, then an error that says so.
+    proxy = _AgentNotReady(head.address, refusals=float("inf"))
+    code = (
+        "import sys\n"
+        "from pipeline import submit\n"
+        "try:\n"
+        "    submit.submit(sys.argv[1], sys.argv[2], [], agent_wait_s=3)\n"
+        "except submit.SubmitError as exc:\n"
+        "    print(exc)\n"
+    )
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(spec), proxy.address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert "the head's job agent did not answer within 3 s" in proc.stdout, proc.stderr
+        assert time.monotonic() - started < 60
+    finally:
+        proxy.shutdown()
+
+
+def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
+    spec = _spec(tmp_path, name="joined")
+    env = user_env(head.home)
+    proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out" / "joined"
+    assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
+
+
+def test_nst_run_stops_on_a_node_without_cpus(tmp_path_factory, tmp_path):
+    """A head started with no CPUs, as in infra/, where Ray's Jobs API puts the driver of a job
+    that asks for no CPU: the driver stops before it touches the output."""
+    with _started_head(tmp_path_factory, cpus=0) as head:
+        spec = _spec(tmp_path, name="on-head")
+        env = user_env(head.home)
+        proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "this driver runs on a node without CPUs (the head, which runs no work)" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):
+    env = user_env(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    proc = run_nst("submit", str(bad), "--address", "http://127.0.0.1:9", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "bad.yaml: content: is required" in proc.stderr
+    spec = _spec(tmp_path)
+    address = f"http://127.0.0.1:{free_port()}"
+    proc = run_nst("submit", str(spec), "--address", address, cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "cannot reach the Ray Jobs API" in proc.stderr
