@@ -20,7 +20,8 @@ from moto.server import ThreadedMotoServer
 
 from pipeline.fanout.runner import RunOptions, run_plan
 from pipeline.io import images, storage
-from pipeline.io.results import LOCK, OutputLocked, ResultStore, image_key
+from pipeline.io.lock import LOCK, OutputLocked
+from pipeline.io.results import ResultStore, image_key
 from pipeline.io.storage import S3Settings, Storage, StorageError
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import parse_spec

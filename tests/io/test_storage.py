@@ -11,7 +11,8 @@ import time
 import pytest
 
 from pipeline.io import storage
-from pipeline.io.results import LOCK, OutputLocked, ResultStore
+from pipeline.io.lock import LOCK, OutputLocked
+from pipeline.io.results import ResultStore
 from pipeline.io.storage import S3Settings, Storage, StorageError
 
 from ..conftest import SilentEndpoint
