@@ -22,7 +22,7 @@ _EXPORTS = {
     "load_spec": "pipeline.fanout.api",
     "RunOptions": "pipeline.job.options",
     "RunSummary": "pipeline.fanout.runner",
-    "ResultRow": "pipeline.io.results",
+    "ResultRow": "pipeline.io.schema",
     "StyleTransfer": "pipeline.fanout.stage",
     "Stylizer": "pipeline.core.engine",
     "StyleParams": "pipeline.core.params",
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .fanout.api import run_job as run_job
     from .fanout.runner import RunSummary as RunSummary
     from .fanout.stage import StyleTransfer as StyleTransfer
-    from .io.results import ResultRow as ResultRow
+    from .io.schema import ResultRow as ResultRow
     from .job.options import RunOptions as RunOptions
 
 

@@ -30,7 +30,7 @@ from ..core.errors import NSTError, ParamError
 from ..core.params import DEFAULT_WEIGHTS, StyleParams
 from ..io import images
 from ..io.demo import catalog_location
-from ..io.results import RESULT_COLUMNS, result_columns
+from ..io.schema import RESULT_COLUMNS, result_columns
 from ..io.storage import S3Settings, Storage
 from ..job.catalog import Catalog, CatalogError, Painting
 from ..job.presets import DEFAULT_PRESET, load_preset

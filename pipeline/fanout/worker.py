@@ -32,7 +32,8 @@ from ..io import images
 from ..io.images import ImageError
 from ..io.inputs import ImageRef, read_image, read_source
 from ..io.mask_files import decode_mask
-from ..io.results import ResultStore, result_columns
+from ..io.results import ResultStore
+from ..io.schema import result_columns
 from ..io.storage import S3Settings, StorageError
 from ..job import dataset_mode
 from ..job.plan import Pair

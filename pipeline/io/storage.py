@@ -1,8 +1,8 @@
 """One storage layer for local paths and `s3://` URIs, used by every reader and writer.
 
-pyarrow's filesystems do the work (local files; S3 with multipart uploads and retries), so Parquet,
-images and markers all go through the same object. A `Storage` is a root URI plus a filesystem;
-paths below it are relative, '/'-separated keys.
+A `Storage` is a root URI; paths below it are relative, '/'-separated keys. Local files go through
+the operating system, S3 through boto3 (s3.py says why boto3 alone). Objects are read and written
+whole, so a local folder and a bucket behave the same.
 """
 
 from __future__ import annotations
@@ -14,81 +14,26 @@ import logging
 import os
 import posixpath
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pyarrow.fs as pafs
+import botocore.exceptions as bex
 
-from ..core.errors import NSTError
+from . import s3 as s3_api
+from .s3 import S3Settings, StorageError
+
+__all__ = ["S3Settings", "Storage", "StorageError", "is_remote"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# pyarrow's own attempts per request. Against a dead endpoint 3 attempts take ~2 s; 10 took
-# 76-94 s (measured), which the backoff below then multiplied into minutes.
-SDK_ATTEMPTS = 3
-# Beyond those, for errors that are transient mid-job (throttling, 5xx, a dropped connection, a
-# restarting MinIO): 7 retries after 60.5 s of backoff in all, each logged as a warning. A dead
-# endpoint fails one operation after about 75 s (73.5 s measured); the probe fails in seconds.
-RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
-# (endpoint, bucket) pairs this process has probed successfully.
-_PROBED: set[tuple[str | None, str]] = set()
-# A failed probe is remembered this long: meanwhile every use of that bucket fails at once with
-# the same reason, instead of waiting again on an endpoint that does not answer (up to ~20 s a
-# probe, for each gallery request); after it the next use probes again, so a store that came back
-# is used.
-PROBE_FAILURE_MEMORY_S = 30.0
-_PROBE_FAILED: dict[tuple[str | None, str], tuple[float, str]] = {}
 # Files written locally get the mode a plain open() would give (mkstemp makes them 0600).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class StorageError(NSTError):
-    """An object could not be read or written: `field` names it (a URI, a bucket at an endpoint;
-    never credentials)."""
-
-
 def is_remote(uri: str) -> bool:
     return "://" in str(uri) and not str(uri).startswith("file://")
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """Where S3 lives. pyarrow ignores AWS_ENDPOINT_URL, so we read it and pass it explicitly."""
-
-    endpoint_url: str | None = None
-    region: str | None = None
-
-    @classmethod
-    def from_env(cls, endpoint_url: str | None = None) -> S3Settings:
-        endpoint = (
-            endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return cls(endpoint_url=endpoint, region=region)
-
-
-def filesystem(uri: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or an s3:// URI."""
-    uri = str(uri)
-    if uri.startswith("s3://"):
-        settings = s3 or S3Settings.from_env()
-        kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(SDK_ATTEMPTS)}
-        if settings.endpoint_url:
-            scheme, _, host = settings.endpoint_url.partition("://")
-            kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
-        if settings.region:
-            kwargs["region"] = settings.region
-        return pafs.S3FileSystem(**kwargs), uri.removeprefix("s3://").rstrip("/")
-    if is_remote(uri):
-        raise StorageError(uri, "unsupported scheme (local paths and s3:// are supported)")
-    path = uri.removeprefix("file://")
-    return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
 class Storage:
@@ -97,33 +42,13 @@ class Storage:
     def __init__(self, root: str, s3: S3Settings | None = None):
         self.uri = str(root).rstrip("/") or "/"
         self.s3 = s3 or S3Settings.from_env()
-        self.fs, self.base = filesystem(self.uri, self.s3)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-
-    def _retry(self, what: str, key: str, action: Callable[[], T]) -> T:
-        """Run `action`, retrying transient remote errors; a StorageError names the object."""
-        if not self.local:
-            self.probe()
-        delays = () if self.local else RETRY_DELAYS
-        for attempt in range(len(delays) + 1):
-            try:
-                return action()
-            except FileNotFoundError:
-                raise
-            except OSError as exc:
-                if attempt == len(delays) or not _transient(exc):
-                    raise StorageError(self.uri_of(key), f"cannot {what} ({_short(exc)})") from None
-                log.warning(
-                    "%s %s failed (%s); retry %d of %d in %ss",
-                    what,
-                    self.uri_of(key),
-                    _short(exc),
-                    attempt + 1,
-                    len(delays),
-                    delays[attempt],
-                )
-                time.sleep(delays[attempt])
-        raise AssertionError("unreachable")
+        self.local = not self.uri.startswith("s3://")
+        if self.local and is_remote(self.uri):
+            raise StorageError(self.uri, "unsupported scheme (local paths and s3:// are supported)")
+        if self.local:
+            self.base = os.path.abspath(self.uri.removeprefix("file://"))
+        else:
+            self.base = self.uri.removeprefix("s3://").rstrip("/")
 
     def path(self, key: str = "") -> str:
         return posixpath.join(self.base, key) if key else self.base
@@ -133,24 +58,57 @@ class Storage:
 
     def child(self, key: str) -> Storage:
         sub = Storage.__new__(Storage)
-        sub.uri, sub.s3, sub.fs = self.uri_of(key), self.s3, self.fs
-        sub.base, sub.local = self.path(key), self.local
+        sub.uri, sub.s3, sub.local = self.uri_of(key), self.s3, self.local
+        sub.base = self.path(key)
         return sub
+
+    def _do(self, what: str, key: str, action: Callable[[], T]) -> T:
+        """Run `action`; a failure becomes a StorageError naming the object. Remote requests
+        were already retried by botocore (s3.S3_ATTEMPTS); local ones are not worth retrying."""
+        if not self.local:
+            self.probe()
+        try:
+            return action()
+        except (FileNotFoundError, StorageError):
+            raise
+        except (OSError, bex.BotoCoreError, bex.ClientError) as exc:
+            reason = s3_api.describe(exc)
+            raise StorageError(self.uri_of(key), f"cannot {what} ({reason})") from None
+
+    def _s3(self, method: str, key: str, **kwargs: Any) -> Any:
+        """One boto3 call on `key`; FileNotFoundError when the object is not there."""
+        bucket, _, name = self.path(key).partition("/")
+        try:
+            return getattr(s3_api.client(self.s3), method)(Bucket=bucket, Key=name, **kwargs)
+        except bex.ClientError as exc:
+            if s3_api.missing_key(exc):
+                raise FileNotFoundError(f"{self.uri_of(key)}: not found") from None
+            raise
+
+    def _s3_list(self, key: str, delimiter: bool) -> Iterator[dict[str, Any]]:
+        bucket, _, name = self.path(key).partition("/")
+        prefix = name.rstrip("/") + "/" if name else ""
+        pages = s3_api.client(self.s3).get_paginator("list_objects_v2")
+        extra = {"Delimiter": "/"} if delimiter else {}
+        yield from pages.paginate(Bucket=bucket, Prefix=prefix, **extra)
+
+    # -- reading and writing whole objects ---------------------------------------------------
 
     def read_bytes(self, key: str = "") -> bytes:
         def read() -> bytes:
-            with self.fs.open_input_stream(self.path(key)) as f:
-                return f.read()
+            if self.local:
+                with open(self.path(key), "rb") as f:
+                    return f.read()
+            return self._s3("get_object", key)["Body"].read()
 
         try:
-            return self._retry("read", key, read)
+            return self._do("read", key, read)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.uri_of(key)}: not found") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        """Write whole: locally to a private temporary file, synced, then renamed; on S3 the
-        multipart upload is invisible until closed. Either way a crash never leaves half an
-        object."""
+        """Write whole: locally to a private temporary file, synced, then renamed; on S3 one
+        PUT, invisible until complete. Either way a crash never leaves half an object."""
         path = self.path(key)
 
         def write() -> None:
@@ -162,13 +120,12 @@ class Storage:
                     os.unlink(tmp)
                     raise
             else:
-                with self.fs.open_output_stream(path) as f:
-                    f.write(data)
+                self._s3("put_object", key, Body=data)
 
         try:
-            self._retry("write", key, write)
+            self._do("write", key, write)
         except FileNotFoundError as exc:  # a local parent that vanished
-            raise StorageError(self.uri_of(key), f"cannot write ({_short(exc)})") from None
+            raise StorageError(self.uri_of(key), f"cannot write ({s3_api.describe(exc)})") from None
 
     @staticmethod
     def _local_temp(path: str, data: bytes) -> str:
@@ -187,33 +144,78 @@ class Storage:
             raise
         return tmp
 
-    def _info(self, key: str) -> pafs.FileInfo:
-        return self._retry("stat", key, lambda: self.fs.get_file_info(self.path(key)))
+    def _kind(self, key: str) -> str | None:
+        """'file', 'dir' or None (not there). On S3 a key with objects below it is a folder."""
+        if self.local:
+            path = self.path(key)
+            return "dir" if os.path.isdir(path) else "file" if os.path.exists(path) else None
+
+        def stat() -> str | None:
+            name = self.path(key).partition("/")[2]
+            if not name:
+                return "dir"  # the bucket itself (the probe has seen it)
+            try:
+                self._s3("head_object", key)
+                return "file"
+            except FileNotFoundError:
+                page = next(self._s3_list(key, delimiter=True))
+                return "dir" if page.get("KeyCount", 0) else None
+
+        return self._do("stat", key, stat)
 
     def exists(self, key: str = "") -> bool:
-        return self._info(key).type != pafs.FileType.NotFound
+        return self._kind(key) is not None
 
     def is_dir(self, key: str = "") -> bool:
-        return self._info(key).type == pafs.FileType.Directory
+        return self._kind(key) == "dir"
 
     def list(self, key: str = "", recursive: bool = True) -> list[str]:
         """Keys of the files below `key`, relative to this root, sorted."""
-        selector = pafs.FileSelector(self.path(key), recursive=recursive, allow_not_found=True)
-        infos = self._retry("list", key, lambda: self.fs.get_file_info(selector))
         prefix = self.base.rstrip("/") + "/"
-        return sorted(i.path.removeprefix(prefix) for i in infos if i.type == pafs.FileType.File)
+        if self.local:
+            top = self.path(key)
+            if recursive:
+                found = [
+                    os.path.join(folder, name)
+                    for folder, _, names in os.walk(top, followlinks=True)
+                    for name in names
+                ]
+            else:
+                found = [e.path for e in _scandir(top) if e.is_file()]
+            return sorted(path.removeprefix(prefix) for path in found)
+
+        def listing() -> list[str]:
+            bucket = self.base.partition("/")[0]
+            return [
+                f"{bucket}/{o['Key']}".removeprefix(prefix)
+                for page in self._s3_list(key, delimiter=not recursive)
+                for o in page.get("Contents", [])
+                if not o["Key"].endswith("/")  # a folder marker, not a file
+            ]
+
+        return sorted(self._do("list", key, listing))
 
     def dirs(self, key: str = "") -> list[str]:
         """Names of the folders (prefixes) directly below `key`, sorted."""
-        selector = pafs.FileSelector(self.path(key), recursive=False, allow_not_found=True)
-        infos = self._retry("list", key, lambda: self.fs.get_file_info(selector))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        if self.local:
+            return sorted(e.name for e in _scandir(self.path(key)) if e.is_dir())
+
+        def listing() -> list[str]:
+            pages = self._s3_list(key, delimiter=True)
+            found = [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
+            return [posixpath.basename(p.rstrip("/")) for p in found]
+
+        return sorted(self._do("list", key, listing))
 
     def delete(self, key: str) -> None:
-        try:
-            self._retry("delete", key, lambda: self.fs.delete_file(self.path(key)))
-        except FileNotFoundError:
-            pass
+        def delete() -> None:
+            if self.local:
+                os.unlink(self.path(key))
+            else:
+                self._s3("delete_object", key)
+
+        with contextlib.suppress(FileNotFoundError):
+            self._do("delete", key, delete)
 
     # -- conditional writes, for the output lock ---------------------------------------------
     # S3 has them as If-None-Match / If-Match headers; locally an exclusive hard link creates,
@@ -234,7 +236,7 @@ class Storage:
                 finally:
                     os.unlink(tmp)
 
-            return self._retry("create", key, link)
+            return self._do("create", key, link)
         return self._s3_conditional("create", key, {"Body": data, "IfNoneMatch": "*"})
 
     def read_tagged(self, key: str) -> tuple[bytes, str]:
@@ -242,9 +244,7 @@ class Storage:
         if self.local:
             data = self.read_bytes(key)
             return data, hashlib.sha256(data).hexdigest()
-        response = self._s3_request("read", key, "get_object", {})
-        if response is None:
-            raise FileNotFoundError(f"{self.uri_of(key)}: not found")
+        response = self._do("read", key, lambda: self._s3("get_object", key))
         return response["Body"].read(), response["ETag"]
 
     def replace(self, key: str, data: bytes, tag: str) -> bool:
@@ -258,7 +258,7 @@ class Storage:
                     os.replace(self._local_temp(self.path(key), data), self.path(key))
                     return True
 
-            return self._retry("replace", key, swap)
+            return self._do("replace", key, swap)
         return self._s3_conditional("replace", key, {"Body": data, "IfMatch": tag})
 
     def delete_if(self, key: str, tag: str) -> bool:
@@ -272,7 +272,7 @@ class Storage:
                     os.unlink(self.path(key))
                     return True
 
-            return self._retry("delete", key, unlink)
+            return self._do("delete", key, unlink)
         return self._s3_conditional("delete", key, {"IfMatch": tag})
 
     @contextlib.contextmanager
@@ -291,68 +291,45 @@ class Storage:
             return None
 
     def _s3_conditional(self, what: str, key: str, kwargs: dict[str, Any]) -> bool:
-        """An S3 put or delete with a precondition: False when the store says it did not hold.
+        """An S3 put or delete with a precondition: False when the store says it did not hold
+        (412; 409 when another conditional write of the key is under way; 404 when it vanished).
 
         A store that refuses the header (501 NotImplemented) or a boto3 too old to send it
         gets the plain request and a warning; a store that ignores the header does the plain
         request silently. Either way two runs starting in the same instant can
         both write the lock; the one whose lock was overwritten stops when it next reads the
-        lock (ResultStore.acquire_lock reads it back at once, then every refresh).
+        lock (OutputLock.acquire reads it back at once, then every refresh).
         """
         method = "delete_object" if what == "delete" else "put_object"
-        try:
-            return self._s3_request(what, key, method, kwargs) is not None
-        except _Unsupported as exc:
-            log.warning(
-                "%s: the store does not support conditional requests (%s); the output lock "
-                "is only checked, not atomic",
-                self.uri_of(key),
-                exc,
-            )
-            plain = {k: v for k, v in kwargs.items() if not k.startswith("If")}
-            if what == "create" and self._s3_request("stat", key, "head_object", {}):
-                return False
-            self._s3_request(what, key, method, plain)
-            return True
 
-    def _s3_request(
-        self, what: str, key: str, method: str, kwargs: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """One boto3 call on `key` with the storage layer's retries; None on 404 or 412."""
-        import boto3
-        import botocore.exceptions as bex
-        from botocore.config import Config
-
-        bucket, _, prefix = self.path(key).partition("/")
-        where = self._where("")
-
-        def call() -> dict[str, Any] | None:
-            client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self.s3.endpoint_url,
-                region_name=self.s3.region,
-                config=Config(retries={"mode": "standard", "max_attempts": SDK_ATTEMPTS}),
-            )
+        def request() -> bool | None:
             try:
-                return getattr(client, method)(Bucket=bucket, Key=prefix, **kwargs)
-            except bex.ParamValidationError as exc:
-                raise _Unsupported(f"this boto3 cannot send it: {_short(exc)}") from None
+                self._s3(method, key, **kwargs)
+                return True
+            except FileNotFoundError:
+                return False
+            except bex.ParamValidationError:
+                return None  # this boto3 cannot send the header
             except bex.ClientError as exc:
-                status = _status(exc)
-                if status == 412 or (status == 404 and _code(exc) != "NoSuchBucket"):
+                if s3_api.status(exc) in (409, 412):
+                    return False
+                if s3_api.status(exc) == 501 or s3_api.code(exc) == "NotImplemented":
                     return None
-                if status == 501 or _code(exc) == "NotImplemented":
-                    raise _Unsupported(_short(exc)) from None
-                problem = _s3_problem(exc)
-                if problem:
-                    raise StorageError(where, problem) from None
-                raise ConnectionError(_short(exc)) from None  # 5xx, throttling, 409 conflict
-            except (bex.NoCredentialsError, bex.PartialCredentialsError) as exc:
-                raise StorageError(where, _s3_problem(exc)) from None
-            except bex.BotoCoreError as exc:  # a dropped connection, a timeout
-                raise ConnectionError(_short(exc)) from None
+                raise
 
-        return self._retry(what, key, call)
+        done = self._do(what, key, request)
+        if done is not None:
+            return done
+        log.warning(
+            "%s: the store or boto3 does not support conditional requests; the output lock "
+            "is only checked, not atomic",
+            self.uri_of(key),
+        )
+        plain = {k: v for k, v in kwargs.items() if not k.startswith("If")}
+        if what == "create" and self.exists(key):
+            return False
+        self._do(what, key, lambda: self._s3(method, key, **plain))
+        return True
 
     # -- first use: fail fast and clearly ----------------------------------------------------
 
@@ -362,144 +339,34 @@ class Storage:
         return f"{role}{self.uri} (bucket {bucket!r} at {endpoint})"
 
     def probe(self, role: str = "") -> None:
-        """Fail in seconds, with one line naming the bucket and the endpoint, when the store
-        cannot work at all: no credentials, bad credentials, no such bucket, an endpoint that
-        does not resolve, refuses or does not answer. Runs once per endpoint and bucket in a
-        process, before its first request, so that the backoff meant for a store that fails
-        mid-job never makes a user wait minutes for a store that was never there."""
-        if self.local:
-            return
-        bucket, _, prefix = self.base.partition("/")
-        store = (self.s3.endpoint_url, bucket)
-        if store in _PROBED:
-            return
-        failed = _PROBE_FAILED.get(store)
-        if failed and time.monotonic() - failed[0] < PROBE_FAILURE_MEMORY_S:
-            raise StorageError(self._where(role), failed[1])
-        import botocore.exceptions as bex
-
-        try:
-            _probe_client(self.s3).list_objects_v2(
-                Bucket=bucket, Prefix=prefix.rstrip("/") + "/" if prefix else "", MaxKeys=1
-            )
-        except (bex.ClientError, bex.BotoCoreError) as exc:
-            problem = _s3_problem(exc)
-            if problem:
-                _PROBE_FAILED[store] = (time.monotonic(), problem)
-                raise StorageError(self._where(role), problem) from None
-            # Throttled, a 5xx, or not allowed to list where reading may still be allowed: the
-            # request itself decides, with the retries meant for that.
-            log.info("probe of %s: %s", self._where(""), _short(exc))
-        _PROBE_FAILED.pop(store, None)
-        _PROBED.add(store)
+        """Fail in seconds when the store cannot work at all (s3_api.probe); nothing locally."""
+        if not self.local:
+            bucket, _, prefix = self.base.partition("/")
+            s3_api.probe(self.s3, bucket, prefix, self._where(role))
 
     def check_writable(self) -> None:
         """Before any compute: can we write here? A clear error naming bucket and endpoint."""
-        probe = ".nst-write-check"
+        check = ".nst-write-check"
         if self.local:
-            self.write_bytes(probe, b"ok")
-            self.delete(probe)
+            self.write_bytes(check, b"ok")
+            self.delete(check)
             return
-        import botocore.exceptions as bex
-
         self.probe("output ")
         bucket, _, prefix = self.base.partition("/")
-        key = posixpath.join(prefix, probe) if prefix else probe
-        client = _probe_client(self.s3)
+        key = posixpath.join(prefix, check) if prefix else check
+        client = s3_api.quick_client(self.s3)
         try:
             client.put_object(Bucket=bucket, Key=key, Body=b"ok")
             client.delete_object(Bucket=bucket, Key=key)
         except (bex.ClientError, bex.BotoCoreError) as exc:
-            problem = _s3_problem(exc, writing=True) or _short(exc)
-            raise StorageError(self._where("output "), problem) from None
+            reason = s3_api.problem(exc, writing=True) or s3_api.describe(exc)
+            raise StorageError(self._where("output "), reason) from None
 
 
-class _Unsupported(Exception):
-    """The store or the SDK cannot make this request conditional."""
-
-
-def _probe_client(s3: S3Settings) -> Any:
-    """A boto3 client that gives up in seconds: 2 attempts, 3 s to connect, 10 s to answer.
-    A fresh session resolves the credential chain now (the default one caches it)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        region_name=s3.region,
-        config=Config(
-            retries={"mode": "standard", "total_max_attempts": 2},
-            connect_timeout=3,
-            read_timeout=10,
-        ),
-    )
-
-
-def _status(exc: Any) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _s3_problem(exc: Exception, writing: bool = False) -> str | None:
-    """Why a boto3 request failed, when retrying cannot help; None when it may (throttling,
-    5xx), or when a denied listing does not mean that reading is denied."""
-    import botocore.exceptions as bex
-
-    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
-        return "no AWS credentials found (environment, profile, or instance role)"
-    if isinstance(exc, bex.EndpointConnectionError):
-        inner = exc.kwargs.get("error")
-        if type(inner).__name__ == "NameResolutionError":
-            return "endpoint unreachable (its host name does not resolve)"
-        return f"endpoint unreachable ({str(inner or exc).rsplit(': ', 1)[-1]})"
-    if isinstance(exc, bex.ConnectTimeoutError):
-        return "endpoint unreachable (connection timed out)"
-    if isinstance(exc, bex.ReadTimeoutError):
-        return "endpoint does not answer (read timed out)"
-    if isinstance(exc, bex.ClientError):
-        code, status = _code(exc), _status(exc)
-        if code == "NoSuchBucket" or (status == 404 and code in ("404", "NotFound")):
-            return "the bucket does not exist"
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
-            return f"access denied ({code}): check the credentials and their permissions"
-        if code == "AccessDenied" or status == 403:
-            if not writing:
-                return None
-            return f"access denied ({code}): check the credentials and their permissions"
-        if 400 <= status < 500 and status not in (408, 409, 429):
-            return f"{code or status} ({_short(exc)})"
-        return None
-    if isinstance(exc, bex.BotoCoreError):
-        return _short(exc)
-    return None
-
-
-def _transient(exc: OSError) -> bool:
-    """Connection trouble and server errors are worth retrying; denied or invalid are not."""
-    text = str(exc)
-    permanent = (
-        "ACCESS_DENIED",
-        "INVALID_ACCESS_KEY_ID",
-        "SIGNATURE_DOES_NOT_MATCH",
-        "NO_SUCH_BUCKET",
-        "AccessDenied",
-        "NoSuchBucket",
-        "Permission denied",
-    )
-    if any(p in text for p in permanent) or isinstance(exc, PermissionError):
-        return False
-    return True
-
-
-def _short(exc: BaseException) -> str:
-    """The first line of an error, without anything that looks like a credential."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
-        secret = os.environ.get(var)
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    """The entries of a local folder; none for a folder that is not there."""
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -16,13 +16,9 @@ from ..core.params import DEFAULT_WEIGHTS
 from ..io import images
 from ..io.images import ImageError
 from ..io.inputs import ImageRef, read_image
-from ..io.results import (
-    POOR_TRANSFER,
-    QUALITY_COLUMNS,
-    ResultStore,
-    poor_transfer,
-    worst_gram_error,
-)
+from ..io.quality import POOR_TRANSFER, poor_transfer, worst_gram_error
+from ..io.results import ResultStore
+from ..io.schema import QUALITY_COLUMNS
 from ..io.storage import S3Settings, StorageError
 from ..job.scope import IMAGE_COLUMNS, OUTSIDE, JobScope
 from .plots import loss_png

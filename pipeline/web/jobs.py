@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from ..io.results import MANIFEST, QUALITY_COLUMNS, ResultStore, poor_transfer, worst_gram_error
+from ..io.quality import poor_transfer, worst_gram_error
+from ..io.results import MANIFEST, ResultStore
+from ..io.schema import QUALITY_COLUMNS
 from ..io.storage import S3Settings, Storage
 from ..job.plan import PAIR_ID_RE
 from ..job.scope import JobScope

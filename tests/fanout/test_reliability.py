@@ -17,7 +17,8 @@ from PIL import Image
 from pipeline.fanout.runner import RunOptions, run_plan
 from pipeline.fanout.worker import JobContext, PairWorker
 from pipeline.io import images
-from pipeline.io.results import LOCK, ResultStore, new_run_id
+from pipeline.io.lock import LOCK
+from pipeline.io.results import ResultStore, new_run_id
 from pipeline.io.storage import StorageError
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import parse_spec

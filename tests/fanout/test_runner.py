@@ -19,7 +19,8 @@ import yaml
 
 from pipeline.fanout.runner import ResourceError, RunOptions, run_plan
 from pipeline.io import images
-from pipeline.io.results import QUALITY_COLUMNS, RESULT_SCHEMA, ResultStore
+from pipeline.io.results import ResultStore
+from pipeline.io.schema import QUALITY_COLUMNS, RESULT_SCHEMA
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import parse_spec
 

@@ -12,7 +12,7 @@ import pytest
 
 import pipeline
 from pipeline.io import images
-from pipeline.io.results import RESULT_COLUMNS
+from pipeline.io.schema import RESULT_COLUMNS
 
 from ..conftest import make_content, make_style
 

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.fanout.worker import JobContext, PairWorker
-from pipeline.io import images, results
-from pipeline.io.results import RESULT_SCHEMA, TRACE_TYPE, ResultRow, ResultStore, TraceRow
+from pipeline.io import compaction, images
+from pipeline.io.dedupe import dedupe
+from pipeline.io.results import ResultStore, new_run_id
+from pipeline.io.schema import RESULT_SCHEMA, TRACE_TYPE, ResultRow, TraceRow
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import parse_spec
 
@@ -48,7 +50,7 @@ def test_compaction_streams_into_bounded_parts_and_keeps_the_winners(tmp_path, m
     done twice (the newer wins), a part written before the `traceback` column existed. After
     compaction: one row per pair, the right ones, in parts of at most COMPACT_ROWS (+ one
     input part). A rerun's compaction leaves full compacted parts untouched."""
-    monkeypatch.setattr(results, "COMPACT_ROWS", 20)
+    monkeypatch.setattr(compaction, "COMPACT_ROWS", 20)
     store = ResultStore(str(tmp_path), "j")
     rows = [_row(p) for p in range(50)]
     rows[3] = _row(3, status="failed")
@@ -102,7 +104,7 @@ def test_dedupe_keeps_a_done_row_over_a_later_failure_then_the_latest():
     for i, row in enumerate(rows):
         row["run_id"] = f"r{i}"
     table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-    kept = {r["pair_id"]: r["run_id"] for r in results.dedupe(table).to_pylist()}
+    kept = {r["pair_id"]: r["run_id"] for r in dedupe(table).to_pylist()}
     assert kept == {f"{1:020x}": "r0", f"{2:020x}": "r3", f"{3:020x}": "r5"}
 
 
@@ -144,7 +146,7 @@ def test_the_typed_row_is_the_schema_and_the_rows_a_worker_writes(tmp_path):
             "output": str(tmp_path / "out"),
         }
     )
-    ctx = JobContext("typed", results.new_run_id(), spec.output, "fast", spec.params)
+    ctx = JobContext("typed", new_run_id(), spec.output, "fast", spec.params)
     rows = PairWorker(ctx, device="cpu", batch=2).run_batch(make_plan(spec).pairs)
     store = ResultStore(spec.output, "typed")
     store.write_part(rows, ctx.run_id, 0)

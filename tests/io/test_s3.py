@@ -19,8 +19,10 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from pipeline.fanout.runner import RunOptions, run_plan
-from pipeline.io import images, storage
-from pipeline.io.results import LOCK, OutputLocked, ResultStore, image_key
+from pipeline.io import images
+from pipeline.io import s3 as s3_api
+from pipeline.io.lock import LOCK, OutputLocked
+from pipeline.io.results import ResultStore, image_key
 from pipeline.io.storage import S3Settings, Storage, StorageError
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import parse_spec
@@ -300,7 +302,7 @@ def test_a_store_lost_mid_job_is_retried_with_a_warning_each_time_then_named(
     client.put_object(Bucket=BUCKET, Key="lost/x", Body=b"x")
     store = Storage(f"s3://{BUCKET}/lost")
     assert store.read_bytes("x") == b"x"  # the store answered once: what fails now is transient
-    monkeypatch.setattr(storage, "RETRY_DELAYS", (0.1, 0.2))
+    monkeypatch.setattr(s3_api, "S3_ATTEMPTS", 3)  # botocore's backoff: at most 1 + 2 s
     endpoint.stop()
     try:
         started = time.monotonic()

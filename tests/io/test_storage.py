@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from pipeline.io import storage
-from pipeline.io.results import LOCK, OutputLocked, ResultStore
+from pipeline.io import s3 as s3_api
+from pipeline.io.lock import LOCK, OutputLocked
+from pipeline.io.results import ResultStore
 from pipeline.io.storage import S3Settings, Storage, StorageError
 
 from ..conftest import SilentEndpoint
@@ -110,7 +111,7 @@ def test_a_failed_bucket_probe_is_remembered_for_a_while(monkeypatch):
     assert time.monotonic() - started < 1.0 and endpoint.connections == asked
     assert again.value.reason == first.value.reason and "gone-bucket" in again.value.field
     # Past it, the store is asked again: one that came back is used.
-    monkeypatch.setattr(storage, "PROBE_FAILURE_MEMORY_S", 0.0)
+    monkeypatch.setattr(s3_api, "PROBE_FAILURE_MEMORY_S", 0.0)
     with pytest.raises(StorageError):
         Storage("s3://gone-bucket/jobs", s3).probe()
     assert endpoint.connections > asked

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from pipeline.io.results import POOR_TRANSFER, QUALITY_COLUMNS
+from pipeline.io.quality import POOR_TRANSFER
+from pipeline.io.schema import QUALITY_COLUMNS
 from pipeline.report.summary import summary_html
 
 SCRIPT = "<script>alert(1)</script>"
