@@ -41,7 +41,7 @@ from ..io.mask_files import MaskSettings
 from ..io.storage import S3Settings
 from .dataset_mode import DatasetSpec
 from .estimate import effective_params
-from .presets import DEFAULT_PRESET, load_preset, preset_names
+from .presets import DEFAULT_PRESET, resolve
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 # A job's name names its output folder (and the web app's job list).
@@ -217,11 +217,8 @@ class JobSpec(_Section):
     def _resolve(self, info: Any) -> JobSpec:
         if self.dataset is not None and "pairing" in self.model_fields_set:
             raise _FieldError("pairing", "not used in dataset mode: set dataset.styles_per_content")
-        if self.preset not in preset_names():
-            known = ", ".join(preset_names())
-            raise _FieldError("preset", f"unknown preset {self.preset!r}; known: {known}")
         try:
-            self._params = StyleParams.from_dict(self.overrides, base=load_preset(self.preset))
+            self._params = resolve(self.preset, self.overrides)
         except ParamError as exc:
             where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
             raise _FieldError(where, exc.reason) from None
