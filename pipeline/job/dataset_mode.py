@@ -12,12 +12,11 @@ from __future__ import annotations
 import io
 import math
 import posixpath
-from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..core.errors import NSTError
 from ..core.params import StyleParams
@@ -35,11 +34,10 @@ class UnsafePath(NSTError, ValueError):
     """A content's relative path would leave the output tree."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """The `dataset:` section of a job spec (validated by pydantic with these annotations)."""
+class DatasetSpec(BaseModel):
+    """The `dataset:` section of a job spec."""
 
-    __pydantic_config__ = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     styles_per_content: Annotated[StrictInt, Field(ge=1)] = 1
     seed: StrictInt = 0

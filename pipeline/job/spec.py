@@ -12,7 +12,6 @@ the job's working directory).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -335,7 +334,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     return field, f"{message}, got {error['input']!r}"
 
 
-_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
+_UNKNOWN = ("extra_forbidden",)
 _PATTERN_HELP = {
     "name": "use letters, digits, '.', '_' and '-' only (it names the output folder)",
     "resources.device": "must be auto, cpu, cuda or cuda:N",
@@ -358,9 +357,7 @@ def _fields_at(loc: tuple) -> list[str]:
             return []
         annotation = model.model_fields[name].annotation
         candidates = getattr(annotation, "__args__", ()) or (annotation,)
-        model = next((c for c in candidates if dataclasses.is_dataclass(c) or _is_model(c)), None)
-    if dataclasses.is_dataclass(model):
-        return [f.name for f in dataclasses.fields(model)]
+        model = next((c for c in candidates if _is_model(c)), None)
     if _is_model(model):
         return [f.alias or n for n, f in model.model_fields.items()]
     return []
