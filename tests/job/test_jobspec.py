@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,7 +65,7 @@ def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(
 def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
     """`demo:` and `coco-val2017:` identities enter every id: these are ids planned before the
     schemes moved into pipeline/io/identities.py, and a committed result keeps its id."""
-    demo = make_plan(load_spec("jobs/demo.yaml"))
+    demo = make_plan(load_spec(Path(__file__).parents[2] / "jobs" / "demo.yaml"))
     assert [(p.content.uri, p.style.identity, p.pair_id) for p in demo.pairs] == [
         ("demo:astronaut", "demo:artworks:resized:edvard munch:1", "548be377bf3b1c95c915"),
         ("demo:astronaut", "demo:artworks:resized:vincent van gogh:1", "ef4efd1fd64b4fb67828"),
