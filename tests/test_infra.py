@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.cli.main import build_parser
+from pipeline.cli.parser import build_parser
 from pipeline.job.spec import load_spec
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"

@@ -4,4 +4,5 @@ import sys
 
 from .main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing it (as tests that walk the package do) runs nothing
+    sys.exit(main())

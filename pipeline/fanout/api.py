@@ -1,6 +1,6 @@
 """The Python API: what `nst plan` and `nst run` do, for notebooks, Ray job scripts and Airflow
 tasks. A spec is a path to a YAML file, a YAML string, a mapping, or a parsed `JobSpec`; it
-means the same here as on the command line (both take `RunOptions.from_spec`)."""
+means the same here as on the command line (both take `job.options.for_run`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..job.options import RunOptions
+from ..job.options import for_run
 from ..job.plan import Plan, make_plan
 from ..job.spec import JobSpec, SpecError, parse_spec
 from ..job.spec import load_spec as _load_file
@@ -54,6 +54,6 @@ def run_job(
     local Ray), as `nst run` does. `overrides` are `RunOptions` fields (actors, device, batch,
     force, ...) on top of the spec's `resources:`. Returns the counts; the results are at
     `summary.output` (`results/` Parquet, `images/` PNGs). `on_row(row, summary)` sees each row
-    as it is committed."""
-    plan = plan_job(spec)
-    return run_plan(plan, RunOptions.from_spec(plan.spec, **overrides), on_row=on_row)
+    as it is committed. `output=` moves the job's output, as `nst run --output` does."""
+    job, options = for_run(load_spec(spec), **overrides)
+    return run_plan(make_plan(job), options, on_row=on_row)

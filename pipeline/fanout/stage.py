@@ -27,13 +27,13 @@ import torch
 
 from ..core.engine import Stylizer
 from ..core.errors import NSTError, ParamError
-from ..core.params import DEFAULT_WEIGHTS, StyleParams
+from ..core.params import DEFAULT_WEIGHTS
 from ..io import images
 from ..io.demo import catalog_location
 from ..io.schema import RESULT_COLUMNS, result_columns
 from ..io.storage import S3Settings, Storage
 from ..job.catalog import Catalog, CatalogError, Painting
-from ..job.presets import DEFAULT_PRESET, load_preset
+from ..job.presets import DEFAULT_PRESET, resolve
 
 # What each row gains (besides `stylized`), in this order.
 COLUMNS = ("status", "error_type", "error", *RESULT_COLUMNS, "seconds", "params")
@@ -56,7 +56,7 @@ class StyleTransfer:
         catalog: str | None = None,
         s3: S3Settings | None = None,
     ) -> None:
-        self.params = StyleParams.from_dict(dict(params or {}), base=load_preset(preset))
+        self.params = resolve(preset, params, paths=True)
         self.stylizer = Stylizer(weights, device)
         self.catalog = catalog
         self.s3 = s3 or S3Settings.from_env()

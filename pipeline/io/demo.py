@@ -13,13 +13,15 @@ from importlib import resources
 
 import torch
 
+from .identities import DEMO
+
 # name -> scikit-image loader; all bundled in the wheel (no pooch download).
 DEMO_CONTENTS = ("chelsea", "astronaut")
 # `styles: {source: demo}`: two textures, for tests that want styles without a catalogue.
 DEMO_STYLES = ("immunohistochemistry", "grass")  # a stained tissue, a grayscale texture
 
 # `styles: {catalog: demo}` names the mini catalogue; a folder called demo is `./demo`.
-DEMO_CATALOG = "demo"
+DEMO_CATALOG = DEMO
 
 
 def demo_catalog() -> str:

@@ -10,6 +10,7 @@ import torch
 
 from . import images
 from .demo import demo_image
+from .identities import DEMO, split
 from .storage import S3Settings, Storage, StorageError, is_remote
 
 
@@ -17,7 +18,7 @@ from .storage import S3Settings, Storage, StorageError, is_remote
 class ImageRef:
     """An input image: where to read it and what identifies it on any machine."""
 
-    uri: str  # a local path, an s3:// URI, or demo:<name>
+    uri: str  # a local path, an s3:// URI, or demo:<name> (identities.py)
     identity: str  # stable across machines: relative path or catalogue identity
     artist: str | None = None
     genre: str | None = None
@@ -31,8 +32,9 @@ def read_image(
     max_pixels: int | None = None,
 ) -> torch.Tensor:
     """(3, H, W) in [0,1]; any failure is an ImageError naming the URI."""
-    if ref.uri.startswith("demo:"):
-        image = demo_image(ref.uri.removeprefix("demo:"))
+    scheme, name = split(ref.uri)
+    if scheme == DEMO:
+        image = demo_image(name)
         if max_side and max(image.shape[-2:]) > max_side:
             return images.decode(images.png_bytes(image), name=ref.uri, max_side=max_side)
         return image

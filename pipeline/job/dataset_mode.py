@@ -12,17 +12,17 @@ from __future__ import annotations
 import io
 import math
 import posixpath
-from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..core.errors import NSTError
 from ..core.params import StyleParams
 from ..core.sizes import MIN_SIDE
 from ..io import images
+from ..io.identities import COCO_VAL2017, DEMO, split
 
 SizePolicy = Literal["keep", "shorter", "crop"]
 Format = Literal["jpeg", "png"]
@@ -34,11 +34,10 @@ class UnsafePath(NSTError, ValueError):
     """A content's relative path would leave the output tree."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """The `dataset:` section of a job spec (validated by pydantic with these annotations)."""
+class DatasetSpec(BaseModel):
+    """The `dataset:` section of a job spec."""
 
-    __pydantic_config__ = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     styles_per_content: Annotated[StrictInt, Field(ge=1)] = 1
     seed: StrictInt = 0
@@ -55,10 +54,11 @@ class DatasetSpec:
 
 def dest_path(content_identity: str, style_identity: str, spec: DatasetSpec) -> str:
     """The mirrored relative path of one output; refuses anything that could leave the tree."""
-    if content_identity.startswith("coco-val2017:"):
-        rel = "val2017/" + content_identity.split(":", 1)[1]
-    elif content_identity.startswith("demo:"):
-        rel = content_identity.split(":", 1)[1] + ".png"
+    scheme, name = split(content_identity)
+    if scheme == COCO_VAL2017:
+        rel = "val2017/" + name
+    elif scheme == DEMO:
+        rel = name + ".png"
     else:
         rel = content_identity
     parts = rel.split("/")
@@ -67,7 +67,8 @@ def dest_path(content_identity: str, style_identity: str, spec: DatasetSpec) -> 
     stem = posixpath.splitext(rel)[0]
     if spec.styles_per_content > 1:
         # [demo:]artworks:<tree>:<artist>:<n>: the mini catalogue's too (its numbers repeat)
-        if style_identity.removeprefix("demo:").startswith("artworks:"):
+        style_scheme, style_name = split(style_identity)
+        if (style_name if style_scheme == DEMO else style_identity).startswith("artworks:"):
             tag = "_".join(style_identity.rsplit(":", 2)[-2:])
         else:  # the style's path below its folder: monet/water.jpg and degas/water.jpg differ
             tag = posixpath.splitext(style_identity.split(":")[-1])[0]

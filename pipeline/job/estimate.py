@@ -13,10 +13,8 @@ from .dataset_mode import DatasetSpec
 # VGG-19 up to relu5_1, forward plus the input gradient: about 1.44 MFLOP per pixel per iteration
 # (4 x 361k multiply-adds per pixel).
 FLOP_PER_PIXEL_ITERATION = 1.44e6
-# One Hopper GPU on this workload, measured on an H200 (tests/benchmarks/RESULTS.md): a 512 px
-# iteration of one pair in 4.2 ms (0.38 TFLOP: 90 TFLOP/s effective), 256 px in batches of 32 at
-# 0.92 ms an image-iteration (102 TFLOP/s). ~100 TFLOP/s effective, an eighth of the card's bf16
-# peak; an H100 has the same arithmetic rate.
+# One Hopper GPU (H100 or H200) on this workload: the rate its measured iteration times give, one
+# 512 px pair or a batch of 256 px ones alike, far under the card's peak (RESULTS.md, GPU check).
 GPU_FLOPS_EFFECTIVE = 100e12
 ASPECT = 0.75  # contents assumed 4:3 (COCO's typical) when not opened
 

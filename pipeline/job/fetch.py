@@ -9,10 +9,11 @@ from pathlib import Path
 
 from ..core.errors import NSTError
 from ..io.extras import require
+from ..io.identities import COCO_VAL2017
 
 DATASETS = {
     "artworks": "ikarus777/best-artworks-of-all-time",  # artists.csv, images/, resized/ (~2.3 GB)
-    "coco-val2017": "awsaf49/coco-2017-dataset",  # the whole of COCO 2017 (~25 GB); val2017 inside
+    COCO_VAL2017: "awsaf49/coco-2017-dataset",  # the whole of COCO 2017 (~25 GB); val2017 inside
 }
 
 HOW_TO_AUTHENTICATE = (

@@ -1,6 +1,6 @@
 """How a job runs (actors, device, commit cadence), as opposed to what it computes (the spec):
-`RunOptions`, and the one path from a spec's `resources:` to them. Free of torch and Ray, so that
-`nst --help` builds its parser from these defaults without loading either."""
+`RunOptions`, and `for_run`, the one merge of a spec and a caller's overrides. Free of torch and
+Ray, so that `nst --help` builds its parser from these defaults without loading either."""
 
 from __future__ import annotations
 
@@ -57,3 +57,14 @@ class RunOptions:
         }
         values.update({name: v for name, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def for_run(
+    spec: JobSpec, *, output: str | None = None, **overrides: Any
+) -> tuple[JobSpec, RunOptions]:
+    """A spec and a caller's choices merged, the one way: `output` (None or empty: the spec's)
+    moves the job's output, its pairs and their ids unchanged; the rest are `RunOptions` fields
+    over the spec's `resources:` (`RunOptions.from_spec`). `nst run` and `run_job` take it."""
+    if output:
+        spec = spec.with_output(output)
+    return spec, RunOptions.from_spec(spec, **overrides)

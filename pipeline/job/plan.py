@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..io.demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from ..io.formats import is_image_name
+from ..io.identities import COCO_VAL2017, DEMO, identity, name_of
 from ..io.inputs import ImageRef
 from ..io.storage import Storage, StorageError, is_remote
 from .catalog import Catalog, CatalogError
@@ -71,15 +72,15 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
 
 def _images_under(spec: JobSpec, source: str, what: str, root: str | None) -> list[ImageRef]:
     """Images of a plain source: demo, a folder, a glob, or an s3:// prefix."""
-    if source == "demo":
+    if source == DEMO:
         names = DEMO_CONTENTS if what == "content" else DEMO_STYLES
-        return [ImageRef(uri=f"demo:{n}", identity=f"demo:{n}") for n in names]
-    if source == "coco-val2017":
+        return [ImageRef(uri=identity(DEMO, n), identity=identity(DEMO, n)) for n in names]
+    if source == COCO_VAL2017:
         if not root:
             raise SpecError(
                 spec.source,
                 f"{what}.root",
-                "required for coco-val2017 (the unzipped coco2017 folder)",
+                f"required for {COCO_VAL2017} (the unzipped coco2017 folder)",
             )
         source = coco_folder(root)
     if is_glob(source):
@@ -97,16 +98,20 @@ def _images_under(spec: JobSpec, source: str, what: str, root: str | None) -> li
         keys = store.list()
     except StorageError as exc:
         raise SpecError(spec.source, f"{what}.source", str(exc)) from None
-    prefix = "coco-val2017:" if source.endswith("/val2017") and root else ""
-    return [ImageRef(uri=store.uri_of(k), identity=prefix + k) for k in keys if is_image_name(k)]
+    coco = source.endswith("/val2017") and root
+    return [
+        ImageRef(uri=store.uri_of(k), identity=identity(COCO_VAL2017, k) if coco else k)
+        for k in keys
+        if is_image_name(k)
+    ]
 
 
 def source_folder(source: str, root: str | None = None) -> str | None:
     """The folder or s3:// prefix a plain source's images lie under (a glob's fixed part);
     None for the demo's bundled images and for coco-val2017 without its root."""
-    if source == "demo":
+    if source == DEMO:
         return None
-    if source == "coco-val2017":
+    if source == COCO_VAL2017:
         return coco_folder(root) if root else None
     return glob_base(source) if is_glob(source) else source
 
@@ -166,11 +171,11 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
         except StorageError as exc:
             raise SpecError(spec.source, "styles.catalog", str(exc)) from None
         # The mini catalogue's paintings are not the Kaggle files of the same number.
-        prefix = "demo:" if s.catalog == DEMO_CATALOG else ""
+        demo = s.catalog == DEMO_CATALOG
         refs = [
             ImageRef(
                 uri=p.uri,
-                identity=prefix + p.identity,
+                identity=identity(DEMO, p.identity) if demo else p.identity,
                 artist=p.artist,
                 genre=p.genre,
                 nationality=p.nationality,
@@ -186,9 +191,7 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
 def mask_key(identity: str) -> str:
     """What a content and its mask share: the path below the source without its suffix
     (`sub/b.jpg` -> `sub/b`; COCO's and the demo's names without their prefix)."""
-    for prefix in ("coco-val2017:", "demo:"):
-        identity = identity.removeprefix(prefix)
-    return posixpath.splitext(identity)[0]
+    return posixpath.splitext(name_of(identity))[0]
 
 
 def resolve_masks(spec: JobSpec, contents: list[ImageRef]) -> dict[str, ImageRef]:

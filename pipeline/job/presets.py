@@ -1,11 +1,15 @@
-"""Presets: YAML files in `configs/` that override only what differs from `StyleParams`."""
+"""Presets: YAML files in `configs/` that override only what differs from `StyleParams`, and
+`resolve`, the one path from a preset and a user's changes to the parameters a picture runs with
+(`nst stylize`, a job spec's `params:`, the web app's form, the Ray Data stage)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,3 +58,29 @@ def load_preset(name: str) -> StyleParams:
         return StyleParams.from_dict(values)
     except ParamError as exc:
         raise ParamError(f"preset {path.name}: {exc.field}", exc.reason) from None
+
+
+def resolve(
+    preset: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    size: int | None = None,
+    iterations: int | None = None,
+    paths: bool = False,
+) -> StyleParams:
+    """`preset` with `overrides` (parameter names, as a spec's `params:`) on top, then the last
+    level's long side `size` (the schedule scaled) and its `iterations`.
+
+    `paths`: `preset` may be a YAML file's path (the command line); otherwise only a name of
+    `preset_names()` (a spec, the web: no file beyond `configs/` is read). A bad value is a
+    ParamError naming the parameter (`preset`, `style_weight`, `size`, ...)."""
+    if not paths and preset not in preset_names():
+        known = ", ".join(preset_names())
+        # A name is short; a longer string is a client's and is not echoed whole.
+        raise ParamError("preset", f"unknown preset {preset[:40]!r}; known: {known}")
+    params = StyleParams.from_dict(dict(overrides or {}), base=load_preset(preset))
+    if size is not None:
+        params = params.resized(size)
+    if iterations is not None:
+        params = params.with_iterations(iterations)
+    return params

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io.demo import DEMO_CONTENTS, DEMO_STYLES, catalog_location
+from ..io.identities import DEMO, split
 from ..io.results import image_key
 from ..io.storage import is_remote
 from .plan import source_folder
@@ -26,7 +27,6 @@ from .plan import source_folder
 IMAGE_COLUMNS = {"content": "content_uri", "style": "style_uri", "result": "output_uri"}
 # What a viewer shows instead of an image that lies outside the job: no path, no reason.
 OUTSIDE = "outside this job"
-_DEMO_URIS = frozenset(f"demo:{name}" for name in DEMO_CONTENTS + DEMO_STYLES)
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,9 @@ class JobScope:
         """Whether `uri` lies inside the scope (a bundled demo image always does)."""
         if not isinstance(uri, str) or not uri:
             return False
-        if uri.startswith("demo:"):
-            return uri in _DEMO_URIS
+        scheme, name = split(uri)
+        if scheme == DEMO:
+            return name in DEMO_CONTENTS + DEMO_STYLES
         where = _normal(uri)
         return any(where == root or where.startswith(root.rstrip("/") + "/") for root in self.roots)
 

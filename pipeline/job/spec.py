@@ -12,7 +12,6 @@ the job's working directory).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,7 +40,7 @@ from ..io.mask_files import MaskSettings
 from ..io.storage import S3Settings
 from .dataset_mode import DatasetSpec
 from .estimate import effective_params
-from .presets import DEFAULT_PRESET, load_preset, preset_names
+from .presets import DEFAULT_PRESET, resolve
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 # A job's name names its output folder (and the web app's job list).
@@ -217,11 +216,8 @@ class JobSpec(_Section):
     def _resolve(self, info: Any) -> JobSpec:
         if self.dataset is not None and "pairing" in self.model_fields_set:
             raise _FieldError("pairing", "not used in dataset mode: set dataset.styles_per_content")
-        if self.preset not in preset_names():
-            known = ", ".join(preset_names())
-            raise _FieldError("preset", f"unknown preset {self.preset!r}; known: {known}")
         try:
-            self._params = StyleParams.from_dict(self.overrides, base=load_preset(self.preset))
+            self._params = resolve(self.preset, self.overrides)
         except ParamError as exc:
             where = exc.field if exc.field.startswith("preset") else f"params.{exc.field}"
             raise _FieldError(where, exc.reason) from None
@@ -338,7 +334,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     return field, f"{message}, got {error['input']!r}"
 
 
-_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
+_UNKNOWN = ("extra_forbidden",)
 _PATTERN_HELP = {
     "name": "use letters, digits, '.', '_' and '-' only (it names the output folder)",
     "resources.device": "must be auto, cpu, cuda or cuda:N",
@@ -361,9 +357,7 @@ def _fields_at(loc: tuple) -> list[str]:
             return []
         annotation = model.model_fields[name].annotation
         candidates = getattr(annotation, "__args__", ()) or (annotation,)
-        model = next((c for c in candidates if dataclasses.is_dataclass(c) or _is_model(c)), None)
-    if dataclasses.is_dataclass(model):
-        return [f.name for f in dataclasses.fields(model)]
+        model = next((c for c in candidates if _is_model(c)), None)
     if _is_model(model):
         return [f.alias or n for n, f in model.model_fields.items()]
     return []

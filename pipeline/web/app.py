@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..io.storage import StorageError
 from .admission import Admission, busy_response
-from .catalogue import CatalogUnavailable, UnknownPainting
+from .catalog_index import CatalogUnavailable, UnknownPainting
 from .guard import AccessGuard, BodyLimit, PageHeaders
 from .jobs import UnknownJob, UnknownPair
 from .routes import catalog, jobs, pages, stylize

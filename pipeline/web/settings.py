@@ -17,7 +17,7 @@ MIN_TOKEN_CHARS = 16
 FORM_OVERHEAD_BYTES = 2**20
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     jobs: str | None = None  # a folder or s3:// prefix holding job outputs
     catalog: str | None = None  # artists.csv + images, for picking paintings

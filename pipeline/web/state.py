@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from fastapi import Depends, HTTPException, Request
 
-from .catalogue import CatalogIndex
+from .catalog_index import CatalogIndex
 from .jobs import JobTables
 from .settings import Settings
 from .tasks import TaskBoard

@@ -188,3 +188,22 @@ def test_the_local_ray_of_nst_serve_listens_on_loopback_only():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_run_and_submit_take_the_same_run_options_and_submit_passes_them_on():
+    from pipeline.cli.parser import build_parser
+    from pipeline.cli.run_options import run_argv, run_overrides
+
+    parser = build_parser()
+    given = ["--output", "s3://b/p", "--actors", "3", "--gpus-per-actor", "0.5", "--force"]
+    given += ["--commit-every", "8"]
+    submitted = parser.parse_args(["submit", "job.yaml", *given, "--address", "http://h:8265"])
+    argv = run_argv(submitted)  # what the cluster's `nst run` gets; defaults left out
+    assert argv == ["--output", "s3://b/p", "--actors", "3", "--gpus-per-actor", "0.5"] + [
+        "--force",
+        "--commit-every",
+        "8",
+    ]
+    ran = parser.parse_args(["run", "job.yaml", *argv])
+    assert run_overrides(ran) == run_overrides(submitted)
+    assert run_argv(parser.parse_args(["submit", "job.yaml"])) == []

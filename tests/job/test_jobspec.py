@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from pipeline.core.engine import pick_precision
+from pipeline.io import images
+from pipeline.job.dataset_mode import dest_path
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import SpecError, load_spec, parse_spec
 
 from ..cli.test_cli import nst
+from ..conftest import make_content
 
 
 def spec_dict(artworks, photos, **changes) -> dict:
@@ -56,6 +60,30 @@ def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(
     assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(changed)).pairs}
     seeded = spec_dict(artworks, photos, params={"seed": 1, "schedule": [[32, 2]]})
     assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(seeded)).pairs}
+
+
+def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
+    """`demo:` and `coco-val2017:` identities enter every id: these are ids planned before the
+    schemes moved into pipeline/io/identities.py, and a committed result keeps its id."""
+    demo = make_plan(load_spec(Path(__file__).parents[2] / "jobs" / "demo.yaml"))
+    assert [(p.content.uri, p.style.identity, p.pair_id) for p in demo.pairs] == [
+        ("demo:astronaut", "demo:artworks:resized:edvard munch:1", "548be377bf3b1c95c915"),
+        ("demo:astronaut", "demo:artworks:resized:vincent van gogh:1", "ef4efd1fd64b4fb67828"),
+        ("demo:chelsea", "demo:artworks:resized:edvard munch:1", "ab66da9ee66852735a9f"),
+        ("demo:chelsea", "demo:artworks:resized:vincent van gogh:1", "3a166d6a536b8516963c"),
+    ]
+    for name in ("000000000139.jpg", "000000000285.jpg"):
+        images.save_png(make_content(30, 40, seed=1), tmp_path / "val2017" / name)
+    coco = {"name": "c", "content": {"source": "coco-val2017", "root": str(tmp_path)}}
+    spec = parse_spec({**coco, "styles": {"catalog": "demo"}, "dataset": {"styles_per_content": 2}})
+    plan = make_plan(spec)
+    assert [(p.content.identity, p.pair_id) for p in plan.pairs[::2]] == [
+        ("coco-val2017:000000000139.jpg", "210c3e15ec4c7dee4641"),
+        ("coco-val2017:000000000285.jpg", "2c67637efd99632b6f53"),
+    ]
+    assert dest_path(
+        plan.pairs[0].content.identity, plan.pairs[0].style.identity, spec.dataset
+    ) == ("val2017/000000000139__edvard_munch_1.jpg")
 
 
 def test_random_pairing_is_seeded_per_content(artworks, photos):

@@ -11,7 +11,8 @@ import pytest
 import ray
 import requests
 
-from pipeline.cli.main import build_parser, serve_settings, serve_url
+from pipeline.cli.parser import build_parser
+from pipeline.cli.serve import serve_settings, serve_url
 from pipeline.core.errors import ParamError
 from pipeline.io.storage import S3Settings
 

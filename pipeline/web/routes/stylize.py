@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...core.params import COLOR_MODES, ParamError, StyleParams
-from ...job.presets import load_preset, preset_names
+from ...job.presets import preset_names, resolve
 from ..admission import STYLIZE_PATH, client_address
 from ..settings import Settings
 from ..state import State
@@ -47,22 +47,16 @@ def resolve_params(
     iterations: int | None,
 ) -> StyleParams:
     """The preset (by name only: no client string reaches the file system) with the visitor's
-    changes, within this server's limits."""
-    names = preset_names()
-    if preset not in names:
-        known = ", ".join(names)
-        raise HTTPException(400, f"preset: unknown preset {preset[:40]!r}; known: {known}")
+    changes, within this server's limits; by default no larger than they allow."""
+    changes: dict[str, Any] = {"color": color}
+    if style_weight is not None:
+        changes["style_weight"] = style_weight
+    if strength is not None:
+        changes["strength"] = strength
     try:
-        params = load_preset(preset)
-        params = params.resized(size or min(params.size, settings.max_size))
-        if iterations is not None:
-            params = params.with_iterations(iterations)
-        changes: dict[str, Any] = {"color": color}
-        if style_weight is not None:
-            changes["style_weight"] = style_weight
-        if strength is not None:
-            changes["strength"] = strength
-        params = StyleParams.from_dict(changes, base=params)
+        params = resolve(preset, changes, size=size or None, iterations=iterations)
+        if not size:
+            params = params.resized(min(params.size, settings.max_size))
     except ParamError as exc:
         raise HTTPException(400, str(exc)) from None
     if params.size > settings.max_size:
