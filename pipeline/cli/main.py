@@ -193,7 +193,7 @@ def _load_plan(args: argparse.Namespace) -> Any:
 def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.engine import pick_precision
+    from ..core.device import pick_precision
     from ..job.estimate import GPU_FLOPS_EFFECTIVE, estimate, measure_cpu_flops
 
     plan = _load_plan(args)

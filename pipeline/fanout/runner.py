@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..core.engine import default_batch
+from ..core.device import default_batch
 from ..io.results import ResultStore, new_run_id
 from ..io.storage import StorageError
 from ..job.options import RunOptions as RunOptions  # re-exported: the run's options

@@ -37,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_mb, sync  # noqa: E402
 
-from pipeline.core.engine import Stylizer, default_batch  # noqa: E402
+from pipeline.core.device import default_batch  # noqa: E402
+from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
 from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
 from pipeline.io import images  # noqa: E402

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.core import color, losses
-from pipeline.core.engine import StylizeError, Stylizer, pick_precision
+from pipeline.core.device import pick_precision
+from pipeline.core.engine import StylizeError, Stylizer
 from pipeline.core.network import STYLE_LAYERS
 from pipeline.core.params import ParamError
 from pipeline.core.sizes import fit, resize

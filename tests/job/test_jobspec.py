@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.core.engine import pick_precision
+from pipeline.core.device import pick_precision
 from pipeline.job.plan import make_plan
 from pipeline.job.spec import SpecError, load_spec, parse_spec
 

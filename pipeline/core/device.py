@@ -1,0 +1,87 @@
+"""Where and in what arithmetic the optimization runs: the device, the precision, how many pairs
+it stacks into one optimization, and the scope of torch's float32-matmul setting."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+
+from .errors import ParamError
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParamError("device", f"{device!r} requested but torch sees no CUDA device")
+    return dev
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX on Linux. oneDNN emulates bf16 on older AVX-512 CPUs, more slowly than
+    fp32, so "supported" is not enough."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """Resolve "auto" to what this device runs fastest without losing the result."""
+    if precision == "bf16" and device.type == "mps":
+        raise ParamError("precision", "bf16 is not supported on mps; use fp32")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if _cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def default_batch(device_type: str, size: int) -> int:
+    """Pairs to optimize together by default, by device and output long side (px).
+
+    CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
+    than to compute, so stacking pays: one thread, ms a pair at 1 / 4 / 8 / 16 pairs, 1
+    iteration at 24 px 65 / 22 / - / 17, 20 iterations at 24 px 536 / 262 / 230 / 217, at 48 px
+    827 / 543 / 540 / 551, at 64 px 1150 / 887 / 839 / 856; at 128 px x 10 iterations 1883 /
+    1683 / 1840 (drift-level), and earlier 0.131 vs 0.140 s per image-iteration at 128 px,
+    0.590 vs 0.529 at 256: nothing. GPU: enough pairs to keep the card busy, from the GPU check
+    (tests/benchmarks/RESULTS.md)."""
+    if device_type != "cuda":
+        if size <= 32:
+            return 16
+        return 8 if size <= 64 else 1
+    # H100, 256 px x 200 iterations (RESULTS.md): 2.3 images/s alone, 4.8 at 8, 5.5 at 16, 5.8
+    # at 32 (11 GB; an H200 within 10 %). 512 px batches were not measured: 4 keeps them near
+    # 12 GB.
+    if size <= 256:
+        return 32
+    if size <= 512:
+        return 4
+    return 1
+
+
+@contextlib.contextmanager
+def fp32_matmuls(mode: str | None) -> Iterator[None]:
+    """float32 matrix products (the Gram matrices, the L-BFGS history products) in `mode` ("tf32":
+    on tensor cores, inputs rounded to 10-bit mantissas, sums in float32) for the block. torch's
+    setting is process-wide, so it is restored after: a program that also uses torch for
+    something else keeps its own choice."""
+    if mode is None:
+        yield
+        return
+    before = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = mode
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = before
