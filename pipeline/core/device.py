@@ -50,19 +50,16 @@ def default_batch(device_type: str, size: int) -> int:
     """Pairs to optimize together by default, by device and output long side (px).
 
     CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
-    than to compute, so stacking pays: one thread, ms a pair at 1 / 4 / 8 / 16 pairs, 1
-    iteration at 24 px 65 / 22 / - / 17, 20 iterations at 24 px 536 / 262 / 230 / 217, at 48 px
-    827 / 543 / 540 / 551, at 64 px 1150 / 887 / 839 / 856; at 128 px x 10 iterations 1883 /
-    1683 / 1840 (drift-level), and earlier 0.131 vs 0.140 s per image-iteration at 128 px,
-    0.590 vs 0.529 at 256: nothing. GPU: enough pairs to keep the card busy, from the GPU check
-    (tests/benchmarks/RESULTS.md)."""
+    than to compute, so stacking pays; from 128 px it gains nothing (tests/benchmarks/RESULTS.md,
+    Scale and Levers tried). GPU: enough pairs to keep the card busy (RESULTS.md, GPU check on an
+    NVIDIA H100)."""
     if device_type != "cuda":
         if size <= 32:
             return 16
         return 8 if size <= 64 else 1
-    # H100, 256 px x 200 iterations (RESULTS.md): 2.3 images/s alone, 4.8 at 8, 5.5 at 16, 5.8
-    # at 32 (11 GB; an H200 within 10 %). 512 px batches were not measured: 4 keeps them near
-    # 12 GB.
+    # At 256 px images/s still rose from 16 to 32 pairs, well within the card's memory (RESULTS.md,
+    # GPU check on an NVIDIA H100). 512 px stacks were not measured: 4 keeps their memory near
+    # that of 32 at 256 px.
     if size <= 256:
         return 32
     if size <= 512:

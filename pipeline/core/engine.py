@@ -76,22 +76,20 @@ class Stylizer:
         self.device = pick_device(device)
         self.weights = weights
         cuda = self.device.type == "cuda"
-        # Defaults from the GPU check on an H200 (tests/benchmarks/RESULTS.md), ms per 512 px
-        # iteration of one pair against the plain fp32 path's 7.4-10.5: CUDA graphs 5.3-5.6 (and
-        # 7.7 -> 1.9-2.0 at 256 px), channels_last 5.8-8.8 (kept: cuDNN's bf16 kernels want
-        # NHWC), all defaults together 4.1-4.3. torch.compile of the losses: 6.8, within the
-        # runs' spread, for a 15 s compile per shape: off. On the CPU channels_last was noise.
+        # Defaults from the GPU check (tests/benchmarks/RESULTS.md, GPU check on an NVIDIA H200):
+        # CUDA graphs and channels_last pay on a GPU (cuDNN's bf16 kernels want NHWC);
+        # torch.compile of the losses stayed within the runs' spread for a long compile per
+        # shape: off. On the CPU channels_last was noise (RESULTS.md, Levers tried).
         self.channels_last = cuda if channels_last is None else channels_last
         self.compile = False if compile is None else compile
         self.cuda_graphs = cuda and (True if cuda_graphs is None else cuda_graphs)
-        # TF32 for the optimization's float32 matmuls. On an H100 the Gram matrices of relu1_1 and
-        # relu2_1 and the L-BFGS history products were a third of the GPU time, in fp32 kernels;
-        # in TF32 a 256 px batch of 16 went from 1.04-1.06 to 0.83 ms per image-iteration (4.4-4.5
-        # -> 5.4-5.6 images/s at 200 iterations), one 512 px pair 4.05-4.78 -> 3.89-3.92 ms, with
-        # distances within 0.6 % of fp32. `distances` stays in full float32: the yardstick.
+        # TF32 for the optimization's float32 matmuls: the Gram matrices of relu1_1 and relu2_1
+        # and the L-BFGS history products ran in slow fp32 kernels; in TF32 a GPU run is faster
+        # at distances within the levers' tolerance (RESULTS.md, GPU check on an NVIDIA H100).
+        # `distances` stays in full float32: the yardstick.
         self.tf32 = cuda if tf32 is None else tf32
-        # Off by default: on an H200 it won nothing measurable over cuDNN's heuristics (512 px,
-        # one pair: 8.85 vs 7.37 ms per iteration in one run, 7.01 vs 10.50 in another).
+        # Off by default: no consistent gain over cuDNN's heuristics (RESULTS.md, GPU check on an
+        # NVIDIA H200).
         if cuda and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # process-wide; shapes repeat every iteration
         started = time.perf_counter()

@@ -76,12 +76,13 @@ class StyleParams:
     # Max pooling as in the trained network; Gatys 2016 found average pooling a little smoother.
     pooling: str = _f("max", "VGG pooling", POOLINGS)
     # The VGG forward/backward in bfloat16 (autocast), the Gram matrices and losses in float32.
-    # 1.6x faster on CPUs with native bf16 (AVX512-BF16/AMX) at distances within a few % of fp32
-    # (tests/benchmarks/RESULTS.md); "auto" takes it where the hardware has it: CUDA devices with
-    # bf16 and such CPUs. No fp16: Caffe VGG's 0-255 activations overflow it.
+    # Faster on CPUs with native bf16 (AVX512-BF16/AMX) at distances close to fp32's
+    # (tests/benchmarks/RESULTS.md, Engine); "auto" takes it where the hardware has it: CUDA
+    # devices with bf16 and such CPUs. No fp16: Caffe VGG's 0-255 activations overflow it.
     precision: str = _f("auto", "arithmetic of the VGG network", PRECISIONS)
-    # Off by default: tiling costs ~30 % more per pixel (the tiles' halos) and switches the level
-    # to Adam; it is for outputs whose activations do not fit the device (configs/print.yaml).
+    # Off by default: tiling costs more per pixel (the tiles' halos: RESULTS.md, Tiled levels)
+    # and switches the level to Adam; it is for outputs whose activations do not fit the device
+    # (configs/print.yaml).
     tile: int = _f(
         0,
         "optimize levels larger than this many px in tiles of it, with Adam (0 = off; a multiple "
