@@ -71,8 +71,9 @@ def default_batch(device_type: str, size: int) -> int:
 def fp32_matmuls(mode: str | None) -> Iterator[None]:
     """float32 matrix products (the Gram matrices, the L-BFGS history products) in `mode` ("tf32":
     on tensor cores, inputs rounded to 10-bit mantissas, sums in float32) for the block. torch's
-    setting is process-wide, so it is restored after: a program that also uses torch for
-    something else keeps its own choice."""
+    float32-matmul setting is process-wide, so it is restored after: a program that also uses
+    torch for something else keeps its own choice. Only this setting: `Stylizer(cudnn_benchmark=
+    True)` turns cuDNN's autotuning on for the whole process and leaves it on."""
     if mode is None:
         yield
         return

@@ -54,7 +54,8 @@ class Stylizer:
 
     Speed levers that leave the result within a stated tolerance (tests/core/test_engine.py, and
     tests/benchmarks/gpu_check.py on a GPU): `channels_last` memory format for the network,
-    `cudnn_benchmark` (cuDNN picks its fastest convolution per shape), `compile` (torch.compile of
+    `cudnn_benchmark` (cuDNN picks its fastest convolution per shape; set for the whole process
+    and left on), `compile` (torch.compile of
     the Gram and loss computation), `cuda_graphs` (each L-BFGS iteration replayed as one CUDA
     graph), `tf32` (the optimization's float32 matmuls on tensor cores). `None` takes the
     default for the device: what the GPU check measured to pay
@@ -91,7 +92,9 @@ class Stylizer:
         # Off by default: no consistent gain over cuDNN's heuristics (RESULTS.md, GPU check on an
         # NVIDIA H200).
         if cuda and cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True  # process-wide; shapes repeat every iteration
+            # Process-wide and left on (not scoped like fp32_matmuls): shapes repeat every
+            # iteration, and a Stylizer lives as long as its process.
+            torch.backends.cudnn.benchmark = True
         started = time.perf_counter()
         state, convention = load_state(weights)
         taps = tuple(dict.fromkeys(STYLE_LAYERS + CONTENT_LAYERS))
