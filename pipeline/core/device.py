@@ -46,8 +46,9 @@ def pick_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def default_batch(device_type: str, size: int) -> int:
-    """Pairs to optimize together by default, by device and output long side (px).
+def default_stack(device_type: str, size: int) -> int:
+    """Pairs to stack into one optimization by default (`Stylizer.stylize_stack`), by device and
+    output long side (px).
 
     CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
     than to compute, so stacking pays; from 128 px it gains nothing (tests/benchmarks/RESULTS.md,

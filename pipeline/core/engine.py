@@ -55,11 +55,13 @@ class Stylizer:
     Speed levers that leave the result within a stated tolerance (tests/core/test_engine.py, and
     tests/benchmarks/gpu_check.py on a GPU): `channels_last` memory format for the network,
     `cudnn_benchmark` (cuDNN picks its fastest convolution per shape; set for the whole process
-    and left on), `compile` (torch.compile of
-    the Gram and loss computation), `cuda_graphs` (each L-BFGS iteration replayed as one CUDA
-    graph), `tf32` (the optimization's float32 matmuls on tensor cores). `None` takes the
-    default for the device: what the GPU check measured to pay
+    and left on), `compile` (torch.compile of the Gram and loss computation), `cuda_graphs` (each
+    L-BFGS iteration replayed as one CUDA graph), `tf32` (the optimization's float32 matmuls on
+    tensor cores). `None` takes the default for the device: what the GPU check measured to pay
     (tests/benchmarks/RESULTS.md).
+
+    Words: a "stack" is the pairs optimized together in one forward pass (`stylize_stack`); a
+    run's "batch" (pipeline/fanout/) is the rows an actor takes in one call.
     """
 
     def __init__(
@@ -166,7 +168,7 @@ class Stylizer:
         self, shape: Sequence[int], params: StyleParams
     ) -> tuple[tuple[int, int], ...]:
         """(h, w) of a content of this shape at every level. Pairs with equal working sizes (and
-        parameters) can share one optimization (`stylize_batch`)."""
+        parameters) can share one optimization (`stylize_stack`)."""
         return tuple(fit(shape, size, "content") for size, _ in params.schedule)
 
     def _pair_grams(
@@ -326,7 +328,7 @@ class Stylizer:
             raise outcome
         return outcome
 
-    def stylize_batch(
+    def stylize_stack(
         self,
         contents: Sequence[torch.Tensor],
         styles: Sequence[Sequence[torch.Tensor]],
@@ -336,13 +338,14 @@ class Stylizer:
         init_images: Sequence[torch.Tensor | None] | None = None,
         masks: Sequence[SpatialMask | None] | None = None,
     ) -> list[StylizeResult | StylizeError]:
-        """Stylize B pairs in one optimization: one forward and backward per iteration over the
-        stacked images, each pair with its own losses, Gram targets and L-BFGS state, so that
+        """Stylize a stack of B pairs in one optimization: one forward and backward per
+        iteration over the stacked images, each pair with its own losses, Gram targets and
+        L-BFGS state, so that
         each result is what `stylize` gives alone (within float rounding:
         tests/core/test_engine.py). Each pair may have its own mask (or None).
 
         The contents must have equal `working_sizes` under `params`. A pair whose loss turns
-        non-finite comes back as its StylizeError; its batch-mates are unaffected."""
+        non-finite comes back as its StylizeError; its stack-mates are unaffected."""
         return self._run(
             contents,
             styles,
@@ -351,6 +354,9 @@ class Stylizer:
             init_images=init_images,
             masks_of=masks,
         )
+
+    # The name from before "stack" (a run's batch is its rows): kept for callers, the same method.
+    stylize_batch = stylize_stack
 
     def _run(self, *args: Any, **kwargs: Any) -> list[StylizeResult | StylizeError]:
         with fp32_matmuls("tf32" if self.tf32 else None):
@@ -396,7 +402,7 @@ class Stylizer:
             raise ParamError("init", "'image' needs an init image")
         sizes = {self.working_sizes(c.shape, params) for c in contents}
         if len(sizes) > 1:
-            raise ParamError("contents", f"a batch needs equal working sizes, got {sorted(sizes)}")
+            raise ParamError("contents", f"a stack needs equal working sizes, got {sorted(sizes)}")
         tiled = any(tiling.is_tiled(hw, params.tile) for hw in next(iter(sizes)))
         if tiled and any(m is not None for m in pair_masks):
             # The tiled loss crops content targets and Gram targets per tile, not masks yet.
@@ -404,7 +410,7 @@ class Stylizer:
         if progress_every is None:
             progress_every = 10 if self.device.type == "cuda" else 1
         started = time.perf_counter()
-        # Pairs of a batch often share one style tensor: hash it and move it to the device once.
+        # Pairs of a stack often share one style tensor: hash it and move it to the device once.
         unique = {id(s): s for pair_styles in styles for s in pair_styles}
         digest_of = {key: digest(s) for key, s in unique.items()}
         device_of = {key: self.on_device(s) for key, s in unique.items()}
@@ -464,7 +470,7 @@ class Stylizer:
                     device=str(self.device),
                     weights=self.weights,
                     params=params.to_dict(),
-                    batch=n,
+                    stack=n,
                     quality=quality[b],
                 )
             )
@@ -482,7 +488,7 @@ class Stylizer:
         self, c: torch.Tensor, params: StyleParams, inits: Sequence[torch.Tensor | None]
     ) -> torch.Tensor:
         if params.init == "noise":
-            # One generator per pair, seeded alike: a pair's start does not depend on its batch.
+            # One generator per pair, seeded alike: a pair's start does not depend on its stack.
             noise = [
                 torch.rand(c.shape[1:], generator=torch.Generator().manual_seed(params.seed))
                 for _ in range(c.shape[0])

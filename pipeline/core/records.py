@@ -51,11 +51,16 @@ class StylizeResult:
     device: str
     weights: str
     params: dict[str, Any]
-    batch: int = 1  # pairs optimized together; `seconds` is this pair's share of their time
+    stack: int = 1  # pairs optimized together; `seconds` is this pair's share of their time
     # How close the result came, in float32 (Stylizer._quality): "content" is the relative
     # relu4_2 error against the photo, each style layer's name its relative Gram error against
     # the painting. 0 is the target itself.
     quality: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        """The earlier name of `stack`, kept for callers."""
+        return self.stack
 
     def trace_records(self) -> list[dict[str, Any]]:
         """The loss trace as plain rows (the Parquet `trace` column, the CLI's JSON)."""

@@ -49,7 +49,7 @@ class LevelTargets:
     contents: torch.Tensor  # (B, 3, h, w) at this level
     content_target: torch.Tensor  # (B, C, h', w') relu4_2
     grams: Grams  # name -> (B, C, C)
-    # Spatial control (pipeline/core/masks.py), when a pair of the batch has a mask: each pair's
+    # Spatial control (pipeline/core/masks.py), when a pair of the stack has a mask: each pair's
     # styled regions (None: unmasked), and where the photo is kept ...
     guides: tuple[masks.LevelGuide | None, ...] = ()
     keep: torch.Tensor | None = None  # (B, 1, h, w) feathered; 0 for unmasked pairs

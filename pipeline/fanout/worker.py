@@ -87,7 +87,7 @@ class PairWorker:
         batch: int = 1,
     ):
         self.ctx = ctx
-        self.batch = max(1, batch)  # pairs optimized together (engine.default_batch)
+        self.batch = max(1, batch)  # pairs optimized together (device.default_stack)
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
         self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
         self.actor_id = actor_id
@@ -121,7 +121,7 @@ class PairWorker:
 
     def run_batch(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         """One row per pair, in order. Pairs of equal working size and parameters share one
-        optimization, `self.batch` at a time (`Stylizer.stylize_batch`); each row's `seconds` is
+        optimization, `self.batch` at a time (`Stylizer.stylize_stack`); each row's `seconds` is
         its own decoding and writing plus its share of the optimization.
 
         Only the optimization holds the device (`self._compute`): decoding runs before it and
@@ -156,7 +156,7 @@ class PairWorker:
         """(pair, its result or the exception that failed it, its share of the seconds)."""
         started = time.perf_counter()
         try:
-            outcomes = self.stylizer.stylize_batch(
+            outcomes = self.stylizer.stylize_stack(
                 [p.content for p in group],
                 [[p.style] for p in group],
                 params=group[0].params,

@@ -159,7 +159,7 @@ def test_auto_precision_resolves_by_device(stylizer, content, style):
 # -- several pairs per optimization ------------------------------------------------------------
 
 
-def test_each_pair_of_a_batch_comes_out_as_it_does_alone(stylizer):
+def test_each_pair_of_a_stack_comes_out_as_it_does_alone(stylizer):
     """Three pairs (different contents and styles) in one optimization against each run alone,
     fp32, two levels. Tolerance: every pixel within 5e-3 and the final loss within 0.1 %, not
     exact: L-BFGS amplifies float rounding, since convolutions of 3 images sum in another order
@@ -167,24 +167,24 @@ def test_each_pair_of_a_batch_comes_out_as_it_does_alone(stylizer):
     contents = [make_content(seed=s) for s in (1, 2, 3)]
     styles = [make_style(seed=s) for s in (4, 5, 6)]
     params = tiny(schedule=((32, 4), (48, 4)), precision="fp32")
-    batch = stylizer.stylize_batch(contents, [[s] for s in styles], params=params)
-    for c, s, together in zip(contents, styles, batch, strict=True):
+    stack = stylizer.stylize_stack(contents, [[s] for s in styles], params=params)
+    for c, s, together in zip(contents, styles, stack, strict=True):
         alone = stylizer.stylize(c, [s], params=params)
-        assert together.batch == 3 and alone.batch == 1
+        assert together.stack == 3 and alone.stack == 1
         assert together.image.shape == alone.image.shape == (3, 36, 48)
         assert float((together.image - alone.image).abs().max()) < 5e-3
         assert abs(together.losses.total - alone.losses.total) < 1e-3 * alone.losses.total
         assert len(together.trace) == len(alone.trace) == 8
 
 
-def test_a_pairs_result_does_not_depend_on_its_batch_mates(stylizer, content, style):
+def test_a_pairs_result_does_not_depend_on_its_stack_mates(stylizer, content, style):
     """The same pair beside two different mates: bit-identical. (Against the same pair alone
-    the result differs by rounding, as the test above bounds: the batch size picks the
+    the result differs by rounding, as the test above bounds: the stack size picks the
     convolution kernels.)"""
     params = tiny(schedule=((32, 4), (48, 4)), precision="fp32")
     mates = ([make_content(seed=7)], [torch.rot90(make_content(seed=8), 2, (1, 2))])
     first, second = (
-        stylizer.stylize_batch([content, *m], [[style], [make_style(seed=9)]], params=params)[0]
+        stylizer.stylize_stack([content, *m], [[style], [make_style(seed=9)]], params=params)[0]
         for m in mates
     )
     assert torch.equal(first.image, second.image)
@@ -195,7 +195,7 @@ def test_a_pair_whose_loss_turns_non_finite_fails_alone(stylizer, content, style
     poisoned = style.clone()
     poisoned[:, :8, :8] = float("nan")
     params = tiny(schedule=((32, 3),))
-    out = stylizer.stylize_batch(
+    out = stylizer.stylize_stack(
         [content, make_content(seed=5)], [[poisoned], [style]], params=params
     )
     assert isinstance(out[0], StylizeError)
@@ -203,9 +203,9 @@ def test_a_pair_whose_loss_turns_non_finite_fails_alone(stylizer, content, style
     assert not isinstance(out[1], StylizeError) and torch.isfinite(out[1].image).all()
 
 
-def test_a_batch_needs_equal_working_sizes(stylizer, style):
+def test_a_stack_needs_equal_working_sizes(stylizer, style):
     with pytest.raises(ParamError, match="equal working sizes"):
-        stylizer.stylize_batch(
+        stylizer.stylize_stack(
             [make_content(48, 64), make_content(64, 48)], [[style], [style]], params=tiny()
         )
 
