@@ -3,6 +3,7 @@ result of a pair, and the per-pair loss trace they are built from."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,21 @@ class StylizeResult:
     def batch(self) -> int:
         """The earlier name of `stack`, kept for callers."""
         return self.stack
+
+    def record(self) -> dict[str, Any]:
+        """The result as plain data, everything but the image: what the CLI writes beside it,
+        the web studio returns and a worker's row is filled from (the row's columns:
+        pipeline/io/results.py)."""
+        return {
+            "losses": dataclasses.asdict(self.losses),
+            "quality": dict(self.quality),
+            "seconds": self.seconds,
+            "iterations": self.iterations,
+            "device": self.device,
+            "weights": self.weights,
+            "params": self.params,
+            "trace": self.trace_records(),
+        }
 
     def trace_records(self) -> list[dict[str, Any]]:
         """The loss trace as plain rows (the Parquet `trace` column, the CLI's JSON)."""

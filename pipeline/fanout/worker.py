@@ -244,15 +244,16 @@ class PairWorker:
             self.store.root.write_bytes(key, dataset_mode.encode(image, self.ctx.dataset))
             row.update(output_uri=self.store.root.uri_of(key), dataset_path=prep.dest)
         h, w = image.shape[-2:]
+        record = result.record()
         row.update(
             status="done",
             width=w,
             height=h,
             **result_columns(result),
-            trace=result.trace_records(),
-            device=result.device,
+            trace=record["trace"],
+            device=record["device"],
             # What actually ran: dataset mode resizes the schedule per pair.
-            params=json.dumps(self._record(prep.pair, result.params), sort_keys=True),
+            params=json.dumps(self._record(prep.pair, record["params"]), sort_keys=True),
         )
         row = finish_row(row, prep.started)
         row["seconds"] = prep.io_seconds + share + time.perf_counter() - t

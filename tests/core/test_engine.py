@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -25,6 +27,15 @@ def test_total_loss_falls_and_trace_is_complete(stylizer, content, style):
     assert 0.0 <= result.image.min() and result.image.max() <= 1.0
     assert result.device == "cpu" and result.weights == "caffe"
     assert result.params["schedule"] == [[48, 10]]
+
+
+def test_the_record_is_the_result_as_plain_data(stylizer, content, style):
+    result = stylizer.stylize(content, [style], params=tiny(schedule=((32, 2),)))
+    record = result.record()
+    assert json.loads(json.dumps(record)) == record  # what the CLI writes, and Ray sends
+    assert record["losses"]["total"] == result.losses.total
+    assert record["trace"] == result.trace_records() and len(record["trace"]) == 2
+    assert set(record["quality"]) == {"content", *STYLE_LAYERS}
 
 
 def test_style_distance_falls_well_below_the_contents_own(stylizer, content, style):
