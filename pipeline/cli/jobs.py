@@ -12,7 +12,7 @@ from .run_options import run_overrides
 def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.engine import pick_precision
+    from ..core.device import pick_precision
     from ..job.estimate import GPU_FLOPS_EFFECTIVE, estimate, measure_cpu_flops
     from ..job.options import for_run
     from ..job.plan import make_plan

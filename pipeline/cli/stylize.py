@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -45,18 +44,9 @@ class _ProgressBar:
 
 def result_record(result: Any, **provenance: Any) -> dict[str, Any]:
     """The metadata written next to a result image."""
-    return {
-        "losses": dataclasses.asdict(result.losses),
-        "quality": result.quality,
-        "seconds": round(result.seconds, 3),
-        "iterations": result.iterations,
-        "device": result.device,
-        "weights": result.weights,
-        "params": result.params,
-        "trace": result.trace_records(),
-        "code_version": __version__,
-        **provenance,
-    }
+    record = result.record()
+    record["seconds"] = round(record["seconds"], 3)
+    return {**record, "code_version": __version__, **provenance}
 
 
 def _stylize_one(

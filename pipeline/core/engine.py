@@ -9,171 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
-import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from . import color, losses, masks, tiling
+from . import color, guides, losses, masks, tiling
+from . import measure as yardstick
+from .device import fp32_matmuls, pick_device, pick_precision
 from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
 from .masks import SpatialMask
-from .network import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, tap_size
+from .network import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures
 from .params import DEFAULT_WEIGHTS, StyleParams
+from .records import Losses, LossTrace, Progress, StylizeResult
 from .sizes import fit, resize
+from .targets import GramCache, Grams, LevelTargets, digest
 from .weights import file_sha256, load_state, weights_file
 
 log = logging.getLogger(__name__)
 
-Grams = dict[str, torch.Tensor]
-
-
-# The quality measure's largest side: a tiled 4096 px result is judged at 1024 px, where its
-# activations still fit one untiled pass in float32.
-QUALITY_SIDE = 1024
-
 # Iterations run eagerly on a side stream before a CUDA graph captures one (PyTorch's recipe:
 # lazy initializations and autotuning happen outside the capture).
 _GRAPH_WARMUP = 3
-
-
-@dataclass(frozen=True)
-class Losses:
-    content: float
-    style: float
-    tv: float
-    total: float
-
-
-@dataclass(frozen=True)
-class TracePoint:
-    level: int
-    iteration: int  # counted over all levels, from 1
-    size: int
-    losses: Losses
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Handed to the callback after every iteration."""
-
-    iteration: int
-    iterations: int
-    level: int
-    levels: int
-    losses: Losses
-    image: torch.Tensor = field(repr=False)  # (1, 3, h, w) current iterate, detached, on device
-
-
-@dataclass(frozen=True)
-class StylizeResult:
-    image: torch.Tensor  # (3, H, W) RGB in [0,1] on the CPU
-    losses: Losses  # of the returned image (for luminance mode: of the optimized luminance)
-    trace: tuple[TracePoint, ...]
-    seconds: float
-    iterations: int
-    device: str
-    weights: str
-    params: dict[str, Any]
-    batch: int = 1  # pairs optimized together; `seconds` is this pair's share of their time
-    # How close the result came, in float32 (Stylizer._quality): "content" is the relative
-    # relu4_2 error against the photo, each style layer's name its relative Gram error against
-    # the painting. 0 is the target itself.
-    quality: dict[str, float] = field(default_factory=dict)
-
-    def trace_records(self) -> list[dict[str, Any]]:
-        """The loss trace as plain rows (the Parquet `trace` column, the CLI's JSON)."""
-        return [
-            {"level": t.level, "iteration": t.iteration, "size": t.size, **vars(t.losses)}
-            for t in self.trace
-        ]
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParamError("device", f"{device!r} requested but torch sees no CUDA device")
-    return dev
-
-
-@functools.cache
-def _cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX on Linux. oneDNN emulates bf16 on older AVX-512 CPUs, more slowly than
-    fp32, so "supported" is not enough."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def pick_precision(precision: str, device: torch.device) -> str:
-    """Resolve "auto" to what this device runs fastest without losing the result."""
-    if precision == "bf16" and device.type == "mps":
-        raise ParamError("precision", "bf16 is not supported on mps; use fp32")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if _cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
-def default_batch(device_type: str, size: int) -> int:
-    """Pairs to optimize together by default, by device and output long side (px).
-
-    CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
-    than to compute, so stacking pays: one thread, ms a pair at 1 / 4 / 8 / 16 pairs, 1
-    iteration at 24 px 65 / 22 / - / 17, 20 iterations at 24 px 536 / 262 / 230 / 217, at 48 px
-    827 / 543 / 540 / 551, at 64 px 1150 / 887 / 839 / 856; at 128 px x 10 iterations 1883 /
-    1683 / 1840 (drift-level), and earlier 0.131 vs 0.140 s per image-iteration at 128 px,
-    0.590 vs 0.529 at 256: nothing. GPU: enough pairs to keep the card busy, from the GPU check
-    (tests/benchmarks/RESULTS.md)."""
-    if device_type != "cuda":
-        if size <= 32:
-            return 16
-        return 8 if size <= 64 else 1
-    # H100, 256 px x 200 iterations (RESULTS.md): 2.3 images/s alone, 4.8 at 8, 5.5 at 16, 5.8
-    # at 32 (11 GB; an H200 within 10 %). 512 px batches were not measured: 4 keeps them near
-    # 12 GB.
-    if size <= 256:
-        return 32
-    if size <= 512:
-        return 4
-    return 1
-
-
-@contextlib.contextmanager
-def _fp32_matmuls(mode: str | None) -> Iterator[None]:
-    """float32 matrix products (the Gram matrices, the L-BFGS history products) in `mode` ("tf32":
-    on tensor cores, inputs rounded to 10-bit mantissas, sums in float32) for the block. torch's
-    setting is process-wide, so it is restored after: a program that also uses torch for
-    something else keeps its own choice."""
-    if mode is None:
-        yield
-        return
-    before = torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cuda.matmul.fp32_precision = mode
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.fp32_precision = before
-
-
-def _digest(image: torch.Tensor) -> str:
-    """Identity of a style image for the Gram-target cache: hashed on the host, before the image
-    moves to the device, so that no lookup waits for the GPU."""
-    return hashlib.sha1(image.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _loss_terms(
@@ -189,30 +49,19 @@ def _loss_terms(
     return lc, style_weight * losses.style_loss(g, grams)
 
 
-@dataclass
-class _Batch:
-    """One level's targets for B pairs of the same working size."""
-
-    contents: torch.Tensor  # (B, 3, h, w) at this level
-    content_target: torch.Tensor  # (B, C, h', w') relu4_2
-    grams: Grams  # name -> (B, C, C)
-    # Spatial control (pipeline/core/masks.py), when a pair of the batch has a mask: each pair's
-    # styled regions (None: unmasked), and where the photo is kept ...
-    guides: tuple[masks.LevelGuide | None, ...] = ()
-    keep: torch.Tensor | None = None  # (B, 1, h, w) feathered; 0 for unmasked pairs
-    photo: torch.Tensor | None = None  # (B, 3, h, w) ... as the network sees it
-
-
 class Stylizer:
     """Holds a frozen VGG-19 on a device and stylizes pair after pair without reloading.
 
     Speed levers that leave the result within a stated tolerance (tests/core/test_engine.py, and
     tests/benchmarks/gpu_check.py on a GPU): `channels_last` memory format for the network,
-    `cudnn_benchmark` (cuDNN picks its fastest convolution per shape), `compile` (torch.compile of
-    the Gram and loss computation), `cuda_graphs` (each L-BFGS iteration replayed as one CUDA
-    graph), `tf32` (the optimization's float32 matmuls on tensor cores). `None` takes the
-    default for the device: what the GPU check measured to pay
+    `cudnn_benchmark` (cuDNN picks its fastest convolution per shape; set for the whole process
+    and left on), `compile` (torch.compile of the Gram and loss computation), `cuda_graphs` (each
+    L-BFGS iteration replayed as one CUDA graph), `tf32` (the optimization's float32 matmuls on
+    tensor cores). `None` takes the default for the device: what the GPU check measured to pay
     (tests/benchmarks/RESULTS.md).
+
+    Words: a "stack" is the pairs optimized together in one forward pass (`stylize_stack`); a
+    run's "batch" (pipeline/fanout/) is the rows an actor takes in one call.
     """
 
     def __init__(
@@ -230,24 +79,24 @@ class Stylizer:
         self.device = pick_device(device)
         self.weights = weights
         cuda = self.device.type == "cuda"
-        # Defaults from the GPU check on an H200 (tests/benchmarks/RESULTS.md), ms per 512 px
-        # iteration of one pair against the plain fp32 path's 7.4-10.5: CUDA graphs 5.3-5.6 (and
-        # 7.7 -> 1.9-2.0 at 256 px), channels_last 5.8-8.8 (kept: cuDNN's bf16 kernels want
-        # NHWC), all defaults together 4.1-4.3. torch.compile of the losses: 6.8, within the
-        # runs' spread, for a 15 s compile per shape: off. On the CPU channels_last was noise.
+        # Defaults from the GPU check (tests/benchmarks/RESULTS.md, GPU check on an NVIDIA H200):
+        # CUDA graphs and channels_last pay on a GPU (cuDNN's bf16 kernels want NHWC);
+        # torch.compile of the losses stayed within the runs' spread for a long compile per
+        # shape: off. On the CPU channels_last was noise (RESULTS.md, Levers tried).
         self.channels_last = cuda if channels_last is None else channels_last
         self.compile = False if compile is None else compile
         self.cuda_graphs = cuda and (True if cuda_graphs is None else cuda_graphs)
-        # TF32 for the optimization's float32 matmuls. On an H100 the Gram matrices of relu1_1 and
-        # relu2_1 and the L-BFGS history products were a third of the GPU time, in fp32 kernels;
-        # in TF32 a 256 px batch of 16 went from 1.04-1.06 to 0.83 ms per image-iteration (4.4-4.5
-        # -> 5.4-5.6 images/s at 200 iterations), one 512 px pair 4.05-4.78 -> 3.89-3.92 ms, with
-        # distances within 0.6 % of fp32. `distances` stays in full float32: the yardstick.
+        # TF32 for the optimization's float32 matmuls: the Gram matrices of relu1_1 and relu2_1
+        # and the L-BFGS history products ran in slow fp32 kernels; in TF32 a GPU run is faster
+        # at distances within the levers' tolerance (RESULTS.md, GPU check on an NVIDIA H100).
+        # `distances` stays in full float32: the yardstick.
         self.tf32 = cuda if tf32 is None else tf32
-        # Off by default: on an H200 it won nothing measurable over cuDNN's heuristics (512 px,
-        # one pair: 8.85 vs 7.37 ms per iteration in one run, 7.01 vs 10.50 in another).
+        # Off by default: no consistent gain over cuDNN's heuristics (RESULTS.md, GPU check on an
+        # NVIDIA H200).
         if cuda and cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True  # process-wide; shapes repeat every iteration
+            # Process-wide and left on (not scoped like fp32_matmuls): shapes repeat every
+            # iteration, and a Stylizer lives as long as its process.
+            torch.backends.cudnn.benchmark = True
         started = time.perf_counter()
         state, convention = load_state(weights)
         taps = tuple(dict.fromkeys(STYLE_LAYERS + CONTENT_LAYERS))
@@ -258,11 +107,12 @@ class Stylizer:
         self.weights_sha256 = file_sha256(weights_file(weights))
         self.load_seconds = time.perf_counter() - started
         log.info("VGG-19 (%s) on %s in %.1fs", weights, self.device, self.load_seconds)
-        # Gram targets by (style digest, size, pooling, precision, colour): every content of a
-        # job reuses its style's.
-        self._targets: OrderedDict[tuple, Grams] = OrderedDict()
-        self._target_cache = target_cache
-        self.target_hits = 0
+        self._targets = GramCache(target_cache)
+
+    @property
+    def target_hits(self) -> int:
+        """Gram targets served from the cache so far."""
+        return self._targets.hits
 
     # -- targets -------------------------------------------------------------------------------
 
@@ -299,10 +149,9 @@ class Stylizer:
         tile = tile if tiling.is_tiled(size, tile) else 0
         if key is not None:
             key = (*key, size, pooling, precision, tile)
-            if key in self._targets:
-                self._targets.move_to_end(key)
-                self.target_hits += 1
-                return self._targets[key]
+            cached = self._targets.get(key)
+            if cached is not None:
+                return cached
         if tile:
             features = functools.partial(self.features, pooling=pooling, precision=precision)
             resized = resize(style.to(self.device), size)
@@ -312,16 +161,14 @@ class Stylizer:
                 feats = self.features(resize(style.to(self.device), size), pooling, precision)
                 grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
         if key is not None:
-            self._targets[key] = grams
-            if len(self._targets) > self._target_cache:
-                self._targets.popitem(last=False)
+            self._targets.put(key, grams)
         return grams
 
     def working_sizes(
         self, shape: Sequence[int], params: StyleParams
     ) -> tuple[tuple[int, int], ...]:
         """(h, w) of a content of this shape at every level. Pairs with equal working sizes (and
-        parameters) can share one optimization (`stylize_batch`)."""
+        parameters) can share one optimization (`stylize_stack`)."""
         return tuple(fit(shape, size, "content") for size, _ in params.schedule)
 
     def _pair_grams(
@@ -336,9 +183,9 @@ class Stylizer:
         """One pair's blended Gram targets at one level, (1, C, C) per layer."""
         style_side = params.style_side_at(size)
         grams = []
-        for i, (s, digest) in enumerate(zip(styles, digests, strict=True)):
+        for i, (s, style_id) in enumerate(zip(styles, digests, strict=True)):
             s_size = fit(s.shape, style_side, f"style {i + 1}")
-            key: tuple | None = (digest, params.color)
+            key: tuple | None = (style_id, params.color)
             s = resize(s, s_size)
             if params.color == "histogram":
                 s = color.match_color(s, content)  # depends on the content: not cached
@@ -350,7 +197,7 @@ class Stylizer:
             )
         return losses.blend_grams(grams, blend)
 
-    def _level_batch(
+    def level_targets(
         self,
         contents: torch.Tensor,
         styles: Sequence[Sequence[torch.Tensor]],
@@ -359,7 +206,7 @@ class Stylizer:
         size: int,
         params: StyleParams,
         pair_masks: Sequence[SpatialMask | None] = (),
-    ) -> _Batch:
+    ) -> LevelTargets:
         """Contents (B, 3, H, W) at this level, their relu4_2 targets, the stacked Gram targets
         (and, when a pair has a mask, every pair's guide and keep weights)."""
         c = resize(contents, fit(contents.shape, size, "content"))
@@ -374,24 +221,24 @@ class Stylizer:
                 self.features, pooling=params.pooling, precision=params.precision
             )
             target = tiling.feature_map(features, seen, params.tile, CONTENT_LAYERS[0])
-            return _Batch(c, target, grams)
+            return LevelTargets(c, target, grams)
         with torch.no_grad():
             target = self.features(seen, params.pooling, params.precision)[CONTENT_LAYERS[0]]
         if all(m is None for m in pair_masks):
-            return _Batch(c, target, grams)
-        guides: list[masks.LevelGuide | None] = []
+            return LevelTargets(c, target, grams)
+        level_guides: list[masks.LevelGuide | None] = []
         keeps = []
         for b, mask in enumerate(pair_masks):
             if mask is None:
-                guides.append(None)
+                level_guides.append(None)
                 keeps.append(c.new_zeros(1, 1, *c.shape[-2:]))
             else:
                 guide, keep = self._level_guide(
                     c[b : b + 1], styles[b], digests[b], blends[b], size, params, mask
                 )
-                guides.append(guide)
+                level_guides.append(guide)
                 keeps.append(keep)
-        return _Batch(c, target, grams, tuple(guides), torch.cat(keeps), seen)
+        return LevelTargets(c, target, grams, tuple(level_guides), torch.cat(keeps), seen)
 
     def _level_guide(
         self,
@@ -403,42 +250,21 @@ class Stylizer:
         params: StyleParams,
         mask: SpatialMask,
     ) -> tuple[masks.LevelGuide, torch.Tensor]:
-        """One masked pair at one level: its styled regions' weights at every style tap, their
-        shares and Gram targets (the whole style image's; blended for BLEND), and its feathered
-        keep weights (1, 1, h, w)."""
+        """One masked pair's guide and keep weights at one level (pipeline/core/guides.py), its
+        regions' Gram targets made as the pair's own (`_pair_grams`)."""
         hw = (int(content.shape[-2]), int(content.shape[-1]))
-        weights = masks.at_size(mask.weights.to(self.device, torch.float32), hw)  # (R, h, w)
-        shares = weights.mean((1, 2))  # (R,)
-        # Regions absent at this size (a colour of the key that the mask lacks) are dropped.
-        styled = [
-            r for r, t in enumerate(mask.targets) if t is not masks.KEEP and float(shares[r]) > 0
-        ]
-        targets = []
-        for r in styled:
-            t = mask.targets[r]  # a style's index, or BLEND (KEEP has no target)
-            chosen = [t] if isinstance(t, int) else list(range(len(styles)))
-            targets.append(
-                self._pair_grams(
-                    content,
-                    [styles[i] for i in chosen],
-                    [digests[i] for i in chosen],
-                    blend if t == masks.BLEND else [1.0],
-                    size,
-                    params,
-                )
+
+        def grams_of(chosen: list[int], weights: Sequence[float]) -> Grams:
+            return self._pair_grams(
+                content,
+                [styles[i] for i in chosen],
+                [digests[i] for i in chosen],
+                weights,
+                size,
+                params,
             )
-        taps = {name: tap_size(name, hw) for name in STYLE_LAYERS}
-        guide = masks.LevelGuide(
-            weights=masks.to_taps(weights[styled], taps),
-            shares=shares[styled],
-            targets={
-                name: torch.cat([g[name] for g in targets]) if targets else weights.new_zeros(0)
-                for name in STYLE_LAYERS
-            },
-        )
-        kept = [r for r, t in enumerate(mask.targets) if t is masks.KEEP]
-        keep = weights[kept].sum(0).clamp(0, 1) if kept else weights.new_zeros(hw)
-        return guide, masks.feather(keep[None, None], masks.feather_radius(hw))
+
+        return guides.level_guide(mask, hw, len(styles), blend, grams_of, self.device)
 
     def measure(
         self,
@@ -453,17 +279,9 @@ class Stylizer:
         every result carries it (`StylizeResult.quality`): at the image's size, with the style
         images sized and coloured by `params` (style_scale, color, pooling), in float32. One
         yardstick for our outputs, earlier versions' and any other tool's."""
-        params = (params or StyleParams()).replace(precision="fp32", tile=0)
-        x = self._batch(image)
-        side = max(x.shape[-2:])
-        params = params.replace(schedule=((side, 0),))
-        blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
-        on_device = [self._batch(s) for s in styles]
-        c = resize(self._batch(content), x.shape[-2:])
-        (quality,) = self._quality(
-            x, None, params, c, [on_device], [[_digest(s) for s in styles]], [blend], [None]
+        return yardstick.measure(
+            self, image, content, styles, params=params, style_blend=style_blend
         )
-        return quality
 
     def distances(
         self,
@@ -475,10 +293,7 @@ class Stylizer:
     ) -> tuple[float, float]:
         """(content, style) distances of `image`: its relative content error and the mean of its
         relative Gram errors (`measure`), the unweighted losses of the optimization."""
-        q = self.measure(
-            image, content, styles, params=StyleParams(pooling=pooling), style_blend=style_blend
-        )
-        return q["content"], sum(q[n] for n in STYLE_LAYERS) / len(STYLE_LAYERS)
+        return yardstick.distances(self, image, content, styles, style_blend, pooling)
 
     # -- the optimization ----------------------------------------------------------------------
 
@@ -513,7 +328,7 @@ class Stylizer:
             raise outcome
         return outcome
 
-    def stylize_batch(
+    def stylize_stack(
         self,
         contents: Sequence[torch.Tensor],
         styles: Sequence[Sequence[torch.Tensor]],
@@ -523,13 +338,14 @@ class Stylizer:
         init_images: Sequence[torch.Tensor | None] | None = None,
         masks: Sequence[SpatialMask | None] | None = None,
     ) -> list[StylizeResult | StylizeError]:
-        """Stylize B pairs in one optimization: one forward and backward per iteration over the
-        stacked images, each pair with its own losses, Gram targets and L-BFGS state, so that
+        """Stylize a stack of B pairs in one optimization: one forward and backward per
+        iteration over the stacked images, each pair with its own losses, Gram targets and
+        L-BFGS state, so that
         each result is what `stylize` gives alone (within float rounding:
         tests/core/test_engine.py). Each pair may have its own mask (or None).
 
         The contents must have equal `working_sizes` under `params`. A pair whose loss turns
-        non-finite comes back as its StylizeError; its batch-mates are unaffected."""
+        non-finite comes back as its StylizeError; its stack-mates are unaffected."""
         return self._run(
             contents,
             styles,
@@ -539,8 +355,11 @@ class Stylizer:
             masks_of=masks,
         )
 
+    # The name from before "stack" (a run's batch is its rows): kept for callers, the same method.
+    stylize_batch = stylize_stack
+
     def _run(self, *args: Any, **kwargs: Any) -> list[StylizeResult | StylizeError]:
-        with _fp32_matmuls("tf32" if self.tf32 else None):
+        with fp32_matmuls("tf32" if self.tf32 else None):
             return self._run_scoped(*args, **kwargs)
 
     def _run_scoped(
@@ -583,7 +402,7 @@ class Stylizer:
             raise ParamError("init", "'image' needs an init image")
         sizes = {self.working_sizes(c.shape, params) for c in contents}
         if len(sizes) > 1:
-            raise ParamError("contents", f"a batch needs equal working sizes, got {sorted(sizes)}")
+            raise ParamError("contents", f"a stack needs equal working sizes, got {sorted(sizes)}")
         tiled = any(tiling.is_tiled(hw, params.tile) for hw in next(iter(sizes)))
         if tiled and any(m is not None for m in pair_masks):
             # The tiled loss crops content targets and Gram targets per tile, not masks yet.
@@ -591,28 +410,28 @@ class Stylizer:
         if progress_every is None:
             progress_every = 10 if self.device.type == "cuda" else 1
         started = time.perf_counter()
-        # Pairs of a batch often share one style tensor: hash it and move it to the device once.
+        # Pairs of a stack often share one style tensor: hash it and move it to the device once.
         unique = {id(s): s for pair_styles in styles for s in pair_styles}
-        digest_of = {key: _digest(s) for key, s in unique.items()}
-        device_of = {key: self._batch(s) for key, s in unique.items()}
+        digest_of = {key: digest(s) for key, s in unique.items()}
+        device_of = {key: self.on_device(s) for key, s in unique.items()}
         digests = [[digest_of[id(s)] for s in pair_styles] for pair_styles in styles]
         on_device = [[device_of[id(s)] for s in pair_styles] for pair_styles in styles]
-        stacked = torch.cat([self._batch(c) for c in contents])  # (B, 3, H, W)
+        stacked = torch.cat([self.on_device(c) for c in contents])  # (B, 3, H, W)
         torch.manual_seed(params.seed)
 
         x: torch.Tensor | None = None
-        trace = _Trace(n, params)
+        trace = LossTrace(n, params)
         done = 0
         for level, (size, iterations) in enumerate(params.schedule):
-            batch = self._level_batch(
+            targets = self.level_targets(
                 stacked, on_device, digests, blend_lists, size, params, pair_masks
             )
             if x is None:
-                x = self._init(batch.contents, params, inits)
+                x = self._init(targets.contents, params, inits)
             else:
-                x = resize(x, batch.contents.shape[-2:])
+                x = resize(x, targets.contents.shape[-2:])
             x = self._optimize(
-                x, batch, params, iterations, level, done, trace, callback, progress_every
+                x, targets, params, iterations, level, done, trace, callback, progress_every
             )
             done += iterations
             if trace.all_failed():
@@ -621,16 +440,16 @@ class Stylizer:
         with torch.no_grad():
             if tiling.is_tiled(x.shape, params.tile):
                 parts = self._tiled_loss(params, level).evaluate(
-                    x, batch.content_target, batch.grams
+                    x, targets.content_target, targets.grams
                 )
             else:
-                parts = self._losses(x, batch, params)
+                parts = self._losses(x, targets, params)
             final = torch.stack(parts, 1).cpu()  # (B, 4)
-        quality = self._quality(
-            x, batch, params, stacked, on_device, digests, blend_lists, pair_masks
+        quality = yardstick.quality(
+            self, x, targets, params, stacked, on_device, digests, blend_lists, pair_masks
         )
-        x = self._view(x, batch)
-        image = color.recombine(x, batch.contents) if params.color == "luminance" else x
+        x = targets.view(x)
+        image = color.recombine(x, targets.contents) if params.color == "luminance" else x
         image = image.detach().cpu()
         seconds = (time.perf_counter() - started) / n
         outcomes: list[StylizeResult | StylizeError] = []
@@ -651,54 +470,14 @@ class Stylizer:
                     device=str(self.device),
                     weights=self.weights,
                     params=params.to_dict(),
-                    batch=n,
+                    stack=n,
                     quality=quality[b],
                 )
             )
         return outcomes
 
-    def _quality(
-        self,
-        x: torch.Tensor,
-        batch: _Batch | None,
-        params: StyleParams,
-        contents: torch.Tensor,
-        styles: Sequence[Sequence[torch.Tensor]],
-        digests: Sequence[Sequence[str]],
-        blends: Sequence[Sequence[float]],
-        pair_masks: Sequence[SpatialMask | None],
-    ) -> list[dict[str, float]]:
-        """Each pair's relative content error and per-layer relative Gram errors, in float32,
-        against the targets it was optimized for (luminance ones in luminance mode, its regions'
-        for a masked pair): the loss without its weights, comparable across jobs and devices.
-        Targets of another precision, or of a tiled level, are made again in float32 (at most
-        QUALITY_SIDE px, or the tile); the style targets come from the cache. `batch` None:
-        make them."""
-        size = max(x.shape[-2:])
-        # A tiled level's result is judged in one pass no larger than a tile: the network never
-        # sees more than the tiling promised the device.
-        side = min(size, QUALITY_SIDE, params.tile or size)
-        if batch is None or params.precision != "fp32" or side < size or params.tile:
-            measure = params.replace(precision="fp32", tile=0)
-            batch = self._level_batch(contents, styles, digests, blends, side, measure, pair_masks)
-            x = resize(x, batch.contents.shape[-2:])
-        # Full float32 matmuls too: the optimization may have run its Grams in TF32.
-        with torch.no_grad(), _fp32_matmuls("ieee" if self.tf32 else None):
-            feats = self.features(self._view(x, batch), params.pooling, "fp32")
-            content = losses.content_loss(feats[CONTENT_LAYERS[0]], batch.content_target)
-            grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
-            errors = losses.style_errors(grams, batch.grams)
-            if batch.guides:  # a masked pair is measured over its styled regions
-                for b, guide in enumerate(batch.guides):
-                    if guide is not None:
-                        pair = {n: feats[n][b : b + 1] for n in STYLE_LAYERS}
-                        for name, e in masks.guided_style_errors(pair, guide).items():
-                            errors[name][b] = e[0]
-            table = torch.stack([content, *errors.values()], 1).cpu().tolist()  # (B, 1 + L)
-        names = ("content", *errors)
-        return [dict(zip(names, row, strict=True)) for row in table]
-
-    def _batch(self, image: torch.Tensor) -> torch.Tensor:
+    def on_device(self, image: torch.Tensor) -> torch.Tensor:
+        """An RGB image (3, H, W) as the network takes it: (1, 3, H, W) float32 on the device."""
         if image.dim() == 3:
             image = image.unsqueeze(0)
         if image.dim() != 4 or image.shape[:2] != (1, 3):
@@ -709,7 +488,7 @@ class Stylizer:
         self, c: torch.Tensor, params: StyleParams, inits: Sequence[torch.Tensor | None]
     ) -> torch.Tensor:
         if params.init == "noise":
-            # One generator per pair, seeded alike: a pair's start does not depend on its batch.
+            # One generator per pair, seeded alike: a pair's start does not depend on its stack.
             noise = [
                 torch.rand(c.shape[1:], generator=torch.Generator().manual_seed(params.seed))
                 for _ in range(c.shape[0])
@@ -719,35 +498,30 @@ class Stylizer:
             images = [i for i in inits if i is not None]
             if len(images) != c.shape[0]:
                 raise ParamError("init", "init 'image' needs an init image for every pair")
-            return torch.cat([resize(self._batch(i), c.shape[-2:]) for i in images])
+            return torch.cat([resize(self.on_device(i), c.shape[-2:]) for i in images])
         return color.luminance(c) if params.color == "luminance" else c.clone()
 
     def _losses(
-        self, x: torch.Tensor, batch: _Batch, params: StyleParams
+        self, x: torch.Tensor, targets: LevelTargets, params: StyleParams
     ) -> tuple[torch.Tensor, ...]:
         """(content, style, tv, total) per pair, (B,) each."""
-        x = self._view(x, batch)
+        x = targets.view(x)
         feats = self.features(x, params.pooling, params.precision)
         content_weight, style_weight = params.loss_weights()
-        lc, ls = self._terms(feats, batch.content_target, batch.grams, content_weight, style_weight)
-        if batch.guides:  # a masked pair's style loss is its regions' (pipeline/core/masks.py)
+        lc, ls = self._terms(
+            feats, targets.content_target, targets.grams, content_weight, style_weight
+        )
+        if targets.guides:  # a masked pair's style loss is its regions' (pipeline/core/masks.py)
             per_pair = [
                 ls[b : b + 1]
                 if guide is None
                 else style_weight
                 * masks.guided_style_loss({n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide)
-                for b, guide in enumerate(batch.guides)
+                for b, guide in enumerate(targets.guides)
             ]
             ls = torch.cat(per_pair)
         ltv = params.tv_weight * losses.tv_loss(x) if params.tv_weight else torch.zeros_like(lc)
         return lc, ls, ltv, lc + ls + ltv
-
-    @staticmethod
-    def _view(x: torch.Tensor, batch: _Batch) -> torch.Tensor:
-        """The image the network sees and the result: with masks, the photo where kept."""
-        if batch.keep is None or batch.photo is None:
-            return x
-        return masks.composite(x, batch.photo, batch.keep)
 
     def _tiled_loss(self, params: StyleParams, level: int) -> tiling.TiledLoss:
         """The loss of a level larger than `params.tile`, a tile at a time."""
@@ -762,12 +536,12 @@ class Stylizer:
     def _optimize(
         self,
         x: torch.Tensor,
-        batch: _Batch,
+        targets: LevelTargets,
         params: StyleParams,
         iterations: int,
         level: int,
         done: int,
-        trace: _Trace,
+        trace: LossTrace,
         callback: Callable[[Progress], None] | None,
         progress_every: int,
     ) -> torch.Tensor:
@@ -804,9 +578,9 @@ class Stylizer:
         def iterate(first: bool = False) -> None:
             x.grad = None
             if tiles is not None:  # the gradient is left in x.grad tile by tile
-                parts = tiles.backward(x, batch.content_target, batch.grams)
+                parts = tiles.backward(x, targets.content_target, targets.grams)
             else:
-                parts = self._losses(x, batch, params)
+                parts = self._losses(x, targets, params)
             total = parts[-1]
             if first:
                 scale.copy_(torch.where(total == 0, 1.0, total).detach())
@@ -859,48 +633,7 @@ class Stylizer:
                             level,
                             levels,
                             trace.latest(0),
-                            self._view(x.detach(), batch),
+                            targets.view(x.detach()),
                         )
                     )
         return x.detach()
-
-
-class _Trace:
-    """Per-pair loss traces built from the device's per-iteration rows, and the first
-    non-finite loss of each pair (found when the rows reach the host)."""
-
-    def __init__(self, pairs: int, params: StyleParams):
-        self.params = params
-        self.points: list[list[TracePoint]] = [[] for _ in range(pairs)]
-        self.failed: list[str | None] = [None] * pairs
-        self.last: list[Losses | None] = [None] * pairs  # the newest losses, traced or not
-
-    def add(self, level: int, done: int, size: int, rows: torch.Tensor, first: int) -> None:
-        """rows: (k, B, 4) losses of iterations first+1 .. first+k of this level."""
-        level_iters = self.params.schedule[level][1]
-        for j, row in enumerate(rows.tolist()):  # one conversion for the whole block
-            i = first + j + 1  # iteration within the level, from 1
-            for b, values in enumerate(row):
-                if self.failed[b] is not None:
-                    continue
-                if not all(math.isfinite(v) for v in values):
-                    self.failed[b] = (
-                        f"became {values[3]} at level {level + 1} "
-                        "(weights content={:g}, style={:g})".format(*self.params.loss_weights())
-                    )
-                    continue
-                last = self.last[b] = Losses(*values)
-                if i % self.params.trace_every == 0 or i == level_iters:
-                    self.points[b].append(TracePoint(level, done + i, size, last))
-
-    def latest(self, b: int) -> Losses:
-        last = self.last[b]
-        assert last is not None
-        return last
-
-    def error(self, b: int) -> StylizeError | None:
-        failed = self.failed[b]
-        return None if failed is None else StylizeError("loss", failed)
-
-    def all_failed(self) -> bool:
-        return all(f is not None for f in self.failed)

@@ -45,8 +45,8 @@ class BatchedLBFGS:
         # Slot i holds (s_i, y_i) as rows 2i and 2i+1 of a (2m, n) matrix per pair, cut into
         # chunks of CHUNK elements: (B, C, m, 2, CHUNK). The products with the stored vectors
         # are then one bmm over B x C small matrices. One (2m, n) matrix per pair is a
-        # tall-skinny product that cuBLAS runs at a fraction of the memory bandwidth (it was
-        # half the GPU time of a batched 256 px iteration on an H200).
+        # tall-skinny product that cuBLAS runs at a fraction of the memory bandwidth
+        # (tests/benchmarks/RESULTS.md, GPU check on an NVIDIA H200).
         self.n = n
         self.chunks = -(-n // CHUNK)  # n padded with zeros to a whole number of chunks
         self.pairs = x.new_zeros(b, self.chunks, history, 2, CHUNK)

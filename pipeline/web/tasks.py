@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from ..core.engine import StylizeError
+from ..core.errors import StylizeError
 from ..core.params import ParamError
 from ..io.images import ImageError
 

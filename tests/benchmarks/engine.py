@@ -18,7 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_mb, sync  # noqa: E402
 
-from pipeline.core.engine import Stylizer, pick_precision  # noqa: E402
+from pipeline.core.device import pick_precision  # noqa: E402
+from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
 from pipeline.io.demo import demo_image  # noqa: E402
 from pipeline.job.presets import load_preset, preset_names  # noqa: E402

@@ -37,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_mb, sync  # noqa: E402
 
-from pipeline.core.engine import Stylizer, default_batch  # noqa: E402
+from pipeline.core.device import default_stack  # noqa: E402
+from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
 from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
 from pipeline.io import images  # noqa: E402
@@ -67,7 +68,7 @@ def pictures(n: int, size: int, seed: int) -> list[torch.Tensor]:
 def timed(st: Stylizer, contents, styles, params: StyleParams) -> float:
     sync(st.device)
     started = time.perf_counter()
-    st.stylize_batch(contents, [[s] for s in styles], params=params)
+    st.stylize_stack(contents, [[s] for s in styles], params=params)
     sync(st.device)
     return time.perf_counter() - started
 
@@ -178,7 +179,7 @@ def _actor_process(device: str, size: int, iters: int, batch: int, rounds: int, 
     go.get()  # start together
     started = time.perf_counter()
     for _ in range(rounds):
-        st.stylize_batch(contents, [[s] for s in styles], params=params)
+        st.stylize_stack(contents, [[s] for s in styles], params=params)
     sync(st.device)
     q.put(time.perf_counter() - started)
 
@@ -364,7 +365,7 @@ def main() -> None:
         out(f"   failed: {type(exc).__name__}: {exc}")
 
     out()
-    auto_b = default_batch(dev.type, ds_size)
+    auto_b = default_stack(dev.type, ds_size)
     rounds = 1 if quick else 3
     out(f"6. actors per GPU: dataset images/s at {ds_size} px x {ds_iters}, batch {auto_b}")
     for n in (1, 2):

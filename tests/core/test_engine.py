@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from pipeline.core import color, losses
-from pipeline.core.engine import StylizeError, Stylizer, pick_precision
+from pipeline.core.device import pick_precision
+from pipeline.core.engine import StylizeError, Stylizer
 from pipeline.core.network import STYLE_LAYERS
 from pipeline.core.params import ParamError
 from pipeline.core.sizes import fit, resize
@@ -24,6 +27,15 @@ def test_total_loss_falls_and_trace_is_complete(stylizer, content, style):
     assert 0.0 <= result.image.min() and result.image.max() <= 1.0
     assert result.device == "cpu" and result.weights == "caffe"
     assert result.params["schedule"] == [[48, 10]]
+
+
+def test_the_record_is_the_result_as_plain_data(stylizer, content, style):
+    result = stylizer.stylize(content, [style], params=tiny(schedule=((32, 2),)))
+    record = result.record()
+    assert json.loads(json.dumps(record)) == record  # what the CLI writes, and Ray sends
+    assert record["losses"]["total"] == result.losses.total
+    assert record["trace"] == result.trace_records() and len(record["trace"]) == 2
+    assert set(record["quality"]) == {"content", *STYLE_LAYERS}
 
 
 def test_style_distance_falls_well_below_the_contents_own(stylizer, content, style):
@@ -122,7 +134,7 @@ def test_bad_arguments_name_the_field(stylizer, content, style):
 
 def test_bf16_features_match_fp32_within_one_percent(stylizer, content):
     """Tolerance of the network in bf16: every tap and its Gram within 1 % (relative L2) of
-    fp32's. Measured here: 0.3-0.6 %."""
+    fp32's."""
     x = content.unsqueeze(0)
     fp32, bf16 = stylizer.features(x, "max", "fp32"), stylizer.features(x, "max", "bf16")
     for name, a in fp32.items():
@@ -134,9 +146,9 @@ def test_bf16_features_match_fp32_within_one_percent(stylizer, content):
 
 
 def test_bf16_stylizes_as_well_as_fp32(stylizer, content, style):
-    """Tolerance of a whole run: L-BFGS trajectories part after a few steps, so the pixels differ
-    (mean 0.03 here); what must hold is the quality. Both distances, measured in fp32, within
-    10 % of the fp32 run's (measured here: 0.8 % and 2.2 %, bf16 the lower)."""
+    """Tolerance of a whole run: L-BFGS trajectories part after a few steps, so the pixels differ;
+    what must hold is the quality. Both distances, measured in fp32, within 10 % of the fp32
+    run's."""
     runs = {
         p: stylizer.stylize(content, [style], params=tiny(schedule=((48, 30),), precision=p))
         for p in ("fp32", "bf16")
@@ -158,32 +170,32 @@ def test_auto_precision_resolves_by_device(stylizer, content, style):
 # -- several pairs per optimization ------------------------------------------------------------
 
 
-def test_each_pair_of_a_batch_comes_out_as_it_does_alone(stylizer):
+def test_each_pair_of_a_stack_comes_out_as_it_does_alone(stylizer):
     """Three pairs (different contents and styles) in one optimization against each run alone,
-    fp32, two levels. Tolerance: every pixel within 5e-3 and the final loss within 0.1 %
-    (measured here: at most 8e-4 and 2e-5; L-BFGS amplifies float rounding, since convolutions
-    of 3 images sum in another order than of 1, and the gap grows with iterations)."""
+    fp32, two levels. Tolerance: every pixel within 5e-3 and the final loss within 0.1 %, not
+    exact: L-BFGS amplifies float rounding, since convolutions of 3 images sum in another order
+    than of 1, and the gap grows with iterations."""
     contents = [make_content(seed=s) for s in (1, 2, 3)]
     styles = [make_style(seed=s) for s in (4, 5, 6)]
     params = tiny(schedule=((32, 4), (48, 4)), precision="fp32")
-    batch = stylizer.stylize_batch(contents, [[s] for s in styles], params=params)
-    for c, s, together in zip(contents, styles, batch, strict=True):
+    stack = stylizer.stylize_stack(contents, [[s] for s in styles], params=params)
+    for c, s, together in zip(contents, styles, stack, strict=True):
         alone = stylizer.stylize(c, [s], params=params)
-        assert together.batch == 3 and alone.batch == 1
+        assert together.stack == 3 and alone.stack == 1
         assert together.image.shape == alone.image.shape == (3, 36, 48)
         assert float((together.image - alone.image).abs().max()) < 5e-3
         assert abs(together.losses.total - alone.losses.total) < 1e-3 * alone.losses.total
         assert len(together.trace) == len(alone.trace) == 8
 
 
-def test_a_pairs_result_does_not_depend_on_its_batch_mates(stylizer, content, style):
+def test_a_pairs_result_does_not_depend_on_its_stack_mates(stylizer, content, style):
     """The same pair beside two different mates: bit-identical. (Against the same pair alone
-    the result differs by rounding, as the test above bounds: the batch size picks the
+    the result differs by rounding, as the test above bounds: the stack size picks the
     convolution kernels.)"""
     params = tiny(schedule=((32, 4), (48, 4)), precision="fp32")
     mates = ([make_content(seed=7)], [torch.rot90(make_content(seed=8), 2, (1, 2))])
     first, second = (
-        stylizer.stylize_batch([content, *m], [[style], [make_style(seed=9)]], params=params)[0]
+        stylizer.stylize_stack([content, *m], [[style], [make_style(seed=9)]], params=params)[0]
         for m in mates
     )
     assert torch.equal(first.image, second.image)
@@ -194,7 +206,7 @@ def test_a_pair_whose_loss_turns_non_finite_fails_alone(stylizer, content, style
     poisoned = style.clone()
     poisoned[:, :8, :8] = float("nan")
     params = tiny(schedule=((32, 3),))
-    out = stylizer.stylize_batch(
+    out = stylizer.stylize_stack(
         [content, make_content(seed=5)], [[poisoned], [style]], params=params
     )
     assert isinstance(out[0], StylizeError)
@@ -202,9 +214,9 @@ def test_a_pair_whose_loss_turns_non_finite_fails_alone(stylizer, content, style
     assert not isinstance(out[1], StylizeError) and torch.isfinite(out[1].image).all()
 
 
-def test_a_batch_needs_equal_working_sizes(stylizer, style):
+def test_a_stack_needs_equal_working_sizes(stylizer, style):
     with pytest.raises(ParamError, match="equal working sizes"):
-        stylizer.stylize_batch(
+        stylizer.stylize_stack(
             [make_content(48, 64), make_content(64, 48)], [[style], [style]], params=tiny()
         )
 
@@ -234,8 +246,8 @@ def test_the_loop_reads_nothing_back_per_iteration(stylizer, content, style, mon
 
 def test_channels_last_stylizes_as_the_plain_path(content, style):
     """A GPU lever that also runs on the CPU: the network in channels_last memory format. Same
-    tolerance as bf16: both distances within 10 % of the plain path's (measured here: 0.7 % and 5 %;
-    on an H200, 1.6 %: tests/benchmarks/RESULTS.md). CUDA graphs run only on a GPU, where
+    tolerance as bf16: both distances within 10 % of the plain path's (on a GPU too:
+    tests/benchmarks/RESULTS.md, GPU check on an NVIDIA H200). CUDA graphs run only on a GPU, where
     gpu_check.py holds them to the same tolerance; their static L-BFGS mode is tested in
     tests/core/test_lbfgs.py."""
     params = tiny(schedule=((48, 20),), precision="fp32")
@@ -251,7 +263,7 @@ def test_tf32_holds_for_the_optimization_only(content, style):
     """The TF32 lever (on by default on a GPU) changes torch's process-wide matmul setting only
     while a stylization runs: seen from inside the loop, and restored after, also when the run
     fails. Its numbers are a GPU's (CPU matmuls ignore it); gpu_check.py holds it to the
-    levers' 10 % tolerance there (measured on an H100: within 0.6 %)."""
+    levers' 10 % tolerance there (RESULTS.md, GPU check on an NVIDIA H100)."""
     matmul = torch.backends.cuda.matmul
     assert Stylizer(device="cpu").tf32 is False  # a CPU default: nothing to gain
     st = Stylizer(device="cpu", tf32=True)

@@ -35,8 +35,8 @@ def _run_batched(
 
 def test_matches_torch_lbfgs_row_by_row_through_a_full_history():
     """Same iteration as torch.optim.LBFGS(max_iter=1, no line search) per row. 40 steps with a
-    history of 10 wrap the ring four times. Tolerance 1e-3 absolute on values of order 1
-    (measured 2e-4: float32 sums in another order)."""
+    history of 10 wrap the ring four times. Tolerance 1e-3 absolute on values of order 1, not
+    exact: float32 sums in another order."""
     f, x0 = _problems()
     batched = _run_batched(f, x0, [0, 1, 2], steps=40, history=10)
     for i in range(3):

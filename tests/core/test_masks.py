@@ -132,15 +132,15 @@ def test_two_regions_each_end_closer_to_their_own_style(stylizer):
             assert mine < 0.75 * theirs
 
 
-def test_a_masked_pair_in_a_batch_comes_out_as_it_does_alone(stylizer):
+def test_a_masked_pair_in_a_stack_comes_out_as_it_does_alone(stylizer):
     """Per-pair masks in one optimization: a masked and an unmasked pair, each as alone (the
-    tolerance of tests/core/test_engine.py's batch test)."""
+    tolerance of tests/core/test_engine.py's stack test)."""
     contents = [make_content(seed=1), make_content(seed=2)]
     styles = [[make_style(seed=4)], [make_style(seed=5)]]
     mask = SpatialMask.grey(halves())
     params = tiny(schedule=((48, 6),), precision="fp32")
-    batch = stylizer.stylize_batch(contents, styles, params=params, masks=[mask, None])
-    for c, s, m, together in zip(contents, styles, [mask, None], batch, strict=True):
+    stack = stylizer.stylize_stack(contents, styles, params=params, masks=[mask, None])
+    for c, s, m, together in zip(contents, styles, [mask, None], stack, strict=True):
         alone = stylizer.stylize(c, s, params=params, mask=m)
         assert float((together.image - alone.image).abs().max()) < 5e-3
         assert abs(together.losses.total - alone.losses.total) < 1e-3 * alone.losses.total

@@ -245,7 +245,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     batch down to single pairs and every pair is done; a single pair that does not fit becomes
     a retriable failed row."""
     worker, pairs = _worker_on_files(tmp_path, "oom", 4, batch=4)
-    real = worker.stylizer.stylize_batch
+    real = worker.stylizer.stylize_stack
     sizes = []
 
     def small_card(contents, styles, **kw):
@@ -254,7 +254,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(contents, styles, **kw)
 
-    monkeypatch.setattr(worker.stylizer, "stylize_batch", small_card)
+    monkeypatch.setattr(worker.stylizer, "stylize_stack", small_card)
     rows = worker.run_batch(pairs)
     assert [r["status"] for r in rows] == ["done"] * 4
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
@@ -262,7 +262,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     def no_card(contents, styles, **kw):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(worker.stylizer, "stylize_batch", no_card)
+    monkeypatch.setattr(worker.stylizer, "stylize_stack", no_card)
     rows = worker.run_batch(pairs[:2])
     assert [(r["status"], r["retriable"]) for r in rows] == [("failed", True)] * 2
     assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
@@ -321,7 +321,7 @@ def test_a_bug_is_not_bad_input(tmp_path, monkeypatch, caplog):
         calls.append(len(contents))
         raise ValueError("operands could not be broadcast together (injected)")
 
-    monkeypatch.setattr(worker.stylizer, "stylize_batch", buggy)
+    monkeypatch.setattr(worker.stylizer, "stylize_stack", buggy)
     with caplog.at_level("ERROR", logger="pipeline.fanout.worker"):
         rows = worker.run_batch(pairs)
     assert calls == [2, 1, 1]  # the batch, then each pair once on its own

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.core.engine import pick_precision
+from pipeline.core.device import pick_precision
 from pipeline.io import images
 from pipeline.job.dataset_mode import dest_path
 from pipeline.job.plan import make_plan

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
 from pipeline.report.plots import BOUNDARY_GID, loss_figure, loss_png
 
 

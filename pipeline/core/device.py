@@ -1,0 +1,86 @@
+"""Where and in what arithmetic the optimization runs: the device, the precision, how many pairs
+it stacks into one optimization, and the scope of torch's float32-matmul setting."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+
+from .errors import ParamError
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParamError("device", f"{device!r} requested but torch sees no CUDA device")
+    return dev
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX on Linux. oneDNN emulates bf16 on older AVX-512 CPUs, more slowly than
+    fp32, so "supported" is not enough."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """Resolve "auto" to what this device runs fastest without losing the result."""
+    if precision == "bf16" and device.type == "mps":
+        raise ParamError("precision", "bf16 is not supported on mps; use fp32")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if _cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def default_stack(device_type: str, size: int) -> int:
+    """Pairs to stack into one optimization by default (`Stylizer.stylize_stack`), by device and
+    output long side (px).
+
+    CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
+    than to compute, so stacking pays; from 128 px it gains nothing (tests/benchmarks/RESULTS.md,
+    Scale and Levers tried). GPU: enough pairs to keep the card busy (RESULTS.md, GPU check on an
+    NVIDIA H100)."""
+    if device_type != "cuda":
+        if size <= 32:
+            return 16
+        return 8 if size <= 64 else 1
+    # At 256 px images/s still rose from 16 to 32 pairs, well within the card's memory (RESULTS.md,
+    # GPU check on an NVIDIA H100). 512 px stacks were not measured: 4 keeps their memory near
+    # that of 32 at 256 px.
+    if size <= 256:
+        return 32
+    if size <= 512:
+        return 4
+    return 1
+
+
+@contextlib.contextmanager
+def fp32_matmuls(mode: str | None) -> Iterator[None]:
+    """float32 matrix products (the Gram matrices, the L-BFGS history products) in `mode` ("tf32":
+    on tensor cores, inputs rounded to 10-bit mantissas, sums in float32) for the block. torch's
+    float32-matmul setting is process-wide, so it is restored after: a program that also uses
+    torch for something else keeps its own choice. Only this setting: `Stylizer(cudnn_benchmark=
+    True)` turns cuDNN's autotuning on for the whole process and leaves it on."""
+    if mode is None:
+        yield
+        return
+    before = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = mode
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = before
