@@ -39,8 +39,8 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Where Ray looks for the token, in its order of precedence (Ray's token authentication guide).
 TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")
 # How long `submit` retries Ray's "No available agent to submit job, please try again later": the
-# head's job agent registers after the dashboard answers (more than 30 s later on a loaded 2-core
-# machine), and the dashboard waits 10 s for it before each such answer (Ray 2.60).
+# head's job agent registers some time after the dashboard answers (tens of seconds on a loaded
+# small machine), and the dashboard waits 10 s for it before each such answer (Ray 2.60).
 AGENT_WAIT_S = 60.0
 
 
@@ -113,7 +113,7 @@ def _client(address: str | None):
 
 def stage_working_dir(spec_path: Path, into: Path) -> str:
     """Copy the package, the presets and the spec into `into`; returns the spec's name there."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository: pipeline/fanout/submit.py
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(root / "pipeline", into / "pipeline", ignore=ignore)
     if (root / "configs").is_dir():

@@ -255,7 +255,7 @@ def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
     proxy = _AgentNotReady(head.address, refusals=float("inf"))
     code = (
         "import sys\n"
-        "from pipeline import submit\n"
+        "from pipeline.fanout import submit\n"
         "try:\n"
         "    submit.submit(sys.argv[1], sys.argv[2], [], agent_wait_s=3)\n"
         "except submit.SubmitError as exc:\n"
