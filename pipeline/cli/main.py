@@ -244,7 +244,8 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..fanout.runner import RunOptions, local_ray_on_loopback, run_plan
+    from ..fanout.runner import RunOptions, run_plan
+    from ..fanout.session import local_ray_on_loopback
 
     local_ray_on_loopback(args.address)
 
@@ -258,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         force=args.force,
         retry_failed=args.retry_failed,
-        flush_rows=args.commit_every,
+        commit_every=args.commit_every,
         batch=args.batch,
         wait_resources=args.wait_resources,
     )
@@ -444,7 +445,7 @@ def serve_url(host: str, port: int, token: str | None) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     require("web")
-    from ..fanout.runner import local_ray_on_loopback
+    from ..fanout.session import local_ray_on_loopback
 
     local_ray_on_loopback(None)  # before the web app imports Ray
     import uvicorn
@@ -552,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--commit-every",
         type=int,
-        default=RunOptions.flush_rows,
+        default=RunOptions.commit_every,
         metavar="N",
         help="commit result rows to Parquet every N pairs (default: %(default)s; also every 60 s)",
     )

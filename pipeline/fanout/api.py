@@ -4,6 +4,7 @@ means the same here as on the command line (both take `RunOptions.from_spec`).""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from ..job.spec import load_spec as _load_file
 from .runner import RunSummary, run_plan
 
 SpecLike = str | Path | Mapping[str, Any] | JobSpec
+# Run options renamed after the command line's --commit-every: old keyword -> its name now.
+RENAMED_OPTIONS = {"flush_rows": "commit_every", "flush_seconds": "commit_seconds"}
 
 
 def load_spec(spec: SpecLike) -> JobSpec:
@@ -55,5 +58,9 @@ def run_job(
     force, ...) on top of the spec's `resources:`. Returns the counts; the results are at
     `summary.output` (`results/` Parquet, `images/` PNGs). `on_row(row, summary)` sees each row
     as it is committed."""
+    for old, new in RENAMED_OPTIONS.items():
+        if old in overrides:
+            warnings.warn(f"run_job({old}=...) is now {new}=", DeprecationWarning, stacklevel=2)
+            overrides[new] = overrides.pop(old)
     plan = plan_job(spec)
     return run_plan(plan, RunOptions.from_spec(plan.spec, **overrides), on_row=on_row)

@@ -117,9 +117,9 @@ class PairWorker:
             return self._styles[ref.uri]
 
     def run(self, pair: Pair) -> dict[str, Any]:
-        return self.run_batch([pair])[0]
+        return self.run_pairs([pair])[0]
 
-    def run_batch(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+    def run_pairs(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         """One row per pair, in order. Pairs of equal working size and parameters share one
         optimization, `self.batch` at a time (`Stylizer.stylize_batch`); each row's `seconds` is
         its own decoding and writing plus its share of the optimization.
