@@ -36,9 +36,13 @@ def load_spec(spec: SpecLike) -> JobSpec:
         return _load_file(spec)
     try:
         data = yaml.safe_load(spec)
+    except yaml.MarkedYAMLError as exc:  # read as job.spec.load_spec reads a file's
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        reason = f"{where}not valid YAML ({exc.problem or exc.context})"
+        raise SpecError("<yaml string>", "", reason) from None
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise SpecError("<yaml string>", "", f"not valid YAML ({first})") from None
+        raise SpecError("<yaml string>", "", f"not valid YAML ({type(exc).__name__})") from None
     return parse_spec(data if data is not None else {}, source="<yaml string>")
 
 
