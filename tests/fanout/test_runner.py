@@ -219,8 +219,8 @@ def test_driver_killed_midway_then_rerun_finishes_each_pair_once(tmp_path, input
     assert (out / "_SUCCESS").is_file()
 
 
-def _actor_pids(method: str = "PairActor.run") -> list[int]:
-    """Ray names its worker processes after what they run (ray::PairActor.run)."""
+def _actor_pids(method: str = "PairActor.run_pairs") -> list[int]:
+    """Ray names its worker processes after what they run (ray::PairActor.run_pairs)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
