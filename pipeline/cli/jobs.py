@@ -66,7 +66,8 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..fanout.runner import local_ray_on_loopback, run_plan
+    from ..fanout.runner import run_plan
+    from ..fanout.session import local_ray_on_loopback
     from ..job.options import for_run
     from ..job.plan import make_plan
     from ..job.spec import load_spec

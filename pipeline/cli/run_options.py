@@ -59,9 +59,8 @@ RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--commit-every",
         {
-            "dest": "flush_rows",
             "type": int,
-            "default": RunOptions.flush_rows,
+            "default": RunOptions.commit_every,
             "metavar": "N",
             "help": "commit result rows to Parquet every N pairs (default: %(default)s; also "
             "every 60 s)",

@@ -68,7 +68,7 @@ def serve_url(host: str, port: int, token: str | None) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     require("web")
-    from ..fanout.runner import local_ray_on_loopback
+    from ..fanout.session import local_ray_on_loopback
 
     local_ray_on_loopback(None)  # before the web app imports Ray
     import uvicorn

@@ -1,4 +1,7 @@
 """Floor 4, running on Ray: a plan's pairs fanned out to warm VGG-19 actors.
 
-The worker that turns a pair into a row, the elastic actor pool, the run loop, the Ray Data
-stage, submission to a cluster, and the Python API. Ray is imported here and in the web app only."""
+`session` (joining or starting Ray), `actors` (the one way an actor starts), `failures` (Ray's
+errors read by type), `worker` (a pair into a row), `pool` (the elastic actor pool), `resources`
+(what the actors need, and the pool's start), `driver` (the run loop), `runner` (`run_plan`),
+`stage` (a Ray Data stage), `submit` (the Ray Jobs API) and `api` (the Python API). Ray is
+imported here and in the web app only."""

@@ -4,6 +4,7 @@ means the same here as on the command line (both take `job.options.for_run`)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from ..job.spec import load_spec as _load_file
 from .runner import RunSummary, run_plan
 
 SpecLike = str | Path | Mapping[str, Any] | JobSpec
+# Run options renamed after the command line's --commit-every: old keyword -> its name now.
+RENAMED_OPTIONS = {"flush_rows": "commit_every", "flush_seconds": "commit_seconds"}
 
 
 def load_spec(spec: SpecLike) -> JobSpec:
@@ -33,9 +36,13 @@ def load_spec(spec: SpecLike) -> JobSpec:
         return _load_file(spec)
     try:
         data = yaml.safe_load(spec)
+    except yaml.MarkedYAMLError as exc:  # read as job.spec.load_spec reads a file's
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        reason = f"{where}not valid YAML ({exc.problem or exc.context})"
+        raise SpecError("<yaml string>", "", reason) from None
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise SpecError("<yaml string>", "", f"not valid YAML ({first})") from None
+        raise SpecError("<yaml string>", "", f"not valid YAML ({type(exc).__name__})") from None
     return parse_spec(data if data is not None else {}, source="<yaml string>")
 
 
@@ -55,5 +62,9 @@ def run_job(
     force, ...) on top of the spec's `resources:`. Returns the counts; the results are at
     `summary.output` (`results/` Parquet, `images/` PNGs). `on_row(row, summary)` sees each row
     as it is committed. `output=` moves the job's output, as `nst run --output` does."""
+    for old, new in RENAMED_OPTIONS.items():
+        if old in overrides:
+            warnings.warn(f"run_job({old}=...) is now {new}=", DeprecationWarning, stacklevel=2)
+            overrides[new] = overrides.pop(old)
     job, options = for_run(load_spec(spec), **overrides)
     return run_plan(make_plan(job), options, on_row=on_row)

@@ -1,11 +1,11 @@
 """The job's actors on a cluster whose nodes come and go: an elastic pool, pinned node by node.
 
 Each actor is a PairActor (a warm VGG-19) placed on a node the driver chose: with GPUs, one per
-GPU (or GPU fraction) of a node; on CPUs, one per 2 cores of a node (two on a 2-3 core node) and
-none on a node that advertises no CPU (a head started with `--num-cpus 0`). The driver calls
-`reconcile` every few seconds: nodes that joined get actors, up to the run's bound; actors of a
-node that left are dropped. An actor whose call failed for the infrastructure is dropped too, and
-replaced where the cluster has room.
+GPU (or GPU fraction) of a node; on CPUs, one per 2 cores of a node, two on a 2-3 core node, one
+on a 1-core node, and none on a node that advertises no CPU (a head started with `--num-cpus 0`).
+The driver calls `reconcile` every few seconds: nodes that joined get actors, up to the run's
+bound; actors of a node that left are dropped. An actor whose call failed for the infrastructure
+is dropped too, and replaced where the cluster has room.
 """
 
 from __future__ import annotations
@@ -15,20 +15,19 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import NSTError
 from ..job.options import RunOptions
+from .actors import start_actor, threads_per_actor
+from .failures import start_failure
 from .worker import JobContext, PairWorker
 
 log = logging.getLogger(__name__)
 
-# Ray's own placement of an actor that reserves no CPU is not a spread (all on one node in 2 of 8
-# trials, and onto a head that advertises no CPU). Reserving a CPU per actor spreads them but
-# leaves nothing for other tasks on a 2-core node (a deadlock). So the driver picks each actor's
-# node (NodeAffinitySchedulingStrategy, hard) and reserves no CPU; torch's threads are that node's
-# CPUs shared by its actors.
+# The pool picks each actor's node itself and reserves no CPU (actors.start_actor says why).
 CHECK_SECONDS = 2.0  # how often the pool looks for nodes that joined or left
 # A node whose actors failed to start this many times gets no more (a broken node, a missing GPU).
 NODE_REFUSALS = 3
@@ -36,21 +35,6 @@ NODE_REFUSALS = 3
 
 class ResourceError(NSTError):
     """The cluster cannot give the actors what they need, or did not within the wait."""
-
-
-def infra_errors() -> tuple[type[BaseException], ...]:
-    """The errors of a call that say its actor, worker process or node is gone or unreachable,
-    not that the pairs were bad: the call's pairs go back to the queue."""
-    from ray import exceptions as rex
-
-    return (
-        rex.RayActorError,  # ActorDiedError, ActorUnavailableError
-        rex.ActorUnschedulableError,  # pinned to a node that left
-        rex.WorkerCrashedError,
-        rex.NodeDiedError,
-        rex.ObjectLostError,  # OwnerDiedError too
-        rex.LocalRayletDiedError,
-    )
 
 
 class PairActor:
@@ -64,16 +48,25 @@ class PairActor:
 
         torch.set_num_threads(threads)
         actor_id = ray.get_runtime_context().get_actor_id() or "actor"
-        self.worker = PairWorker(
-            ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, batch=batch
-        )
+        # A constructor that fails is kept, not raised: `ready` raises it, so that the pool gets
+        # the exception itself (RayTaskError.cause), where Ray would give a died actor's text.
+        self.failure: Exception | None = None
+        try:
+            self.worker = PairWorker(
+                ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, batch=batch
+            )
+        except Exception as exc:  # noqa: BLE001 - handed to the pool by `ready`
+            self.failure = exc
 
     def ready(self) -> str:
-        """Answers once the constructor (the warm VGG-19) has finished."""
+        """Answers once the constructor (the warm VGG-19) has finished; raises its failure."""
+        if self.failure is not None:
+            raise self.failure
         return str(self.worker.stylizer.device)
 
-    def run_batch(self, pairs: list[Any]) -> list[dict[str, Any]]:
-        return self.worker.run_batch(pairs)
+    def run_pairs(self, pairs: list[Any]) -> list[dict[str, Any]]:
+        """One call: a row per pair (PairWorker.run_pairs)."""
+        return self.worker.run_pairs(pairs)
 
 
 @dataclass(frozen=True)
@@ -94,9 +87,11 @@ def alive_nodes() -> list[Node]:
 
 
 def capacity(node: Node, gpus_per_actor: float) -> int:
-    """How many actors a node takes. CPU: one per 2 cores, two on a 2-3 core node: two 1-thread
-    actors ran a job 1.22x faster than one with 2 threads (tests/benchmarks/RESULTS.md), and an
-    actor holds 1-2 GB, so not one per core."""
+    """How many actors a node takes. CPU: one per 2 cores, two on a 2-3 core node, one on a
+    1-core node. Two 1-thread actors beat one 2-thread actor on 2 cores (RESULTS.md, "Levers
+    tried"); not one per core, since each actor holds its own VGG-19; and one alone on a single
+    core, where a second would share that core and add a VGG-19's memory for nothing (an actor
+    already overlaps decoding and writing with its optimization: two calls at once)."""
     if gpus_per_actor > 0:
         return int(node.gpus / gpus_per_actor + 1e-9)
     cpus = int(node.cpus)
@@ -171,31 +166,29 @@ class ActorPool:
         return new
 
     def _start(self, node: Node, on_node: int) -> Member:
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        threads = max(1, int(node.cpus) // max(1, on_node))
-        remote = ray.remote(PairActor).options(
-            num_cpus=0,  # see the module's comment
-            num_gpus=self.gpus,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
+        threads = threads_per_actor(node.cpus, on_node)
+        handle = start_actor(
+            PairActor,
+            self.ctx,
+            self.options.device,
+            threads,
+            self.options.max_pixels,
+            self.batch,
+            gpus=self.gpus,
+            node=node.id,
             # No restarts and no retries by Ray: Ray spends a call's retries in seconds, before a
             # lost node is declared dead, and an actor pinned to that node cannot come back. The
             # pool replaces it and the driver sends the call's pairs again.
-            max_restarts=0,
-            max_task_retries=0,
+            restarts=0,
             # Two calls at once: while one optimizes (holding the worker's compute lock), the
             # other decodes its pairs and the first one's results are written.
-            max_concurrency=2,
-        )
-        handle = remote.remote(
-            self.ctx, self.options.device, threads, self.options.max_pixels, self.batch
+            concurrency=2,
         )
         member = Member(handle, next(self.names), node.id, handle.ready.remote())
         self.members.append(member)
         self.started[node.id] += 1
         log.info(
-            "%s on node %s: %.2f GPU, %d thread(s), %d pair(s) per call",
+            "%s on node %s: %.2f GPU, %d thread(s), up to %d pair(s) per optimization",
             member.name,
             node.id[:12],
             self.gpus,
@@ -216,10 +209,25 @@ class ActorPool:
         except RayError as exc:
             self.last_error = exc
             self.refusals[member.node] += 1
-            self.drop(member, f"it did not start: {exc}")
+            self.drop(member, f"it did not start: {start_failure(exc)}")
             return None
         member.starting = None
         return member
+
+    def wait(self, calls: Iterable[Any], timeout: float) -> tuple[list[Member], list[Any]]:
+        """Wait up to `timeout` s for the first answer of `calls` (in flight) or of an actor's
+        start. Returns the actors that joined the rotation and the calls that answered; an
+        actor that failed to start is dropped (`answered`). The start-up wait and the run loop
+        both wait here."""
+        import ray
+
+        starting = self.starting()
+        waiting = [*calls, *starting]
+        if not waiting:
+            return [], []
+        done, _ = ray.wait(waiting, num_returns=1, timeout=max(0.0, timeout))
+        joined = [m for ref in done if ref in starting for m in [self.answered(ref)] if m]
+        return joined, [ref for ref in done if ref not in starting]
 
     def drop(self, member: Member, why: str) -> None:
         import ray

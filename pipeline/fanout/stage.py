@@ -1,5 +1,6 @@
 """Style transfer as one stage of a Ray Data pipeline, the Ray Data way: a callable class for
-`Dataset.map_batches` that loads VGG-19 once in `__init__` and stylizes a batch in `__call__`.
+`Dataset.map_batches` that loads VGG-19 once in `__init__` and stylizes a Ray Data batch in
+`__call__`.
 
     ds.map_batches(StyleTransfer, fn_constructor_kwargs={...}, batch_size=8,
                    compute=ray.data.ActorPoolStrategy(size=N), num_gpus=1)
@@ -63,17 +64,18 @@ class StyleTransfer:
         self._paintings: dict[str, tuple[Storage, Painting]] | None = None
         self._styles: OrderedDict[str, torch.Tensor] = OrderedDict()
 
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        n = len(batch["image"])
+    def __call__(self, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """One Ray Data batch, as columns (name -> a value per row): the rows with the results."""
+        n = len(columns["image"])
         rows: list[dict[str, Any]] = [dict.fromkeys(COLUMNS) for _ in range(n)]
         stylized: list[np.ndarray] = [np.zeros((0, 0, 3), np.uint8)] * n
         groups: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
         for i in range(n):
             try:
                 content = images.from_array(
-                    batch["image"][i], name=_name(batch, i), max_side=self.params.size
+                    columns["image"][i], name=_name(columns, i), max_side=self.params.size
                 )
-                style = self._style(batch, i)
+                style = self._style(columns, i)
                 groups[self.stylizer.working_sizes(content.shape, self.params)].append(
                     (i, content, style)
                 )
@@ -97,21 +99,21 @@ class StyleTransfer:
                     seconds=outcome.seconds,
                     params=json.dumps(outcome.params, sort_keys=True),
                 )
-        out = dict(batch)
+        out = dict(columns)
         out["stylized"] = stylized
         for column in COLUMNS:
             out[column] = [row[column] for row in rows]
         return out
 
-    def _style(self, batch: Mapping[str, Any], i: int) -> torch.Tensor:
+    def _style(self, columns: Mapping[str, Any], i: int) -> torch.Tensor:
         side = self.params.style_side
-        if "style" in batch:
+        if "style" in columns:
             return images.from_array(
-                batch["style"][i], name=f"style of {_name(batch, i)}", max_side=side
+                columns["style"][i], name=f"style of {_name(columns, i)}", max_side=side
             )
-        if "painting" not in batch:
+        if "painting" not in columns:
             raise ParamError("style", "each row needs a `style` image or a `painting` identity")
-        identity = str(batch["painting"][i])
+        identity = str(columns["painting"][i])
         if identity not in self._styles:
             root, painting = self._painting(identity)
             self._styles[identity] = images.decode(
@@ -141,6 +143,6 @@ class StyleTransfer:
         return self._paintings[identity]
 
 
-def _name(batch: Mapping[str, Any], i: int) -> str:
+def _name(columns: Mapping[str, Any], i: int) -> str:
     """The row's content, for messages: its path when read_images(include_paths=True) kept it."""
-    return str(batch["path"][i]) if "path" in batch else f"row {i} of its batch"
+    return str(columns["path"][i]) if "path" in columns else f"row {i} of its batch"

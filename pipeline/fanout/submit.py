@@ -20,7 +20,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import NSTError
 from ..job.spec import load_spec
@@ -39,14 +41,35 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Where Ray looks for the token, in its order of precedence (Ray's token authentication guide).
 TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")
 # How long `submit` retries Ray's "No available agent to submit job, please try again later": the
-# head's job agent registers after the dashboard answers (more than 30 s later on a loaded 2-core
-# machine), and the dashboard waits 10 s for it before each such answer (Ray 2.60).
+# head's job agent registers some time after the dashboard answers (tens of seconds on a loaded
+# small machine), and the dashboard waits 10 s for it before each such answer (Ray 2.60).
 AGENT_WAIT_S = 60.0
+AGENT_NOT_READY_STATUS = HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 class SubmitError(NSTError):
     """The cluster could not be reached or refused the job; `field` is the cluster's address
     (or the job's id)."""
+
+
+class Refused(Exception):
+    """The Ray Jobs API answered a request with an HTTP error: its `status` and `body`."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+def jobs_client(address: str, **kwargs: Any) -> Any:
+    """Ray's JobSubmissionClient, whose HTTP error answers raise `Refused` with their status
+    (Ray's own raise a RuntimeError that holds the status only in its text)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class Client(JobSubmissionClient):
+        def _raise_error(self, r: Any) -> None:  # the client's one exit for an error answer
+            raise Refused(r.status_code, r.text)
+
+    return Client(address, **kwargs)
 
 
 def use_given_token() -> bool:
@@ -91,9 +114,8 @@ def auth_advice(token_sent: bool) -> str:
     return f"no token was sent: give the token in {where} (nst then sets RAY_AUTH_MODE=token)"
 
 
-def _client(address: str | None):
+def _client(address: str | None) -> Any:
     from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
 
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
@@ -102,7 +124,7 @@ def _client(address: str | None):
         )
     token_sent = use_given_token()
     try:
-        return JobSubmissionClient(address)
+        return jobs_client(address)
     except AuthenticationError:
         raise SubmitError(
             address, f"the Ray Jobs API requires authentication: {auth_advice(token_sent)}"
@@ -113,7 +135,7 @@ def _client(address: str | None):
 
 def stage_working_dir(spec_path: Path, into: Path) -> str:
     """Copy the package, the presets and the spec into `into`; returns the spec's name there."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository: pipeline/fanout/submit.py
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(root / "pipeline", into / "pipeline", ignore=ignore)
     if (root / "configs").is_dir():
@@ -156,8 +178,9 @@ def submit(
                     entrypoint_num_cpus=1,
                 )
             except Exception as exc:
-                # Ray answers this (HTTP 500, no error code to test) before creating the job.
-                if "try again later" not in str(exc):
+                # While the head's job agent is not up, Ray answers a submission with HTTP 500
+                # ("please try again later"), before creating the job; other refusals are final.
+                if not (isinstance(exc, Refused) and exc.status == AGENT_NOT_READY_STATUS):
                     raise SubmitError(
                         address or "cluster", f"refused the job ({_first(exc)})"
                     ) from None

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..core.engine import StylizeError, Stylizer
+from ..core.engine import Stylizer
+from ..core.errors import StylizeError
 from ..core.masks import SpatialMask
 from ..core.params import DEFAULT_WEIGHTS, StyleParams
 from ..core.sizes import DEFAULT_MAX_PIXELS
@@ -118,9 +119,9 @@ class PairWorker:
             return self._styles[ref.uri]
 
     def run(self, pair: Pair) -> dict[str, Any]:
-        return self.run_batch([pair])[0]
+        return self.run_pairs([pair])[0]
 
-    def run_batch(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+    def run_pairs(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         """One row per pair, in order. Pairs of equal working size and parameters share one
         optimization, `self.batch` at a time (`Stylizer.stylize_stack`); each row's `seconds` is
         its own decoding and writing plus its share of the optimization.

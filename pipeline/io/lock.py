@@ -3,7 +3,7 @@
 Every change of the lock is conditional on what was read (Storage.create / replace / delete_if),
 so two runs cannot both take it. What remains: a run paused longer than LOCK_STALE_SECONDS (a
 suspended laptop, a long network partition) loses its lock to a new run and learns it at its next
-refresh (runner.LOCK_REFRESH_SECONDS, 30 s); rows it commits in between are valid (same pair ids),
+refresh (driver.LOCK_REFRESH_SECONDS, 30 s); rows it commits in between are valid (same pair ids),
 duplicates that `dedupe` drops.
 """
 

@@ -26,8 +26,8 @@ class RunOptions:
     force: bool = False  # discard committed results and recompute every pair
     retry_failed: bool = False  # also rerun pairs that failed for a non-retriable reason
     in_flight_per_actor: int = 2  # one running, one queued: the actor never waits for the driver
-    flush_rows: int = 32  # commit a Parquet part every N rows ...
-    flush_seconds: float = 60.0  # ... or every T seconds, whichever comes first
+    commit_every: int = 32  # commit a Parquet part every N rows (--commit-every) ...
+    commit_seconds: float = 60.0  # ... or every T seconds, whichever comes first
     max_pixels: int | None = None  # per-pair pixel limit in the workers (OOM guard)
     batch: int | None = None  # pairs per optimization; None: device.default_stack for the device
     # How long the actors may take to start: loading VGG-19, and on an autoscaling cluster the

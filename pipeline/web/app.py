@@ -41,20 +41,9 @@ __all__ = ["Settings", "create_app"]
 
 
 def start_actors(settings: Settings) -> list[Any]:
-    from ..fanout.runner import ensure_ray
-    from .studio import StudioActor
+    from .studio import start_studio
 
-    ensure_ray(None)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    gpus = ray.cluster_resources().get("GPU", 0)
-    per_actor = 1.0 if gpus >= settings.actors else 0.0
-    threads = max(1, cpus // settings.actors)
-    return [
-        StudioActor.options(num_cpus=0, num_gpus=per_actor).remote(
-            settings.weights, settings.device, threads
-        )
-        for _ in range(settings.actors)
-    ]
+    return start_studio(settings.weights, settings.device, settings.actors)
 
 
 def create_app(settings: Settings) -> FastAPI:

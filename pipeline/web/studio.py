@@ -19,21 +19,43 @@ from typing import Any
 import ray
 import torch
 
-from ..core.engine import Progress, Stylizer
+from ..core.engine import Stylizer
 from ..core.params import StyleParams
+from ..core.records import Progress
+from ..fanout.actors import start_actor, threads_per_actor
+from ..fanout.session import ensure_ray
 from ..io import images
 from ..io.mask_files import MaskSettings, decode_mask
 from .traces import TRACE_POINTS, thin
 
 PREVIEW_SIDE = 256  # previews are small PNGs, cheap to encode every few iterations
 REMEMBER_CANCELLED = 1024  # ids cancelled before their call started (queued past ray.cancel)
+CONTROL = {"control": 4}  # concurrency group of polls and cancels: answered while a task runs
 
 
 class TaskCancelled(Exception):
     """The server gave up on the task (nobody polled it): the optimization stops."""
 
 
-@ray.remote(concurrency_groups={"control": 4}, max_restarts=-1)
+def start_studio(weights: str, device: str, actors: int) -> list[Any]:
+    """The server's `actors` StudioActors on this process's Ray (a local one unless
+    $RAY_ADDRESS names a cluster): a GPU each when the cluster has one for each, else CPUs
+    shared."""
+    ensure_ray(None)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    per_actor = 1.0 if gpus >= actors else 0.0
+    threads = threads_per_actor(cpus, actors)
+    return [
+        # Restarted whenever it dies: the server outlives it. One stylization at a time; the
+        # "control" group answers polls and cancels while it runs.
+        start_actor(
+            StudioActor, weights, device, threads, gpus=per_actor, restarts=-1, groups=CONTROL
+        )
+        for _ in range(actors)
+    ]
+
+
 class StudioActor:
     def __init__(self, weights: str, device: str, threads: int):
         torch.set_num_threads(threads)

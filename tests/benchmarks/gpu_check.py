@@ -210,7 +210,7 @@ def actors_per_gpu(device: str, size: int, iters: int, batch: int, rounds: int, 
 def worker_loop(
     device: str, pairs: int, size: int, iters: int, batch: int, tmp: Path, calls: int = 1
 ):
-    """The actor's code path without Ray: `pairs` pairs through PairWorker.run_batch in chunks,
+    """The actor's code path without Ray: `pairs` pairs through PairWorker.run_pairs in chunks,
     `calls` of them at once (an actor takes two, `max_concurrency=2`: one decodes and writes
     while the other holds the device). Also returns the seconds spent inside the optimization,
     so that wall minus that is the time a pair costs outside it on the critical path."""
@@ -235,7 +235,7 @@ def worker_loop(
         "gpu-check", new_run_id(), spec.output, "check", spec.params, dataset=spec.dataset
     )
     worker = PairWorker(ctx, device=device, batch=batch)
-    worker.run_batch(todo[:batch])  # warm-up: autotuning, Gram targets of the first style
+    worker.run_pairs(todo[:batch])  # warm-up: autotuning, Gram targets of the first style
     optimizing = [0.0]
     inner = worker._optimize
 
@@ -256,7 +256,7 @@ def worker_loop(
     started = time.perf_counter()
     chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
     with ThreadPoolExecutor(calls) as pool:
-        rows = [row for done in pool.map(worker.run_batch, chunks) for row in done]
+        rows = [row for done in pool.map(worker.run_pairs, chunks) for row in done]
     wall = time.perf_counter() - started
     busy = float("nan")
     if sampler is not None:

@@ -76,6 +76,13 @@ def test_specs_come_as_paths_yaml_text_or_mappings_and_errors_name_the_field(tmp
     with pytest.raises(NSTError) as info:
         pipeline.run_job(from_path, actor=2)
     assert info.value.field == "actor" and "actors" in info.value.reason
+    with pytest.raises(NSTError) as info:
+        pipeline.load_spec("name: a\ncontent: [demo\n")
+    assert info.value.reason.startswith("line 3, column 1: not valid YAML")
+    # The options' old names still work, renamed after --commit-every (here up to the typo).
+    with pytest.warns(DeprecationWarning, match="commit_every"), pytest.raises(NSTError) as info:
+        pipeline.run_job(from_path, flush_rows=1, actor=2)
+    assert info.value.field == "actor" and "commit_every" in info.value.reason
 
 
 def test_a_spec_means_the_same_from_python_and_from_nst_run(tmp_path):

@@ -255,7 +255,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
         return real(contents, styles, **kw)
 
     monkeypatch.setattr(worker.stylizer, "stylize_stack", small_card)
-    rows = worker.run_batch(pairs)
+    rows = worker.run_pairs(pairs)
     assert [r["status"] for r in rows] == ["done"] * 4
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
 
@@ -263,7 +263,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
 
     monkeypatch.setattr(worker.stylizer, "stylize_stack", no_card)
-    rows = worker.run_batch(pairs[:2])
+    rows = worker.run_pairs(pairs[:2])
     assert [(r["status"], r["retriable"]) for r in rows] == [("failed", True)] * 2
     assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
 
@@ -299,7 +299,7 @@ def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatc
         return real(pair_id, data)
 
     monkeypatch.setattr(worker.store, "write_image", flaky)
-    first, second = worker.run_batch(pairs)
+    first, second = worker.run_pairs(pairs)
     assert (first["status"], first["retriable"], first["error_type"]) == (
         "failed",
         True,
@@ -323,7 +323,7 @@ def test_a_bug_is_not_bad_input(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(worker.stylizer, "stylize_stack", buggy)
     with caplog.at_level("ERROR", logger="pipeline.fanout.worker"):
-        rows = worker.run_batch(pairs)
+        rows = worker.run_pairs(pairs)
     assert calls == [2, 1, 1]  # the batch, then each pair once on its own
     for row in rows[:2]:
         assert (row["status"], row["retriable"], row["error_type"]) == (

@@ -33,9 +33,7 @@ class Head:
     def client(self):
         """A Jobs API client of the test's own, holding the token whatever this process's Ray
         settings (an explicit Authorization header is sent as it is)."""
-        from ray.job_submission import JobSubmissionClient
-
-        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
+        return submit.jobs_client(self.address, headers={"Authorization": f"Bearer {self.token}"})
 
 
 @contextlib.contextmanager
@@ -102,8 +100,9 @@ def head(tmp_path_factory):
             try:
                 head.client().submit_job(entrypoint="true")
                 break
-            except RuntimeError as exc:
-                assert "try again later" in str(exc) and time.time() < deadline, exc
+            except submit.Refused as exc:
+                assert exc.status == submit.AGENT_NOT_READY_STATUS, exc
+                assert time.time() < deadline, exc
         yield head
 
 
@@ -255,7 +254,7 @@ def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
     proxy = _AgentNotReady(head.address, refusals=float("inf"))
     code = (
         "import sys\n"
-        "from pipeline import submit\n"
+        "from pipeline.fanout import submit\n"
         "try:\n"
         "    submit.submit(sys.argv[1], sys.argv[2], [], agent_wait_s=3)\n"
         "except submit.SubmitError as exc:\n"

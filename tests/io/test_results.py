@@ -147,7 +147,7 @@ def test_the_typed_row_is_the_schema_and_the_rows_a_worker_writes(tmp_path):
         }
     )
     ctx = JobContext("typed", new_run_id(), spec.output, "fast", spec.params)
-    rows = PairWorker(ctx, device="cpu", batch=2).run_batch(make_plan(spec).pairs)
+    rows = PairWorker(ctx, device="cpu", batch=2).run_pairs(make_plan(spec).pairs)
     store = ResultStore(spec.output, "typed")
     store.write_part(rows, ctx.run_id, 0)
     read = store.read().to_pylist()

@@ -199,7 +199,7 @@ def test_endpoint_down_for_seconds_mid_job_loses_nothing(s3):
 
     thread = threading.Thread(target=interrupt)
     thread.start()
-    summary = run_plan(plan, RunOptions(actors=1, flush_rows=1))
+    summary = run_plan(plan, RunOptions(actors=1, commit_every=1))
     thread.join()
     assert outage, "the endpoint was never stopped"
     assert (summary.done, summary.failed, summary.complete) == (6, 0, True)
