@@ -1,5 +1,7 @@
 """Floor 2, images and storage: what the job model and the fan-out read and write.
 
-Decoding and encoding images, mask files, the image formats and input references, one storage
-layer for local paths and `s3://`, a job's results table and its lock, the embedded demo, and
-which optional extra each front end needs. Imports only `pipeline.core` below it."""
+`images` (decode, encode), `formats`, `inputs` (an input image by reference), `identities` (the
+`demo:` and `coco-val2017:` schemes), `mask_files`, `demo` (the embedded demo), `storage` (local
+paths and `s3://` alike) over `s3` (boto3), `results` (a job's output folder) with `schema`,
+`parts`, `dedupe`, `compaction`, `lock` and `quality`, and `extras` (which optional extra a front
+end needs). Imports only `pipeline.core` below it."""
