@@ -275,10 +275,8 @@ class Stylizer:
         params: StyleParams | None = None,
         style_blend: Sequence[float] | None = None,
     ) -> dict[str, float]:
-        """The quality measure of any image (3, H, W) against a content and its styles, as
-        every result carries it (`StylizeResult.quality`): at the image's size, with the style
-        images sized and coloured by `params` (style_scale, color, pooling), in float32. One
-        yardstick for our outputs, earlier versions' and any other tool's."""
+        """The quality measure of any image against a content and its styles, as every result
+        carries it (`core/measure.py` says how)."""
         return yardstick.measure(
             self, image, content, styles, params=params, style_blend=style_blend
         )
