@@ -9,11 +9,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..job.options import for_run
 from ..job.plan import Plan, make_plan
-from ..job.spec import JobSpec, SpecError, parse_spec
+from ..job.spec import JobSpec, parse_spec, parse_yaml
 from ..job.spec import load_spec as _load_file
 from .runner import RunSummary, run_plan
 
@@ -34,16 +32,7 @@ def load_spec(spec: SpecLike) -> JobSpec:
         "\n" not in spec and Path(spec).suffix.lower() in (".yaml", ".yml")
     ):
         return _load_file(spec)
-    try:
-        data = yaml.safe_load(spec)
-    except yaml.MarkedYAMLError as exc:  # read as job.spec.load_spec reads a file's
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        reason = f"{where}not valid YAML ({exc.problem or exc.context})"
-        raise SpecError("<yaml string>", "", reason) from None
-    except yaml.YAMLError as exc:
-        raise SpecError("<yaml string>", "", f"not valid YAML ({type(exc).__name__})") from None
-    return parse_spec(data if data is not None else {}, source="<yaml string>")
+    return parse_yaml(spec, source="<yaml string>")
 
 
 def plan_job(spec: SpecLike) -> Plan:

@@ -372,13 +372,22 @@ def load_spec(path: str | Path, local_files: bool = True) -> JobSpec:
     if not path.is_file():
         raise SpecError(str(path), "", "job spec not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), "", f"not valid YAML (not UTF-8: {exc.reason})") from None
+    return parse_yaml(text, source=str(path), local_files=local_files)
+
+
+def parse_yaml(text: str, source: str, local_files: bool = True) -> JobSpec:
+    """A job spec from YAML text; `source` names it in errors (a file, `<yaml string>`). A YAML
+    error names its line and column, read from the parser's marks."""
+    try:
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         reason = f"{where}not valid YAML ({exc.problem or exc.context})"
-        raise SpecError(str(path), "", reason) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise SpecError(str(path), "", f"not valid YAML ({first})") from None
-    return parse_spec(data if data is not None else {}, source=str(path), local_files=local_files)
+        raise SpecError(source, "", reason) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(source, "", f"not valid YAML ({type(exc).__name__})") from None
+    return parse_spec(data if data is not None else {}, source=source, local_files=local_files)
