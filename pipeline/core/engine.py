@@ -420,6 +420,7 @@ class Stylizer:
         x: torch.Tensor | None = None
         trace = LossTrace(n, params)
         done = 0
+        ran = torch.zeros(n, dtype=torch.long)  # iterations each pair ran (convergence stops)
         for level, (size, iterations) in enumerate(params.schedule):
             targets = self.level_targets(
                 stacked, on_device, digests, blend_lists, size, params, pair_masks
@@ -428,10 +429,11 @@ class Stylizer:
                 x = self._init(targets.contents, params, inits)
             else:
                 x = resize(x, targets.contents.shape[-2:])
-            x = self._optimize(
+            x, steps, used = self._optimize(
                 x, targets, params, iterations, level, done, trace, callback, progress_every
             )
-            done += iterations
+            done += steps
+            ran += used
             if trace.all_failed():
                 break
         assert x is not None
@@ -464,7 +466,7 @@ class Stylizer:
                     losses=Losses(*(float(v) for v in final[b])),
                     trace=tuple(trace.points[b]),
                     seconds=seconds,
-                    iterations=done,
+                    iterations=int(ran[b]),
                     device=str(self.device),
                     weights=self.weights,
                     params=params.to_dict(),
@@ -542,7 +544,9 @@ class Stylizer:
         trace: LossTrace,
         callback: Callable[[Progress], None] | None,
         progress_every: int,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One level: x after at most `iterations` iterations; how many ran (fewer when every
+        pair converged) and how many each pair ran (B,), on the host."""
         x = x.detach().clone().requires_grad_(True)
         tiles = self._tiled_loss(params, level) if tiling.is_tiled(x.shape, params.tile) else None
         # A CUDA graph replays one whole iteration (forward, backward, L-BFGS step, clamp) as one
@@ -572,6 +576,13 @@ class Stylizer:
         # start) instead; the minimizer is the same and the recorded losses stay raw. Pairs are
         # independent, so the sum's gradient for pair b is its own objective's.
         scale = torch.ones(x.shape[0], device=x.device)
+        # Convergence (params.converge): decided on the device, each pair on its own, from the
+        # recorded losses, so that a CUDA graph can replay it; a converged pair keeps its image
+        # for the rest of the level, as if it had stopped alone. The host reads whether any pair
+        # is still active once a window, to end the level early.
+        converge, window = params.converge, params.converge_window
+        active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
         def iterate(first: bool = False) -> None:
             x.grad = None
@@ -587,12 +598,22 @@ class Stylizer:
             recorded.index_copy_(0, row, torch.stack(parts, 1).detach()[None])
             row.add_(1)
             with torch.no_grad():
+                if converge:
+                    used.add_(active.long())
+                    # The relative fall of each pair's loss over the last `window` iterations.
+                    now = recorded.index_select(0, row - 1)[0, :, 3]  # (B,)
+                    past = recorded.index_select(0, (row - 1 - window).clamp(min=0))[0, :, 3]
+                    fell = (past - now) / past.abs().clamp(min=1e-30)
+                    active.logical_and_(~((row > window) & (fell < converge)))
+                    before = x.detach().clone()
                 if params.optimizer == "lbfgs" and tiles is None:
                     assert x.grad is not None  # the backward above filled it
                     lbfgs.step(x.grad)
                 else:
                     adam.step()
                 x.clamp_(0, 1)
+                if converge:  # a converged pair stays where it stopped
+                    x.copy_(torch.where(active[:, None, None, None], x, before))
 
         graph: torch.cuda.CUDAGraph | None = None
         size = max(x.shape[-2:])
@@ -614,7 +635,8 @@ class Stylizer:
                     with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                         iterate()  # recorded, not run
                 graph.replay()
-            last = i + 1 == iterations
+            stop = bool(converge) and (i + 1) % window == 0 and not bool(active.any())
+            last = i + 1 == iterations or stop
             if last or (callback is not None and (i + 1) % progress_every == 0):
                 trace.add(level, done, size, recorded[copied : i + 1].cpu(), copied)
                 copied = i + 1
@@ -634,4 +656,8 @@ class Stylizer:
                             targets.view(x.detach()),
                         )
                     )
-        return x.detach()
+            if stop:
+                break
+        steps = i + 1
+        per_pair = used.cpu() if converge else torch.full((x.shape[0],), steps)
+        return x.detach(), steps, per_pair

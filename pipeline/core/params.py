@@ -94,6 +94,18 @@ class StyleParams:
     )
     # One trace point per iteration costs nothing extra: the losses are computed anyway.
     trace_every: int = _param_field(1, "record the losses every N iterations")
+    # Stop a level when its picture has stopped changing: when a pair's loss fell by less than
+    # this fraction over the last `converge_window` iterations, it stops there (each pair of a
+    # stack on its own) and the level ends once every pair has. Off by default: a fixed budget
+    # keeps a job's cost predictable (what it saves and costs: RESULTS.md, Convergence).
+    converge: float = _param_field(
+        0.0,
+        "stop a level when the loss fell by less than this fraction over the last "
+        "converge_window iterations (0 = off)",
+    )
+    converge_window: int = _param_field(
+        10, "iterations over which `converge` measures the loss's fall"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -114,11 +126,15 @@ class StyleParams:
             raise ParamError("style_scale", f"must be > 0, got {self.style_scale!r}")
         if self.optimizer == "adam" and self.lr <= 0:
             raise ParamError("lr", f"must be > 0 for adam, got {self.lr!r}")
-        for name in ("seed", "trace_every", "tile"):
+        if self.converge >= 1:
+            raise ParamError("converge", f"must be below 1 (a fraction), got {self.converge!r}")
+        for name in ("seed", "trace_every", "tile", "converge_window"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ParamError(name, f"must be an integer, got {getattr(self, name)!r}")
         if self.trace_every < 1:
             raise ParamError("trace_every", f"must be >= 1, got {self.trace_every}")
+        if self.converge_window < 1:
+            raise ParamError("converge_window", f"must be >= 1, got {self.converge_window}")
         if self.tile and (self.tile < MIN_TILE or self.tile % TILE_ALIGN):
             raise ParamError(
                 "tile",
@@ -195,7 +211,15 @@ class StyleParams:
             raise ParamError("params", str(exc)) from exc
 
 
-_FLOATS = ("content_weight", "style_weight", "strength", "tv_weight", "lr", "style_scale")
+_FLOATS = (
+    "content_weight",
+    "style_weight",
+    "strength",
+    "tv_weight",
+    "lr",
+    "style_scale",
+    "converge",
+)
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -54,6 +54,9 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
     params.pop("trace_every")  # changes the record, not the image
     if not params["tile"]:
         params.pop("tile")  # off: the ids of jobs planned before tiling existed stay the same
+    if not params["converge"]:  # off: likewise for convergence stopping
+        params.pop("converge")
+        params.pop("converge_window")
     key = {
         "content": content.identity,
         "style": style.identity,

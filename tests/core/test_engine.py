@@ -347,3 +347,49 @@ def test_strength_runs_from_the_photo_to_the_paintings_statistics(stylizer):
     assert style[1] < style[0.5] < sum(photo[n] for n in STYLE_LAYERS)
     assert style[1] < 0.15 * sum(photo[n] for n in STYLE_LAYERS)
     assert runs[0.5].quality["content"] < runs[1].quality["content"]
+
+
+# -- convergence stopping (params.converge) ----------------------------------------------------
+
+
+def test_a_level_stops_when_its_loss_stops_falling(stylizer, content, style):
+    """With `converge`, a pair stops once its loss fell by less than that fraction over the last
+    `converge_window` iterations: fewer iterations than the budget, its final loss within 2 % of
+    the whole budget's (the bound issue 31 sets for convergence stopping)."""
+    fixed = stylizer.stylize(content, [style], params=tiny(schedule=((48, 200),), precision="fp32"))
+    params = tiny(schedule=((48, 200),), precision="fp32", converge=0.01, converge_window=10)
+    early = stylizer.stylize(content, [style], params=params)
+    assert fixed.iterations == 200
+    assert 20 < early.iterations < 200
+    # The level ends at the first window boundary after the stop (the host looks once a window).
+    assert early.iterations <= len(early.trace) < early.iterations + 10
+    assert early.losses.total < 1.02 * fixed.losses.total
+    # Off (the default) runs the whole budget, as before.
+    assert stylizer.stylize(content, [style], params=tiny(precision="fp32")).iterations == 8
+
+
+def test_in_a_stack_each_pair_stops_on_its_own(stylizer):
+    """Two pairs that converge at different iterations, stacked: each stops about where it stops
+    alone (within two windows and 2 % of the loss: float rounding differs between a stack and a
+    pair alone, and L-BFGS amplifies it over a hundred iterations) and keeps the image it stopped
+    with while its mate goes on."""
+    contents = [make_content(seed=1), make_content(seed=2)]
+    styles = [make_style(seed=3), make_style(seed=11, h=32, w=32)]
+    params = tiny(schedule=((48, 200),), precision="fp32", converge=0.01, converge_window=10)
+    stack = stylizer.stylize_stack(contents, [[s] for s in styles], params=params)
+    alone = [stylizer.stylize(c, [s], params=params) for c, s in zip(contents, styles, strict=True)]
+    assert stack[0].iterations != stack[1].iterations and max(r.iterations for r in stack) < 200
+    for together, single in zip(stack, alone, strict=True):
+        assert abs(together.iterations - single.iterations) <= 20
+        assert abs(together.losses.total - single.losses.total) < 0.02 * single.losses.total
+        # The trace ends where the level ended (the later pair's stop); a stopped pair's losses
+        # stay flat after its stop.
+        stopped = [p.losses.total for p in together.trace[together.iterations :]]
+        assert len(set(stopped)) <= 1
+
+
+def test_convergence_parameters_are_checked():
+    with pytest.raises(ParamError, match="converge"):
+        tiny(converge=1.5)
+    with pytest.raises(ParamError, match="converge_window"):
+        tiny(converge=0.01, converge_window=0)
