@@ -8,7 +8,11 @@ Prints:
 2. seconds per iteration and peak memory at 256, 512 and 1024 px (slope of a short and a long
    run: loading, targets and set-up excluded);
 3. one 512 px x 500-iteration pair, end to end;
-4. dataset mode, 256 px x 200 iterations: images per second by batch size;
+2b. achieved TFLOP/s at 256 and 512 px (1.44 MFLOP a pixel-iteration: pipeline/job/estimate.py),
+   and its share of the card's dense bf16 peak;
+4. dataset mode, 256 px x 200 iterations: images per second by batch size; 4b. the same with
+   convergence stopping (`converge`), images per second and the judged loss against the fixed
+   budget's;
 5. the levers (bf16, channels_last, cudnn.benchmark, torch.compile of the losses, CUDA graphs, TF32
    matmuls) one at a time against the plain fp32 path: time per iteration, and the distances of
    a result against the plain path's (tolerance: 10 %, as for bf16 on the CPU);
@@ -43,10 +47,17 @@ from pipeline.core.params import StyleParams  # noqa: E402
 from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
 from pipeline.io import images  # noqa: E402
 from pipeline.io.results import new_run_id  # noqa: E402
+from pipeline.job.estimate import FLOP_PER_PIXEL_ITERATION  # noqa: E402
 from pipeline.job.plan import make_plan  # noqa: E402
 from pipeline.job.spec import parse_spec  # noqa: E402
 
 TOLERANCE = 0.10  # distances of a lever's result vs the plain path's, relative
+# Dense bf16 tensor-core peaks from the cards' data sheets (SXM), by a word of the device name.
+BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+# Convergence stopping as dataset mode would use it (StyleParams.converge, converge_window).
+CONVERGE, WINDOW = 0.005, 10
+# Kernel names that are convolutions (cuDNN's and CUTLASS's forward, data- and weight-gradient).
+CONV_KERNELS = ("conv", "cudnn", "implicit_gemm", "fprop", "dgrad", "wgrad")
 
 
 def reset_peak(device: torch.device) -> None:
@@ -107,10 +118,53 @@ def kernel_profile(device: str, size: int, batch: int, iterations: int, path: Pa
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
     with profile(activities=activities) as prof:
         timed(st, contents, styles, StyleParams(schedule=((size, iterations),)))
-    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40)
+    events = prof.key_averages()
+    table = events.table(sort_by="self_cuda_time_total", row_limit=40)
     if path is not None:
         path.write_text(table)
-    return table.splitlines()[:18]
+    return table.splitlines()[:18], conv_share(events)
+
+
+def conv_share(events) -> float:
+    """The convolution kernels' share of the GPU kernels' time in a profile."""
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    time_of = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total  # noqa: E731
+    total = sum(time_of(e) for e in kernels)
+    conv = sum(time_of(e) for e in kernels if any(k in e.key.lower() for k in CONV_KERNELS))
+    return conv / total if total else float("nan")
+
+
+def judged_loss(st: Stylizer, image, content, style, params: StyleParams) -> float:
+    """The objective the optimization minimizes, recomputed on the result in float32."""
+    q = st.measure(image, content, [style], params=params)
+    cw, sw = params.loss_weights()
+    style_layers = [k for k in q if k.startswith("relu")]
+    return cw * q["content"] + sw * sum(q[k] for k in style_layers) / len(style_layers)
+
+
+def converged_rate(st: Stylizer, contents, styles, size: int, iterations: int):
+    """Dataset mode with and without convergence stopping, one stack: (images/s fixed, images/s
+    with converge, mean iterations run, mean judged loss with converge over the fixed one's)."""
+    rates, results = [], []
+    for converge in (0.0, CONVERGE):
+        params = StyleParams(
+            schedule=((size, iterations),), converge=converge, converge_window=WINDOW
+        )
+        sync(st.device)
+        started = time.perf_counter()
+        out = st.stylize_stack(contents, [[s] for s in styles], params=params)
+        sync(st.device)
+        rates.append(len(contents) / (time.perf_counter() - started))
+        results.append((out, params))
+    (fixed, fixed_params), (early, early_params) = results
+    ratios = [
+        judged_loss(st, e.image, c, s, early_params) / judged_loss(st, f.image, c, s, fixed_params)
+        for f, e, c, s in zip(fixed, early, contents, styles, strict=True)
+    ]
+    iterations_run = sum(e.iterations for e in early) / len(early)
+    return rates[0], rates[1], iterations_run, sum(ratios) / len(ratios)
 
 
 def distances(st: Stylizer, image, content, style) -> tuple[float, float]:
@@ -311,10 +365,20 @@ def main() -> None:
     out()
     out("2. | size px | s / iteration (1 pair, defaults) | peak memory MB |")
     out("   | --- | --- | --- |")
+    per_it = {}
     for size in sizes:
         reset_peak(dev)
-        s = per_iteration(st, size, 1, args.short, args.long)
+        s = per_it[size] = per_iteration(st, size, 1, args.short, args.long)
         out(f"   | {size} | {s * 1000:.2f} ms | {peak_mb(dev):.0f} |")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    peak = next((p for word, p in BF16_PEAK.items() if word in name), None)
+    cells = []
+    for size in sizes[:2]:
+        rate = size * size * FLOP_PER_PIXEL_ITERATION / per_it[size]
+        share = f", {rate / peak:.1%} of the bf16 peak" if peak else ""
+        cells.append(f"{rate / 1e12:.1f} TFLOP/s at {size} px{share}")
+    peak_words = f"{peak / 1e12:.0f} TFLOP/s dense" if peak else "unknown for this device"
+    out(f"2b. achieved, 1 pair: {'; '.join(cells)} (bf16 peak {peak_words})")
 
     out()
     content, style = pictures(1, pair_size, 11)[0], pictures(1, pair_size, 12)[0]
@@ -338,6 +402,15 @@ def main() -> None:
         reset_peak(dev)
         s = timed(st, contents, styles, StyleParams(schedule=((ds_size, ds_iters),)))
         out(f"   | {b} | {s:.2f} | {b / s:.1f} | {peak_mb(dev):.0f} |")
+    b = batches[-1]
+    fixed_rate, early_rate, ran, ratio = converged_rate(
+        st, pictures(b, ds_size, 13), pictures(b, ds_size, 14), ds_size, ds_iters
+    )
+    out(
+        f"4b. dataset mode with convergence stopping (converge {CONVERGE}, window {WINDOW}), "
+        f"batch {b}: {early_rate:.1f} images/s against {fixed_rate:.1f} fixed; {ran:.0f} of "
+        f"{ds_iters} iterations run on average; judged loss {ratio:.3f} of the fixed budget's"
+    )
     del st
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -359,8 +432,10 @@ def main() -> None:
     out(f"8. eager mode's top kernels, {ds_size} px, batch 16, 10 iterations:")
     try:
         where = Path(os.environ.get("OUT", tempfile.gettempdir())) / "kernels.txt"
-        for line in kernel_profile(args.device, ds_size, 16, 3 if quick else 10, where):
+        lines, share = kernel_profile(args.device, ds_size, 16, 3 if quick else 10, where)
+        for line in lines:
             out(f"   {line}")
+        out(f"   convolution kernels: {share:.1%} of the GPU kernels' time")
     except Exception as exc:
         out(f"   failed: {type(exc).__name__}: {exc}")
 
