@@ -579,8 +579,10 @@ class Stylizer:
         # Convergence (params.converge): decided on the device, each pair on its own, from the
         # recorded losses, so that a CUDA graph can replay it; a converged pair keeps its image
         # for the rest of the level, as if it had stopped alone. The host reads whether any pair
-        # is still active once a window, to end the level early.
+        # is still active every iteration on the CPU (free there) and every 10th on a GPU (a
+        # read waits for the queue), to end the level early.
         converge, window = params.converge, params.converge_window
+        look = 10 if x.device.type == "cuda" else 1
         active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
@@ -635,7 +637,7 @@ class Stylizer:
                     with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                         iterate()  # recorded, not run
                 graph.replay()
-            stop = bool(converge) and (i + 1) % window == 0 and not bool(active.any())
+            stop = bool(converge) and (i + 1) % look == 0 and not bool(active.any())
             last = i + 1 == iterations or stop
             if last or (callback is not None and (i + 1) % progress_every == 0):
                 trace.add(level, done, size, recorded[copied : i + 1].cpu(), copied)
