@@ -28,9 +28,10 @@ from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.network import STYLE_LAYERS  # noqa: E402
 from pipeline.core.params import StyleParams, parse_schedule  # noqa: E402
 from pipeline.io import images  # noqa: E402
+from pipeline.io.demo import demo_catalog  # noqa: E402
 from pipeline.job.presets import load_preset  # noqa: E402
 
-PAINTINGS = Path(__file__).resolve().parents[2] / "pipeline/io/demo_artworks/resized/resized"
+PAINTINGS = Path(demo_catalog()) / "resized" / "resized"
 
 
 def photo(name: str) -> torch.Tensor:

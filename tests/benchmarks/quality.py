@@ -23,12 +23,11 @@ from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.network import CONTENT_LAYERS, STYLE_LAYERS  # noqa: E402
 from pipeline.core.sizes import fit, resize  # noqa: E402
 from pipeline.io import images  # noqa: E402
+from pipeline.io.demo import demo_catalog  # noqa: E402
 from pipeline.job.presets import load_preset  # noqa: E402
 
 # The paintings the package ships (The Starry Night, The Scream); `--paintings DIR` takes others.
-PAINTINGS = (
-    Path(__file__).resolve().parents[2] / "pipeline" / "demo_artworks" / "resized" / "resized"
-)
+PAINTINGS = Path(demo_catalog()) / "resized" / "resized"
 
 
 def photo(name: str) -> torch.Tensor:
