@@ -1,10 +1,12 @@
 """Where and in what arithmetic the optimization runs: the device, the precision, how many pairs
-it stacks into one optimization, and the scope of torch's float32-matmul setting."""
+it stacks into one optimization, the scope of torch's float32-matmul setting, and where
+torch.compile keeps its compiled code."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
 
 import torch
@@ -84,3 +86,23 @@ def fp32_matmuls(mode: str | None) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.fp32_precision = before
+
+
+def use_compile_cache() -> str | None:
+    """Keep torch.compile's compiled code (Inductor's FX-graph and AOTAutograd caches, both on by
+    default) under the project's cache folder, $NST_CACHE_DIR/inductor (`weights.cache_dir`),
+    unless $TORCHINDUCTOR_CACHE_DIR says otherwise: the actors of a node share that folder, so a
+    shape compiles once per node and every later actor and pair loads it. Set before the first
+    compile (Inductor reads the variable then); returns the folder, or None when
+    NST_CACHE_DIR="" turns the project's caches off (torch's own default folder is then used)."""
+    from .weights import cache_dir
+
+    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if configured:
+        return configured
+    base = cache_dir()
+    if base is None:
+        return None
+    folder = str(base / "inductor")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    return folder

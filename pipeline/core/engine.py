@@ -18,7 +18,7 @@ import torch
 
 from . import color, guides, losses, masks, tiling
 from . import measure as yardstick
-from .device import fp32_matmuls, pick_device, pick_precision
+from .device import fp32_matmuls, pick_device, pick_precision, use_compile_cache
 from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
 from .masks import SpatialMask
@@ -30,6 +30,9 @@ from .targets import GramCache, Grams, LevelTargets, digest
 from .weights import file_sha256, load_state, weights_file
 
 log = logging.getLogger(__name__)
+
+# Taps used only for Gram matrices: with `bf16_grams` they stay bf16.
+_GRAM_ONLY = frozenset(STYLE_LAYERS) - frozenset(CONTENT_LAYERS)
 
 # Iterations run eagerly on a side stream before a CUDA graph captures one (PyTorch's recipe:
 # lazy initializations and autotuning happen outside the capture).
@@ -57,7 +60,12 @@ class Stylizer:
     `cudnn_benchmark` (cuDNN picks its fastest convolution per shape; set for the whole process
     and left on), `compile` (torch.compile of the Gram and loss computation), `cuda_graphs` (each
     L-BFGS iteration replayed as one CUDA graph), `tf32` (the optimization's float32 matmuls on
-    tensor cores). `None` takes the default for the device: what the GPU check measured to pay
+    tensor cores), `bf16_grams` (in bf16 precision the style taps go into the Gram matrices in
+    bf16, summed in float32, instead of through float32 copies), `bf16_history` (L-BFGS keeps its
+    curvature pairs in bf16: half the memory and the bytes read per iteration), `compile_step`
+    (torch.compile of the network and the losses, their backward included, the compiled code
+    kept on disk where every actor of the node finds it: `compile_cache_dir`). `None` takes the
+    default for the device: what the GPU check and the CPU benchmarks measured to pay
     (tests/benchmarks/RESULTS.md).
 
     Words: a "stack" is the pairs optimized together in one forward pass (`stylize_stack`); a
@@ -75,6 +83,9 @@ class Stylizer:
         compile: bool | None = None,
         cuda_graphs: bool | None = None,
         tf32: bool | None = None,
+        bf16_grams: bool | None = None,
+        bf16_history: bool | None = None,
+        compile_step: bool | None = None,
     ):
         self.device = pick_device(device)
         self.weights = weights
@@ -91,6 +102,14 @@ class Stylizer:
         # at distances within the levers' tolerance (RESULTS.md, GPU check on an NVIDIA H100).
         # `distances` stays in full float32: the yardstick.
         self.tf32 = cuda if tf32 is None else tf32
+        # Issue 31's levers, measured on the CPU at 256 px (RESULTS.md, Levers tried): bf16 Gram
+        # taps 8 % faster an iteration at equal distances: on. A bf16 history was slower there
+        # (oneDNN repacks the bf16 history for every product) and compiling the step, 13 %
+        # faster an iteration, costs ~30 s per new shape and node: both off. On a GPU all three
+        # stay off until the GPU check's lever rows measure them (tests/benchmarks/gpu_check.py).
+        self.bf16_grams = not cuda if bf16_grams is None else bf16_grams
+        self.bf16_history = False if bf16_history is None else bf16_history
+        self.compile_step = False if compile_step is None else compile_step
         # Off by default: no consistent gain over cuDNN's heuristics (RESULTS.md, GPU check on an
         # NVIDIA H200).
         if cuda and cudnn_benchmark:
@@ -103,7 +122,14 @@ class Stylizer:
         self.net = VGGFeatures(state, convention, taps).to(self.device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if self.compile or self.compile_step:
+            use_compile_cache()
         self._terms = torch.compile(_loss_terms, dynamic=False) if self.compile else _loss_terms
+        # Fixed shapes (dynamic=False): dataset mode and stacks repeat one shape pair after pair,
+        # and a new shape compiles once per node, then comes from the cache on disk.
+        self._step_terms = (
+            torch.compile(self._forward_terms, dynamic=False) if self.compile_step else None
+        )
         self.weights_sha256 = file_sha256(weights_file(weights))
         self.load_seconds = time.perf_counter() - started
         log.info("VGG-19 (%s) on %s in %.1fs", weights, self.device, self.load_seconds)
@@ -119,8 +145,9 @@ class Stylizer:
     def features(
         self, x: torch.Tensor, pooling: str, precision: str = "fp32"
     ) -> dict[str, torch.Tensor]:
-        """VGG taps of `x`, always float32; with "bf16" the network itself runs in bfloat16
-        (autocast), so Gram matrices and losses computed from the taps stay in float32."""
+        """VGG taps of `x`, float32; with "bf16" the network itself runs in bfloat16
+        (autocast) and its taps are cast to float32 for the Gram matrices and losses, except the
+        style taps when `bf16_grams` is on: `losses.gram` takes them in bf16 and returns float32."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         bf16 = precision == "bf16"
@@ -132,7 +159,11 @@ class Stylizer:
         )
         with ctx:
             feats = self.net(x, pooling=pooling)
-        return {k: v.float() for k, v in feats.items()} if bf16 else feats
+        if not bf16:
+            return feats
+        return {
+            k: v if self.bf16_grams and k in _GRAM_ONLY else v.float() for k, v in feats.items()
+        }
 
     def style_grams(
         self,
@@ -506,8 +537,20 @@ class Stylizer:
     ) -> tuple[torch.Tensor, ...]:
         """(content, style, tv, total) per pair, (B,) each."""
         x = targets.view(x)
-        feats = self.features(x, params.pooling, params.precision)
         content_weight, style_weight = params.loss_weights()
+        if self._step_terms is not None and not targets.guides and torch.is_grad_enabled():
+            lc, ls, ltv = self._step_terms(
+                x,
+                targets.content_target,
+                targets.grams,
+                params.pooling,
+                params.precision,
+                content_weight,
+                style_weight,
+                params.tv_weight,
+            )
+            return lc, ls, ltv, lc + ls + ltv
+        feats = self.features(x, params.pooling, params.precision)
         lc, ls = self._terms(
             feats, targets.content_target, targets.grams, content_weight, style_weight
         )
@@ -522,6 +565,24 @@ class Stylizer:
             ls = torch.cat(per_pair)
         ltv = params.tv_weight * losses.tv_loss(x) if params.tv_weight else torch.zeros_like(lc)
         return lc, ls, ltv, lc + ls + ltv
+
+    def _forward_terms(
+        self,
+        x: torch.Tensor,
+        content_target: torch.Tensor,
+        grams: Mapping[str, torch.Tensor],
+        pooling: str,
+        precision: str,
+        content_weight: float,
+        style_weight: float,
+        tv_weight: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network and the weighted losses of a pair without a mask, (B,) each: what
+        `compile_step` compiles (its backward is compiled with it, by AOTAutograd)."""
+        feats = self.features(x, pooling, precision)
+        lc, ls = _loss_terms(feats, content_target, grams, content_weight, style_weight)
+        ltv = tv_weight * losses.tv_loss(x) if tv_weight else torch.zeros_like(lc)
+        return lc, ls, ltv
 
     def _tiled_loss(self, params: StyleParams, level: int) -> tiling.TiledLoss:
         """The loss of a level larger than `params.tile`, a tile at a time."""
@@ -563,7 +624,12 @@ class Stylizer:
         if params.optimizer == "lbfgs" and tiles is None:  # tiled: Adam (why: tiling.py)
             # One L-BFGS iteration per step, no line search and no tolerance stop: a fixed budget
             # makes the cost predictable. Per-pair state, no host syncs (pipeline/core/lbfgs.py).
-            lbfgs = BatchedLBFGS(x.data, history=min(100, max(1, iterations)), static=graphed)
+            lbfgs = BatchedLBFGS(
+                x.data,
+                history=min(100, max(1, iterations)),
+                static=graphed,
+                dtype=torch.bfloat16 if self.bf16_history else None,
+            )
         else:
             adam = torch.optim.Adam([x], lr=params.lr, betas=(0.9, 0.99))  # crowsonkb's betas
         # Losses stay on the device, one row per iteration, and reach the host in one copy per

@@ -34,10 +34,20 @@ CHUNK = 4096
 class BatchedLBFGS:
     """Minimizes B independent objectives over the rows of `x` (B, ...), updated in place."""
 
-    def __init__(self, x: torch.Tensor, history: int = 100, static: bool = False):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        history: int = 100,
+        static: bool = False,
+        dtype: torch.dtype | None = None,
+    ):
         """`static`: every step does the same operations on the same tensors (the products run
         over all `history` slots, empty ones included), so that a CUDA graph can capture a step
-        and replay it. Otherwise only the slots written so far are read."""
+        and replay it. Otherwise only the slots written so far are read.
+
+        `dtype`: the stored curvature pairs' (default x's). bfloat16 halves the history's memory
+        (at 512 px and 100 pairs, 630 MB of float32) and the bytes each iteration's products read;
+        the products sum in float32 either way, and the gradient and the step stay in x's dtype."""
         self.x = x
         b, n = x.shape[0], x[0].numel()
         self.m = history
@@ -49,7 +59,7 @@ class BatchedLBFGS:
         # (tests/benchmarks/RESULTS.md, GPU check on an NVIDIA H200).
         self.n = n
         self.chunks = -(-n // CHUNK)  # n padded with zeros to a whole number of chunks
-        self.pairs = x.new_zeros(b, self.chunks, history, 2, CHUNK)
+        self.pairs = x.new_zeros(b, self.chunks, history, 2, CHUNK, dtype=dtype or x.dtype)
         self.sy = torch.zeros(b, history, history, dtype=torch.float64, device=x.device)  # s_i.y_j
         self.yy = torch.zeros_like(self.sy)  # y_i.y_j
         self.kept = torch.zeros(b, history, dtype=torch.bool, device=x.device)
@@ -102,7 +112,7 @@ class BatchedLBFGS:
         b, _, v = vectors.shape
         cols = self._chunked(vectors.transpose(1, 2).reshape(b * v, -1))  # (B*v*C, CHUNK)
         cols = cols.view(b, v, self.chunks, CHUNK).permute(0, 2, 3, 1)  # (B, C, CHUNK, v)
-        partial = torch.bmm(self._stored(), cols.reshape(b * self.chunks, CHUNK, v))
+        partial = _bmm(self._stored(), cols.reshape(b * self.chunks, CHUNK, v), self.pairs.dtype)
         return partial.view(b, self.chunks, -1, v).sum(1).double()  # (B, 2k, v)
 
     def _store(self, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -116,7 +126,8 @@ class BatchedLBFGS:
         y = y * keep[:, None]
         slot = self.slot
         new = torch.stack([self._chunked(s), self._chunked(y)], 1)  # (B*C, 2, CHUNK)
-        self.pairs.index_copy_(2, slot, new.view(b, self.chunks, 1, 2, CHUNK))
+        new = new.to(self.pairs.dtype).view(b, self.chunks, 1, 2, CHUNK)
+        self.pairs.index_copy_(2, slot, new)
         k = self._written()  # this slot included
         prods = self._products(torch.stack([s, y, g], 2))  # (B, 2k, 3): one pass for all three
         sy, yy = self.sy[:, :k, :k], self.yy[:, :k, :k]
@@ -153,6 +164,19 @@ class BatchedLBFGS:
         coef = torch.empty(b, k, 2, dtype=torch.float64, device=g.device)
         coef[:, order, 0] = p  # on s_i
         coef[:, order, 1] = -gamma * u  # on y_i
-        coef = coef.reshape(b, 1, 1, 2 * k).to(g.dtype).expand(b, self.chunks, 1, 2 * k)
-        hg = torch.bmm(coef.reshape(b * self.chunks, 1, 2 * k), self._stored())  # (B*C, 1, CHUNK)
-        return gamma.to(g.dtype) * g + hg.view(b, -1)[:, : self.n]
+        coef = coef.reshape(b, 1, 1, 2 * k).to(self.pairs.dtype).expand(b, self.chunks, 1, 2 * k)
+        coef = coef.reshape(b * self.chunks, 1, 2 * k)
+        hg = _bmm(coef, self._stored(), self.pairs.dtype)  # (B*C, 1, CHUNK)
+        return gamma.to(g.dtype) * g + hg.view(b, -1)[:, : self.n].to(g.dtype)
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """a @ b batched in the stored history's `dtype`; a bf16 product sums in float32 and comes
+    back as float32 (CUDA writes the float32 result directly; the CPU's bf16 matmul rounds its
+    output to bf16 first)."""
+    a, b = a.to(dtype), b.to(dtype)
+    if dtype != torch.bfloat16:
+        return torch.bmm(a, b)
+    if a.is_cuda:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a, b).float()

@@ -14,8 +14,9 @@ Prints:
    convergence stopping (`converge`), images per second and the judged loss against the fixed
    budget's;
 5. the levers (bf16, channels_last, cudnn.benchmark, torch.compile of the losses, CUDA graphs, TF32
-   matmuls) one at a time against the plain fp32 path: time per iteration, and the distances of
-   a result against the plain path's (tolerance: 10 %, as for bf16 on the CPU);
+   matmuls; issue 31's bf16 Gram taps, bf16 L-BFGS history, torch.compile of the step) one at a
+   time against the plain fp32 path: time per iteration, and the distances of a result against
+   the plain path's (tolerance: 10 %, as for bf16 on the CPU);
 6. actors per GPU: one or two processes running the worker loop on the same card;
 7. the worker loop (what an actor runs: decode, stylize in batches, encode, write) over 64 pairs
    with `nvidia-smi` sampled every 100 ms: how busy the card was, and the time a pair costs
@@ -177,7 +178,14 @@ def lever_rows(args, device: str) -> list[str]:
     content, style = pictures(1, args.lever_size, 5)[0], pictures(1, args.lever_size, 6)[0]
     reference = None
     plain = dict(
-        channels_last=False, cudnn_benchmark=False, compile=False, cuda_graphs=False, tf32=False
+        channels_last=False,
+        cudnn_benchmark=False,
+        compile=False,
+        cuda_graphs=False,
+        tf32=False,
+        bf16_grams=False,
+        bf16_history=False,
+        compile_step=False,
     )
     configs = [
         ("plain fp32", plain, "fp32"),
@@ -187,10 +195,27 @@ def lever_rows(args, device: str) -> list[str]:
         ("compile (losses)", {**plain, "compile": True}, "fp32"),
         ("CUDA graphs", {**plain, "cuda_graphs": True}, "fp32"),
         ("TF32 matmuls", {**plain, "tf32": True}, "fp32"),
+        # Issue 31: the style taps into the Gram in bf16 (bf16 precision), the L-BFGS history in
+        # bf16, torch.compile of the network, losses and backward (its compile in the "s" column).
+        ("bf16 + bf16 Gram taps", {**plain, "bf16_grams": True}, "bf16"),
+        ("bf16 L-BFGS history", {**plain, "bf16_history": True}, "fp32"),
+        ("compile (step)", {**plain, "compile_step": True}, "fp32"),
+        (
+            "graphs + bf16 taps + bf16 history",
+            {
+                **plain,
+                "cuda_graphs": True,
+                "bf16_grams": True,
+                "bf16_history": True,
+                "channels_last": True,
+                "tf32": True,
+            },
+            "bf16",
+        ),
         ("defaults (auto)", dict(), "auto"),
     ]
     if args.skip_compile:
-        configs = [c for c in configs if not c[1].get("compile")]
+        configs = [c for c in configs if not (c[1].get("compile") or c[1].get("compile_step"))]
     for name, levers, precision in configs:
         try:
             row, measured = _lever_row(args, device, name, levers, precision, content, style)
