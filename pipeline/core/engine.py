@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import color, guides, losses, masks, tiling
+from . import color, guides, losses, masks, stream, tiling
 from . import measure as yardstick
 from .device import fp32_matmuls, pick_device, pick_precision, use_compile_cache
 from .errors import ParamError, StylizeError
@@ -383,6 +383,52 @@ class Stylizer:
             init_images=init_images,
             masks_of=masks,
         )
+
+    def stylize_stream(
+        self,
+        contents: Sequence[torch.Tensor],
+        styles: Sequence[Sequence[torch.Tensor]],
+        *,
+        params: StyleParams | None = None,
+        slots: int = 1,
+        on_result: Callable[[int, StylizeResult | StylizeError], None],
+        style_blends: Sequence[Sequence[float] | None] | None = None,
+    ) -> None:
+        """Stylize a queue of pairs of one working size, `slots` optimized together: with
+        `params.converge` a pair that stops leaves and the next takes its slot (continuous
+        batching, pipeline/core/stream.py), so no iteration is spent on a finished pair.
+        `on_result(index, result or StylizeError)` as each pair leaves, in the order they
+        finish. Schedules of several levels, masks, tiles, Adam and init images run as
+        consecutive stacks of `slots` pairs instead (`stylize_stack`)."""
+        params = params or StyleParams()
+        params = params.replace(precision=pick_precision(params.precision, self.device))
+        n = len(contents)
+        if len(styles) != n:
+            raise ParamError("contents", f"{n} contents for {len(styles)} style lists")
+        blends = list(style_blends) if style_blends is not None else [None] * n
+        weights = [
+            list(b) if b is not None else [1.0] * len(s)
+            for b, s in zip(blends, styles, strict=True)
+        ]
+        if any(len(w) != len(s) for w, s in zip(weights, styles, strict=True)):
+            raise ParamError("style_blend", "a pair's blend weights must match its styles")
+        sizes = {self.working_sizes(c.shape, params) for c in contents}
+        if len(sizes) > 1:
+            raise ParamError("contents", f"a stream needs equal working sizes, got {sorted(sizes)}")
+        if not n:
+            return
+        tiled = any(tiling.is_tiled(hw, params.tile) for hw in next(iter(sizes)))
+        if not stream.streamable(params, tiled, masked=False) or any(not s for s in styles):
+            for i in range(0, n, max(1, slots)):
+                chunk = slice(i, i + max(1, slots))
+                outcomes = self.stylize_stack(
+                    contents[chunk], styles[chunk], params=params, style_blends=blends[chunk]
+                )
+                for j, outcome in enumerate(outcomes):
+                    on_result(i + j, outcome)
+            return
+        with fp32_matmuls("tf32" if self.tf32 else None):
+            stream.stream(self, contents, styles, weights, params, slots, on_result)
 
     # The name from before "stack" (a run's batch is its rows): kept for callers, the same method.
     stylize_batch = stylize_stack

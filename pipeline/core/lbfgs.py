@@ -72,6 +72,25 @@ class BatchedLBFGS:
         self._prev_g = x.new_zeros(b, n)  # (B, n)
         self._d = x.new_zeros(b, n)
         self._t = x.new_zeros(b)
+        # Rows restarted by `reset` (a new problem in the row): their next step is a first step.
+        self._fresh = torch.zeros(b, dtype=torch.bool, device=x.device)
+
+    @torch.no_grad()
+    def reset(self, rows: torch.Tensor) -> None:
+        """Start the rows where `rows` (B,) bool is true afresh, for a new problem whose x the
+        caller has written: their history, curvature and previous step are cleared, and their
+        next step is a first step (-g scaled by min(1, 1/|g|_1)), as if they had started alone
+        (continuous batching: a finished pair's row takes the next pair). Other rows go on."""
+        b = rows.shape[0]
+        self.pairs.masked_fill_(rows.view(b, 1, 1, 1, 1), 0)
+        self.sy.masked_fill_(rows.view(b, 1, 1), 0)
+        self.yy.masked_fill_(rows.view(b, 1, 1), 0)
+        self.kept.masked_fill_(rows[:, None], False)
+        self.gamma.masked_fill_(rows, 1.0)
+        self._prev_g.masked_fill_(rows[:, None], 0)
+        self._d.masked_fill_(rows[:, None], 0)
+        self._t.masked_fill_(rows, 0)
+        self._fresh.logical_or_(rows)
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
@@ -87,6 +106,12 @@ class BatchedLBFGS:
             self._d.copy_(-self._h_times(g, wg))
             self._t.fill_(1.0)
             self.slot.add_(1).remainder_(self.m)
+            # Restarted rows: a first step, and no curvature pair from before their restart.
+            fresh = self._fresh[:, None]
+            self._d.copy_(torch.where(fresh, -g, self._d))
+            first = (1.0 / g.abs().sum(1)).clamp(max=1.0)
+            self._t.copy_(torch.where(self._fresh, first, self._t))
+            self._fresh.zero_()
         self._prev_g.copy_(g)
         self.x.add_((self._d * self._t[:, None]).view_as(self.x))
         self.steps += 1
@@ -119,11 +144,12 @@ class BatchedLBFGS:
         """Store the pair (s, y); returns the stored rows times g, (B, 2k), for `_h_times`."""
         b = s.shape[0]
         ys = (y * s).sum(1)  # (B,)
-        keep = ys > 1e-10
+        keep = (ys > 1e-10) & ~self._fresh
         # A skipped pair is stored as zeros: zero rows and columns in the m x m matrices (with
-        # a unit diagonal in R below) drop it from the compact formula exactly.
-        s = s * keep[:, None]
-        y = y * keep[:, None]
+        # a unit diagonal in R below) drop it from the compact formula exactly. `where`, not a
+        # product: a row that turned non-finite must not leave NaN in its history.
+        s = torch.where(keep[:, None], s, 0.0)
+        y = torch.where(keep[:, None], y, 0.0)
         slot = self.slot
         new = torch.stack([self._chunked(s), self._chunked(y)], 1)  # (B*C, 2, CHUNK)
         new = new.to(self.pairs.dtype).view(b, self.chunks, 1, 2, CHUNK)

@@ -31,6 +31,10 @@ LOCK_REFRESH_SECONDS = 30
 # failed row: a pair that kills its worker every time (a real out-of-memory).
 AMBIGUOUS_LOSSES = 2
 INFRA_STRIKES = 3
+# Batches a call carries when pairs stop on convergence, streamed through one batch's slots: with
+# 4, a slot takes on average three more pairs after its first before the call's tail leaves slots
+# idle, and a lost actor loses at most 4 batches of work in flight, re-sent as any lost call.
+STREAM_CALLS = 4
 
 
 class Driver:
@@ -64,9 +68,12 @@ class Driver:
         self.summary, self.on_row = summary, on_row
         # Each call carries `per_call` pairs, at most one optimization batch (`pool.batch`, what
         # --batch sets): neighbours in the style-sorted queue, so a call mostly shares one style's
-        # Gram targets; the actor stacks those of equal working size. A job too small to fill a
-        # call for every actor is split evenly instead of idling the rest.
-        self.per_call = max(1, min(pool.batch, math.ceil(len(todo) / max(1, len(pool.members)))))
+        # Gram targets; the actor stacks those of equal working size. With convergence stopping
+        # a call carries STREAM_CALLS batches, which the actor streams through one batch's
+        # slots (a converged pair's slot takes the next pair: PairWorker._stream). A job too
+        # small to fill a call for every actor is split evenly instead of idling the rest.
+        most = pool.batch * (STREAM_CALLS if ctx.params.converge > 0 else 1)
+        self.per_call = max(1, min(most, math.ceil(len(todo) / max(1, len(pool.members)))))
         self.in_flight: dict[Any, tuple[list[Pair], Member, float, bool]] = {}  # ..., alone
         self.buffer: list[dict[str, Any]] = []
         self.seq = 0

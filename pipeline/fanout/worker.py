@@ -141,8 +141,12 @@ class PairWorker:
                 rows[pair.pair_id] = self._failed(pair, row, exc, started)
                 continue
             groups.setdefault(key, []).append(prep)
-        writing = []
+        writing: list = []
         for group in groups.values():
+            if self._streams(group):
+                with self._compute:
+                    self._stream(group, writing)
+                continue
             for i in range(0, len(group), self.batch):
                 with self._compute:
                     outcomes = self._optimize(group[i : i + self.batch])
@@ -151,6 +155,42 @@ class PairWorker:
             prep, row = future.result()
             rows[prep.pair.pair_id] = row
         return [rows[p.pair_id] for p in pairs]
+
+    def _streams(self, group: list[_Prepared]) -> bool:
+        """Whether a group runs as a stream (continuous batching): with convergence stopping,
+        more pairs than one stack and no masks; a pair that converges leaves its slot to the
+        next (`Stylizer.stylize_stream`)."""
+        return (
+            len(group) > self.batch
+            and group[0].params.converge > 0
+            and all(p.mask is None for p in group)
+        )
+
+    def _stream(self, group: list[_Prepared], writing: list) -> None:
+        """The group through `self.batch` slots, each result handed to the writer as its pair
+        leaves. If the stream fails, the pairs it had not handed out run as stacks (with
+        `_optimize`'s halving and retries)."""
+        handed: set[int] = set()
+
+        def on_result(i: int, outcome: Any) -> None:
+            handed.add(i)
+            share = 0.0 if isinstance(outcome, Exception) else outcome.seconds
+            writing.append(self._writer.submit(self._complete, group[i], outcome, share))
+
+        try:
+            self.stylizer.stylize_stream(
+                [p.content for p in group],
+                [[p.style] for p in group],
+                params=group[0].params,
+                slots=self.batch,
+                on_result=on_result,
+            )
+        except Exception as exc:
+            rest = [p for i, p in enumerate(group) if i not in handed]
+            log.warning("stream of %d failed (%r); %d pairs as stacks", len(group), exc, len(rest))
+            for i in range(0, len(rest), self.batch):
+                outcomes = self._optimize(rest[i : i + self.batch])
+                writing += [self._writer.submit(self._complete, *o) for o in outcomes]
 
     def _optimize(
         self, group: list[_Prepared], retry: bool = True

@@ -103,3 +103,30 @@ def test_a_bf16_history_minimizes_as_the_float32_one():
         assert abs(b - a) <= 0.01 * abs(start - a)
     opt = BatchedLBFGS(x0.clone(), history=10, dtype=torch.bfloat16)
     assert opt.pairs.dtype == torch.bfloat16
+
+
+def test_a_reset_row_starts_afresh_as_if_alone():
+    """Continuous batching: after 15 steps on problem 0, row 0 is reset and given problem 1's
+    start; its next 25 steps match problem 1 run alone, while row 1 (problem 2) goes on
+    undisturbed, as a run of its own would."""
+    f, x0 = _problems(seed=4)
+    x = x0[[0, 2]].clone().requires_grad_(True)
+    opt = BatchedLBFGS(x.data, history=10)
+    problems = [0, 2]
+
+    def step() -> None:
+        x.grad = None
+        sum(f(x[j], i) for j, i in enumerate(problems)).backward()
+        opt.step(x.grad)
+
+    for _ in range(15):
+        step()
+    problems[0] = 1
+    x.data[0] = x0[1]
+    opt.reset(torch.tensor([True, False]))
+    for _ in range(25):
+        step()
+    alone = _run_batched(f, x0, [1], 25, 10)[0]
+    assert float((x.detach()[0] - alone).abs().max()) < 1e-3
+    row1 = _run_batched(f, x0, [2], 40, 10)[0]
+    assert float((x.detach()[1] - row1).abs().max()) < 1e-3

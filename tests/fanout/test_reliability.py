@@ -268,9 +268,9 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
 
 
-def _worker_on_files(tmp_path, job: str, contents: int, batch: int):
+def _worker_on_files(tmp_path, job: str, contents: int, batch: int, params: dict | None = None):
     """A CPU PairWorker and the pairs of `contents` generated photos (plus any files already in
-    tmp_path/c) crossed with one style."""
+    tmp_path/c) crossed with one style, under `params` (default: 32 px x 2)."""
     for i in range(contents):
         images.save_png(make_content(40, 56, seed=i), tmp_path / "c" / f"{i}.png")
     images.save_png(make_style(seed=9), tmp_path / "s" / "s.png")
@@ -279,7 +279,7 @@ def _worker_on_files(tmp_path, job: str, contents: int, batch: int):
             "name": job,
             "content": {"source": str(tmp_path / "c")},
             "styles": {"source": str(tmp_path / "s")},
-            "params": {"schedule": [[32, 2]]},
+            "params": params or {"schedule": [[32, 2]]},
             "output": str(tmp_path / "out"),
         }
     )
@@ -367,3 +367,35 @@ def test_a_truncated_part_is_named_set_aside_and_its_pairs_redone(tmp_path, capl
     table = ResultStore(str(tmp_path / "o"), "trunc").read().to_pandas()
     assert len(table) == 2 and (table.status == "done").all()
     assert run_plan(plan, RunOptions(actors=1)).skipped == 2
+
+
+def test_a_stream_that_fails_midway_leaves_its_remaining_pairs_to_stacks(tmp_path, monkeypatch):
+    """Continuous batching in a worker (converge on, more pairs than one batch): the pairs the
+    stream handed out keep their results; when the stream fails (injected after two pairs), the
+    rest run as stacks of the batch, and every row is done."""
+    params = {"schedule": [[32, 30]], "converge": 0.01}
+    worker, pairs = _worker_on_files(tmp_path, "stream", 5, batch=2, params=params)
+    real = worker.stylizer.stylize_stream
+    stacks = []
+
+    def breaks_after_two(contents, styles, *, on_result, **kw):
+        handed = []
+
+        def counted(i, outcome):
+            on_result(i, outcome)
+            handed.append(i)
+            if len(handed) == 2:
+                raise RuntimeError("device lost (injected)")
+
+        real(contents, styles, on_result=counted, **kw)
+
+    real_stack = worker.stylizer.stylize_stack
+    monkeypatch.setattr(worker.stylizer, "stylize_stream", breaks_after_two)
+    monkeypatch.setattr(
+        worker.stylizer,
+        "stylize_stack",
+        lambda contents, *a, **kw: stacks.append(len(contents)) or real_stack(contents, *a, **kw),
+    )
+    rows = worker.run_pairs(pairs)
+    assert [r["status"] for r in rows] == ["done"] * 5
+    assert stacks == [2, 1]  # the 3 pairs the stream had not handed out

@@ -308,6 +308,21 @@ def test_batched_job_matches_the_unbatched_one(tmp_path, inputs):
     assert set(three[three.status == "failed"].error) == set(one[one.status == "failed"].error)
 
 
+def test_a_converging_job_streams_each_calls_pairs_through_its_slots(tmp_path, inputs):
+    """With `converge`, a call carries several batches (driver.STREAM_CALLS) and the actor
+    streams each working size's pairs through one batch's slots: with batch 1 and one actor,
+    the 4 pairs come in one call, and each pair of a size takes the slot its predecessor left.
+    Every row is done with the iterations it ran, fewer than the budget for those that
+    converged."""
+    params = {"schedule": [[40, 80]], "precision": "fp32", "converge": 0.05}
+    plan = make_plan(parse_spec(job(tmp_path, *inputs, params=params)))
+    summary = run_plan(plan, RunOptions(actors=1, gpus_per_actor=0, batch=1))
+    assert (summary.done, summary.failed) == (4, 0)
+    rows = pd.read_parquet(tmp_path / "out" / "grid" / "results")
+    assert set(rows.status) == {"done"} and len(rows) == 4
+    assert all(1 <= n <= 80 for n in rows.iterations) and min(rows.iterations) < 80
+
+
 def test_a_masked_job_records_each_pairs_mask_and_fails_a_content_without_one(tmp_path, inputs):
     """`content.masks` through real actors: one.png's mask (twice its size) keeps the left half
     the photo; two.png has none: a final failed row naming it (`missing: fail`)."""
