@@ -12,7 +12,8 @@ Prints:
    and its share of the card's dense bf16 peak;
 4. dataset mode, 256 px x 200 iterations: images per second by batch size; 4b. the same with
    convergence stopping (`converge`), images per second and the judged loss against the fixed
-   budget's;
+   budget's; 4c. with convergence stopping and continuous batching (`stylize_stream`: 4 batches
+   of pairs through one batch's slots, a converged pair's slot taking the next pair);
 5. the levers (bf16, channels_last, cudnn.benchmark, torch.compile of the losses, CUDA graphs, TF32
    matmuls; issue 31's bf16 Gram taps, bf16 L-BFGS history, torch.compile of the step) one at a
    time against the plain fp32 path: time per iteration, and the distances of a result against
@@ -166,6 +167,41 @@ def converged_rate(st: Stylizer, contents, styles, size: int, iterations: int):
     ]
     iterations_run = sum(e.iterations for e in early) / len(early)
     return rates[0], rates[1], iterations_run, sum(ratios) / len(ratios)
+
+
+def streamed_rate(st: Stylizer, contents, styles, size: int, iterations: int, slots: int):
+    """Continuous batching: the pairs through `slots` slots with convergence stopping
+    (`stylize_stream`) against stacks of `slots` with the fixed budget: (images/s fixed,
+    images/s streamed, mean iterations run, mean judged loss streamed over fixed)."""
+    fixed = StyleParams(schedule=((size, iterations),))
+    early = fixed.replace(converge=CONVERGE, converge_window=WINDOW)
+    sync(st.device)
+    started = time.perf_counter()
+    stacked = []
+    for i in range(0, len(contents), slots):
+        chunk = slice(i, i + slots)
+        stacked += st.stylize_stack(contents[chunk], [[s] for s in styles[chunk]], params=fixed)
+    sync(st.device)
+    fixed_rate = len(contents) / (time.perf_counter() - started)
+    streamed: dict[int, object] = {}
+    sync(st.device)
+    started = time.perf_counter()
+    st.stylize_stream(
+        contents,
+        [[s] for s in styles],
+        params=early,
+        slots=slots,
+        on_result=streamed.__setitem__,
+    )
+    sync(st.device)
+    rate = len(contents) / (time.perf_counter() - started)
+    ratios = [
+        judged_loss(st, streamed[i].image, c, s, early)
+        / judged_loss(st, stacked[i].image, c, s, fixed)
+        for i, (c, s) in enumerate(zip(contents, styles, strict=True))
+    ]
+    ran = sum(streamed[i].iterations for i in streamed) / len(streamed)
+    return fixed_rate, rate, ran, sum(ratios) / len(ratios)
 
 
 def distances(st: Stylizer, image, content, style) -> tuple[float, float]:
@@ -435,6 +471,15 @@ def main() -> None:
         f"4b. dataset mode with convergence stopping (converge {CONVERGE}, window {WINDOW}), "
         f"batch {b}: {early_rate:.1f} images/s against {fixed_rate:.1f} fixed; {ran:.0f} of "
         f"{ds_iters} iterations run on average; judged loss {ratio:.3f} of the fixed budget's"
+    )
+    fixed_rate, rate, ran, ratio = streamed_rate(
+        st, pictures(4 * b, ds_size, 15), pictures(4 * b, ds_size, 16), ds_size, ds_iters, b
+    )
+    out(
+        f"4c. dataset mode with convergence stopping and continuous batching, {4 * b} pairs "
+        f"through {b} slots: {rate:.1f} images/s against {fixed_rate:.1f} fixed in stacks of "
+        f"{b}; {ran:.0f} of {ds_iters} iterations run on average; judged loss {ratio:.3f} of the "
+        "fixed budget's"
     )
     del st
     if dev.type == "cuda":
