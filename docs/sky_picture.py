@@ -1,9 +1,9 @@
 """Makes docs/sky.jpg: one photo with open sky crossed with the shipped paintings at each preset.
-From the repository root (the fast preset takes ~4 min a pair on 2 CPU cores):
+From the repository root (on 2 CPU cores the fast preset takes ~4 min a pair, quality ~16):
 
-    for p in preview fast; do .venv/bin/python tests/benchmarks/quality.py --presets $p \
-        --photos rocket --out sky/$p; done
-    .venv/bin/python docs/sky_picture.py sky docs/sky.jpg preview fast
+    for p in preview fast quality; do .venv/bin/python tests/benchmarks/quality.py \
+        --presets $p --photos rocket --out sky/$p; done
+    .venv/bin/python docs/sky_picture.py sky docs/sky.jpg preview fast quality
 
 The first row is the photo (scikit-image's rocket, public domain: docs/NOTICE) and the
 paintings; each further row a preset's results, labelled on the left.
