@@ -106,3 +106,15 @@ def use_compile_cache() -> str | None:
     folder = str(base / "inductor")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     return folder
+
+
+def bmm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b batched, as float32: bf16 operands are multiplied in bf16 with float32 sums, no
+    float32 copy of them (CUDA writes the float32 result directly, `out_dtype`; the CPU's bf16
+    matmul also sums in float32 but rounds its output to bf16, a relative 2^-9, before the cast).
+    Other dtypes: a plain bmm."""
+    if a.dtype != torch.bfloat16:
+        return torch.bmm(a, b)
+    if a.is_cuda:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a, b).float()

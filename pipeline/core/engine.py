@@ -52,6 +52,21 @@ def _loss_terms(
     return lc, style_weight * losses.style_loss(g, grams)
 
 
+def _blend_weights(
+    styles: Sequence[Sequence[torch.Tensor]], blends: Sequence[Sequence[float] | None]
+) -> list[list[float]]:
+    """Each pair's style blend weights (None: equal), checked against its styles."""
+    out = []
+    for pair_styles, blend in zip(styles, blends, strict=True):
+        if not pair_styles:
+            raise ParamError("styles", "at least one style image is needed")
+        weights = list(blend) if blend is not None else [1.0] * len(pair_styles)
+        if len(weights) != len(pair_styles):
+            raise ParamError("style_blend", f"{len(weights)} weights for {len(pair_styles)} styles")
+        out.append(weights)
+    return out
+
+
 class Stylizer:
     """Holds a frozen VGG-19 on a device and stylizes pair after pair without reloading.
 
@@ -64,8 +79,8 @@ class Stylizer:
     bf16, summed in float32, instead of through float32 copies), `bf16_history` (L-BFGS keeps its
     curvature pairs in bf16: half the memory and the bytes read per iteration), `compile_step`
     (torch.compile of the network and the losses, their backward included, the compiled code
-    kept on disk where every actor of the node finds it: `compile_cache_dir`). `None` takes the
-    default for the device: what the GPU check and the CPU benchmarks measured to pay
+    kept on disk where every actor of the node finds it: `device.use_compile_cache`). `None`
+    takes the default for the device: what the GPU check and the CPU benchmarks measured to pay
     (tests/benchmarks/RESULTS.md).
 
     Words: a "stack" is the pairs optimized together in one forward pass (`stylize_stack`); a
@@ -406,19 +421,14 @@ class Stylizer:
         if len(styles) != n:
             raise ParamError("contents", f"{n} contents for {len(styles)} style lists")
         blends = list(style_blends) if style_blends is not None else [None] * n
-        weights = [
-            list(b) if b is not None else [1.0] * len(s)
-            for b, s in zip(blends, styles, strict=True)
-        ]
-        if any(len(w) != len(s) for w, s in zip(weights, styles, strict=True)):
-            raise ParamError("style_blend", "a pair's blend weights must match its styles")
+        weights = _blend_weights(styles, blends)
         sizes = {self.working_sizes(c.shape, params) for c in contents}
         if len(sizes) > 1:
             raise ParamError("contents", f"a stream needs equal working sizes, got {sorted(sizes)}")
         if not n:
             return
         tiled = any(tiling.is_tiled(hw, params.tile) for hw in next(iter(sizes)))
-        if not stream.streamable(params, tiled, masked=False) or any(not s for s in styles):
+        if not stream.streamable(params, tiled, masked=False):
             for i in range(0, n, max(1, slots)):
                 chunk = slice(i, i + max(1, slots))
                 outcomes = self.stylize_stack(
@@ -457,16 +467,7 @@ class Stylizer:
             raise ParamError("contents", f"{n} contents for {len(styles)} style lists")
         blends = list(blends) if blends is not None else [None] * n
         inits = list(init_images) if init_images is not None else [None] * n
-        blend_lists: list[list[float]] = []
-        for pair_styles, blend in zip(styles, blends, strict=True):
-            if not pair_styles:
-                raise ParamError("styles", "at least one style image is needed")
-            weights = list(blend) if blend is not None else [1.0] * len(pair_styles)
-            if len(weights) != len(pair_styles):
-                raise ParamError(
-                    "style_blend", f"{len(weights)} weights for {len(pair_styles)} styles"
-                )
-            blend_lists.append(weights)
+        blend_lists = _blend_weights(styles, blends)
         pair_masks = list(masks_of) if masks_of is not None else [None] * n
         if len(pair_masks) != n:
             raise ParamError("masks", f"{len(pair_masks)} masks for {n} contents")
@@ -584,8 +585,11 @@ class Stylizer:
         """(content, style, tv, total) per pair, (B,) each."""
         x = targets.view(x)
         content_weight, style_weight = params.loss_weights()
-        if self._step_terms is not None and not targets.guides and torch.is_grad_enabled():
-            lc, ls, ltv = self._step_terms(
+        if not targets.guides:
+            compiled = self._step_terms is not None and torch.is_grad_enabled()
+            forward = self._step_terms if compiled else self._forward_terms
+            assert forward is not None
+            lc, ls, ltv = forward(
                 x,
                 targets.content_target,
                 targets.grams,
@@ -596,19 +600,20 @@ class Stylizer:
                 params.tv_weight,
             )
             return lc, ls, ltv, lc + ls + ltv
+        # A stack with a masked pair: a masked pair's style loss is its regions'
+        # (pipeline/core/masks.py).
         feats = self.features(x, params.pooling, params.precision)
         lc, ls = self._terms(
             feats, targets.content_target, targets.grams, content_weight, style_weight
         )
-        if targets.guides:  # a masked pair's style loss is its regions' (pipeline/core/masks.py)
-            per_pair = [
-                ls[b : b + 1]
-                if guide is None
-                else style_weight
-                * masks.guided_style_loss({n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide)
-                for b, guide in enumerate(targets.guides)
-            ]
-            ls = torch.cat(per_pair)
+        per_pair = [
+            ls[b : b + 1]
+            if guide is None
+            else style_weight
+            * masks.guided_style_loss({n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide)
+            for b, guide in enumerate(targets.guides)
+        ]
+        ls = torch.cat(per_pair)
         ltv = params.tv_weight * losses.tv_loss(x) if params.tv_weight else torch.zeros_like(lc)
         return lc, ls, ltv, lc + ls + ltv
 
@@ -623,10 +628,10 @@ class Stylizer:
         style_weight: float,
         tv_weight: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The network and the weighted losses of a pair without a mask, (B,) each: what
+        """The network and the weighted losses of pairs without a mask, (B,) each: eager, or what
         `compile_step` compiles (its backward is compiled with it, by AOTAutograd)."""
         feats = self.features(x, pooling, precision)
-        lc, ls = _loss_terms(feats, content_target, grams, content_weight, style_weight)
+        lc, ls = self._terms(feats, content_target, grams, content_weight, style_weight)
         ltv = tv_weight * losses.tv_loss(x) if tv_weight else torch.zeros_like(lc)
         return lc, ls, ltv
 

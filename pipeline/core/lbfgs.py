@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from .device import bmm_float32
+
 # Elements per chunk of the stored vectors (see BatchedLBFGS.pairs).
 CHUNK = 4096
 
@@ -197,12 +199,5 @@ class BatchedLBFGS:
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """a @ b batched in the stored history's `dtype`; a bf16 product sums in float32 and comes
-    back as float32 (CUDA writes the float32 result directly; the CPU's bf16 matmul rounds its
-    output to bf16 first)."""
-    a, b = a.to(dtype), b.to(dtype)
-    if dtype != torch.bfloat16:
-        return torch.bmm(a, b)
-    if a.is_cuda:
-        return torch.bmm(a, b, out_dtype=torch.float32)
-    return torch.bmm(a, b).float()
+    """a @ b batched in the stored history's `dtype` (a bf16 product as float32)."""
+    return bmm_float32(a.to(dtype), b.to(dtype))

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from .device import bmm_float32
 from .errors import ParamError
 
 # Squared norms below this are treated as this: a black style image has an all-zero Gram.
@@ -29,16 +30,8 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     size changes."""
     b, c, h, w = features.shape
     f = features.reshape(b, c, h * w)  # (B, C, H*W)
-    if f.dtype == torch.bfloat16:
-        # bf16 taps (`Stylizer(bf16_grams=True)`): the products in bf16 with float32 sums and a
-        # float32 Gram, without a float32 copy of the taps. CUDA writes the float32 result
-        # directly (`out_dtype`); the CPU's bf16 matmul also sums in float32 but rounds its
-        # output to bf16 (a relative 2^-9 per element) before the cast.
-        if f.is_cuda:
-            g = torch.bmm(f, f.transpose(1, 2), out_dtype=torch.float32)
-        else:
-            g = torch.bmm(f, f.transpose(1, 2)).float()
-        return g / (h * w)
+    if f.dtype == torch.bfloat16:  # bf16 taps (`Stylizer(bf16_grams=True)`): a float32 Gram
+        return bmm_float32(f, f.transpose(1, 2)) / (h * w)
     return f @ f.transpose(1, 2) / (h * w)
 
 
