@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,26 +53,32 @@ def decode(
     name = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with warnings.catch_warnings():
-            # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns; we refuse from 1x on.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                if max_pixels and img.width * img.height > max_pixels:
-                    raise TooLarge(
-                        name,
-                        f"{img.width}x{img.height} px ({img.width * img.height / 1e6:.1f} MP) "
-                        f"exceeds this worker's limit of {max_pixels / 1e6:.1f} MP "
-                        "(resources.max_pixels)",
-                    )
-                if img.format not in formats.FORMATS:
-                    raise ImageError(name, f"{img.format} is not accepted ({formats.NAMES})")
-                _check_side(img.size, name)
-                if max_side and img.format == "JPEG" and not keep_colors:
-                    img.draft("RGB", (max_side, max_side))
-                img.load()
-                # Shrunk before the rotation, which copies: a square bound fits either way.
-                img = ImageOps.exif_transpose(_shrink(img, max_side, keep_colors))
-                rgb = _to_rgb(img)
+        with Image.open(source) as img:
+            # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns; we refuse from 1x on, by
+            # the header's size: not by turning the warning into an error, since
+            # `warnings.catch_warnings` is process-wide and an actor decodes two calls at
+            # once on two threads (one thread's exit dropped the other's filter).
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:
+                raise Image.DecompressionBombError(
+                    f"{img.width}x{img.height} px, over PIL's limit of {limit} px"
+                )
+            if max_pixels and img.width * img.height > max_pixels:
+                raise TooLarge(
+                    name,
+                    f"{img.width}x{img.height} px ({img.width * img.height / 1e6:.1f} MP) "
+                    f"exceeds this worker's limit of {max_pixels / 1e6:.1f} MP "
+                    "(resources.max_pixels)",
+                )
+            if img.format not in formats.FORMATS:
+                raise ImageError(name, f"{img.format} is not accepted ({formats.NAMES})")
+            _check_side(img.size, name)
+            if max_side and img.format == "JPEG" and not keep_colors:
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            # Shrunk before the rotation, which copies: a square bound fits either way.
+            img = ImageOps.exif_transpose(_shrink(img, max_side, keep_colors))
+            rgb = _to_rgb(img)
     except ImageError:
         raise
     except FileNotFoundError:
