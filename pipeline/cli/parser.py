@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from .. import __version__
-from ..core.params import DEFAULT_WEIGHTS, StyleParams, parse_schedule
+from ..core.params import DEFAULT_WEIGHTS, StyleParams, parse_layer_weights, parse_schedule
 from ..job.fetch import DATASETS
 from ..job.presets import DEFAULT_PRESET, preset_names
 from .cluster import cmd_logs, cmd_status, cmd_stop, cmd_submit
@@ -21,7 +21,7 @@ from .stylize import cmd_stylize
 
 Subparsers = Any  # argparse's _SubParsersAction, private
 # Parameters that get their own option with a different shape, or none.
-_SPECIAL = {"schedule", "trace_every"}
+_SPECIAL = {"schedule", "style_layer_weights", "trace_every"}
 _DASHBOARD_HELP = "Ray dashboard address, http://HEAD:8265 (default: $RAY_ADDRESS)"
 
 
@@ -47,6 +47,11 @@ def _param_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--iterations", type=int, help="iterations at the last (full-size) level")
     group.add_argument(
         "--schedule", type=parse_schedule, help="levels as SIZE:ITERS,SIZE:ITERS (coarse to fine)"
+    )
+    group.add_argument(
+        "--style-layer-weights",
+        type=parse_layer_weights,
+        help="weights of relu1_1..relu5_1 as W,W,W,W,W (normalized; default: equal)",
     )
     defaults = StyleParams()
     for f in dataclasses.fields(StyleParams):

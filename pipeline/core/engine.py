@@ -45,11 +45,12 @@ def _loss_terms(
     grams: Mapping[str, torch.Tensor],
     content_weight: float,
     style_weight: float,
+    layer_weights: tuple[float, ...],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted content and style losses per pair, (B,) each: the part `compile=True` compiles."""
     lc = content_weight * losses.content_loss(feats[CONTENT_LAYERS[0]], content_target)
     g = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
-    return lc, style_weight * losses.style_loss(g, grams)
+    return lc, style_weight * losses.style_loss(g, grams, layer_weights)
 
 
 def _blend_weights(
@@ -597,20 +598,29 @@ class Stylizer:
                 params.precision,
                 content_weight,
                 style_weight,
+                params.style_layer_weights,
                 params.tv_weight,
             )
             return lc, ls, ltv, lc + ls + ltv
         # A stack with a masked pair: a masked pair's style loss is its regions'
         # (pipeline/core/masks.py).
         feats = self.features(x, params.pooling, params.precision)
+        layer_weights = params.style_layer_weights
         lc, ls = self._terms(
-            feats, targets.content_target, targets.grams, content_weight, style_weight
+            feats,
+            targets.content_target,
+            targets.grams,
+            content_weight,
+            style_weight,
+            layer_weights,
         )
         per_pair = [
             ls[b : b + 1]
             if guide is None
             else style_weight
-            * masks.guided_style_loss({n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide)
+            * masks.guided_style_loss(
+                {n: feats[n][b : b + 1] for n in STYLE_LAYERS}, guide, layer_weights
+            )
             for b, guide in enumerate(targets.guides)
         ]
         ls = torch.cat(per_pair)
@@ -626,12 +636,15 @@ class Stylizer:
         precision: str,
         content_weight: float,
         style_weight: float,
+        layer_weights: tuple[float, ...],
         tv_weight: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The network and the weighted losses of pairs without a mask, (B,) each: eager, or what
         `compile_step` compiles (its backward is compiled with it, by AOTAutograd)."""
         feats = self.features(x, pooling, precision)
-        lc, ls = self._terms(feats, content_target, grams, content_weight, style_weight)
+        lc, ls = self._terms(
+            feats, content_target, grams, content_weight, style_weight, layer_weights
+        )
         ltv = tv_weight * losses.tv_loss(x) if tv_weight else torch.zeros_like(lc)
         return lc, ls, ltv
 
@@ -640,7 +653,9 @@ class Stylizer:
         return tiling.TiledLoss(
             params.tile,
             functools.partial(self.features, pooling=params.pooling, precision=params.precision),
-            lambda f, t, g: self._terms(f, t, g, *params.loss_weights()),
+            lambda f, t, g: self._terms(
+                f, t, g, *params.loss_weights(), params.style_layer_weights
+            ),
             params.tv_weight,
             seed=params.seed + level,  # the grid's shifts repeat with the seed
         )

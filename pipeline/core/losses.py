@@ -71,18 +71,27 @@ def style_errors(
     return {name: relative_error(g, targets[name]) for name, g in grams.items()}
 
 
-def layer_mean(errors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The style loss from per-layer errors: their mean, equal layer weights, so that relu1_1
-    (colour) pulls as much as relu4_1 (large shapes)."""
+def layer_mean(
+    errors: Mapping[str, torch.Tensor], weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """The style loss from per-layer errors: their mean, by default with equal layer weights, so
+    that relu1_1 (colour) pulls as much as relu4_1 (large shapes); `weights` (one per layer, in
+    `errors`' order) make it a weighted mean."""
     values = list(errors.values())
-    return sum(values[1:], values[0]) / len(values)
+    if weights is None or len(set(weights)) == 1:  # equal: the plain mean, rounded as it was
+        return sum(values[1:], values[0]) / len(values)
+    total = float(sum(weights))
+    terms = [v * (w / total) for v, w in zip(values, weights, strict=True)]
+    return sum(terms[1:], terms[0])
 
 
 def style_loss(
-    grams: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    grams: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """Mean over the style layers of their relative Gram errors -> (B,)."""
-    return layer_mean(style_errors(grams, targets))
+    """Mean over the style layers of their relative Gram errors (weighted by `weights`) -> (B,)."""
+    return layer_mean(style_errors(grams, targets), weights)
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

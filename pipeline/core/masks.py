@@ -282,7 +282,11 @@ def guided_style_errors(
     return {name: (guide.shares * e).sum().reshape(1) for name, e in per_region.items()}
 
 
-def guided_style_loss(features: Mapping[str, torch.Tensor], guide: LevelGuide) -> torch.Tensor:
-    """One pair's style loss over its regions, (1,): the mean over layers of
+def guided_style_loss(
+    features: Mapping[str, torch.Tensor],
+    guide: LevelGuide,
+    weights: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """One pair's style loss over its regions, (1,): the (weighted) mean over layers of
     `guided_style_errors`, as `losses.style_loss` is of `losses.style_errors`."""
-    return losses.layer_mean(guided_style_errors(features, guide))
+    return losses.layer_mean(guided_style_errors(features, guide), weights)

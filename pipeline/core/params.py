@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import ParamError
 from .sizes import MIN_SIDE, MIN_TILE, TILE_ALIGN
+from .taps import STYLE_LAYERS
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
@@ -64,6 +65,14 @@ class StyleParams:
     style_weight: float = _param_field(
         1.0, "weight of the style loss (relative Gram errors, relu1_1..relu5_1)"
     )
+    # Equal by default (the relative errors already make each layer pull its share). Unequal
+    # weights express another tool's objective: pastiche's 10/C^2-weighted Gram MSE on the raw
+    # Caffe network is about (3e-4, 0.04, 0.025, 0.93, 1.4e-4) in relative errors, with a content
+    # weight of 1e-3 (tests/benchmarks/vs_pastiche.py derives them from its pairs).
+    style_layer_weights: tuple[float, ...] = _param_field(
+        (1.0,) * len(STYLE_LAYERS),
+        f"weights of the style layers {', '.join(STYLE_LAYERS)} (normalized to sum 1)",
+    )
     # The knob people understand: 0 = the photo, 1 = the painting's statistics; 0.5 takes
     # content_weight and style_weight as they are (StyleParams.loss_weights says how).
     strength: float = _param_field(
@@ -114,6 +123,9 @@ class StyleParams:
             if choices and value not in choices:
                 raise ParamError(f.name, f"{value!r} is not one of {', '.join(choices)}")
         object.__setattr__(self, "schedule", _check_schedule(self.schedule))
+        object.__setattr__(
+            self, "style_layer_weights", _check_layer_weights(self.style_layer_weights)
+        )
         for name in _FLOATS:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -190,6 +202,7 @@ class StyleParams:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["schedule"] = [list(level) for level in self.schedule]
+        d["style_layer_weights"] = list(self.style_layer_weights)
         return d
 
     @classmethod
@@ -253,6 +266,30 @@ def _check_schedule(schedule: Any) -> tuple[tuple[int, int], ...]:
     if not levels:
         raise ParamError("schedule", "needs at least one level")
     return tuple(levels)
+
+
+def _check_layer_weights(weights: Any) -> tuple[float, ...]:
+    name = "style_layer_weights"
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
+        raise ParamError(name, f"must be a list of {len(STYLE_LAYERS)} numbers, got {weights!r}")
+    values = []
+    for w in weights:
+        try:  # YAML reads 1e-4 as a string
+            values.append(float(w) if not isinstance(w, bool) else float("nan"))
+        except (TypeError, ValueError):
+            values.append(float("nan"))
+    if len(values) != len(STYLE_LAYERS):
+        raise ParamError(
+            name, f"needs one weight per layer ({', '.join(STYLE_LAYERS)}), got {len(values)}"
+        )
+    if any(w != w or w < 0 or w == float("inf") for w in values) or sum(values) <= 0:
+        raise ParamError(name, f"must be finite numbers >= 0, not all 0, got {list(weights)!r}")
+    return tuple(values)
+
+
+def parse_layer_weights(text: str) -> tuple[float, ...]:
+    """'1,0.5,1,1,1' -> (1.0, 0.5, 1.0, 1.0, 1.0), for the command line."""
+    return _check_layer_weights(text.split(","))
 
 
 def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:

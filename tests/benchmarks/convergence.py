@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from pipeline.core.engine import Stylizer  # noqa: E402
-from pipeline.core.network import STYLE_LAYERS  # noqa: E402
+from pipeline.core.measure import objective  # noqa: E402
 from pipeline.core.params import StyleParams, parse_schedule  # noqa: E402
 from pipeline.io import images  # noqa: E402
 from pipeline.io.demo import demo_catalog  # noqa: E402
@@ -42,8 +42,7 @@ def photo(name: str) -> torch.Tensor:
 
 def judged(st: Stylizer, image: torch.Tensor, content, style, params: StyleParams) -> float:
     q = st.measure(image, content, [style], params=params)
-    cw, sw = params.loss_weights()
-    return cw * q["content"] + sw * statistics.fmean(q[n] for n in STYLE_LAYERS)
+    return objective(q, params)
 
 
 def main() -> None:

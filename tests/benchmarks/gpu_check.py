@@ -45,6 +45,7 @@ from common import machine, peak_mb, sync  # noqa: E402
 
 from pipeline.core.device import default_stack  # noqa: E402
 from pipeline.core.engine import Stylizer  # noqa: E402
+from pipeline.core.measure import objective  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
 from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
 from pipeline.io import images  # noqa: E402
@@ -141,9 +142,7 @@ def conv_share(events) -> float:
 def judged_loss(st: Stylizer, image, content, style, params: StyleParams) -> float:
     """The objective the optimization minimizes, recomputed on the result in float32."""
     q = st.measure(image, content, [style], params=params)
-    cw, sw = params.loss_weights()
-    style_layers = [k for k in q if k.startswith("relu")]
-    return cw * q["content"] + sw * sum(q[k] for k in style_layers) / len(style_layers)
+    return objective(q, params)
 
 
 def converged_rate(st: Stylizer, contents, styles, size: int, iterations: int):

@@ -399,6 +399,25 @@ def test_strength_runs_from_the_photo_to_the_paintings_statistics(stylizer):
     assert runs[0.5].quality["content"] < runs[1].quality["content"]
 
 
+def test_layer_weights_pull_the_weighted_layers_closer(stylizer):
+    """All the weight on relu1_1 (colour) against all of it on relu4_1 (large shapes): each run
+    brings its own layer closer to the painting than the other run does."""
+    rocket, scream = _rocket_and_scream(48)
+    params = tiny(schedule=((48, 20),), precision="fp32", strength=1.0)
+    runs = {
+        layer: stylizer.stylize(
+            rocket,
+            [scream],
+            params=params.replace(
+                style_layer_weights=tuple(float(n == layer) for n in STYLE_LAYERS)
+            ),
+        ).quality
+        for layer in ("relu1_1", "relu4_1")
+    }
+    assert runs["relu1_1"]["relu1_1"] < 0.5 * runs["relu4_1"]["relu1_1"]
+    assert runs["relu4_1"]["relu4_1"] < 0.5 * runs["relu1_1"]["relu4_1"]
+
+
 # -- convergence stopping (params.converge) ----------------------------------------------------
 
 

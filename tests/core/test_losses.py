@@ -27,6 +27,14 @@ def test_style_loss_is_the_mean_of_each_layers_relative_gram_error():
     assert losses.style_loss(t, t).item() == 0.0
 
 
+def test_layer_weights_make_the_style_loss_a_normalized_weighted_mean():
+    g = {"a": torch.zeros(1, 2, 2), "b": torch.full((1, 2, 2), 3.0)}
+    t = {"a": torch.ones(1, 2, 2), "b": torch.ones(1, 2, 2)}  # errors 1 and 4
+    assert losses.style_loss(g, t, (3, 1)).item() == pytest.approx(0.75 * 1 + 0.25 * 4)
+    assert losses.style_loss(g, t, (2, 2)).item() == losses.style_loss(g, t).item()
+    assert losses.style_loss(g, t, (0, 1)).item() == pytest.approx(4.0)
+
+
 def test_blend_normalizes_weights():
     a = {"x": torch.zeros(1, 2, 2)}
     b = {"x": torch.ones(1, 2, 2)}

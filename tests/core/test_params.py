@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.core.params import ParamError, StyleParams, parse_schedule
+from pipeline.core.params import ParamError, StyleParams, parse_layer_weights, parse_schedule
 from pipeline.job.presets import load_preset, preset_names
 
 
@@ -25,6 +25,11 @@ def test_presets_load_and_override_only_what_differs():
         ({"style_weight": -1.0}, "style_weight"),
         ({"style_weight": "lots"}, "style_weight"),
         ({"colour": "none"}, "colour"),
+        ({"style_layer_weights": [1, 1]}, "style_layer_weights"),
+        ({"style_layer_weights": [1, 1, 1, 1, -1]}, "style_layer_weights"),
+        ({"style_layer_weights": [0, 0, 0, 0, 0]}, "style_layer_weights"),
+        ({"style_layer_weights": [1, 1, 1, 1, "lots"]}, "style_layer_weights"),
+        ({"style_layer_weights": "1,1,1,1,1"}, "style_layer_weights"),
     ],
 )
 def test_bad_values_name_the_field(values, field):
@@ -47,6 +52,11 @@ def test_schedule_helpers():
     assert p.with_iterations(10).schedule == ((128, 100), (256, 10))
     assert parse_schedule("64:10,128:5") == ((64, 10), (128, 5))
     assert StyleParams.from_dict({"content_weight": "1e4"}).content_weight == 1e4
+    # YAML reads 3e-4 as a string; a list comes back as a tuple of floats, and as a list.
+    weights = StyleParams.from_dict({"style_layer_weights": ["3e-4", 0.04, 0.025, 1, 2e-4]})
+    assert weights.style_layer_weights == (3e-4, 0.04, 0.025, 1.0, 2e-4)
+    assert weights.to_dict()["style_layer_weights"] == [3e-4, 0.04, 0.025, 1.0, 2e-4]
+    assert parse_layer_weights("1,2,3,4,5") == (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
 def test_strength_scales_the_weights_around_the_given_ones():

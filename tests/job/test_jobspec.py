@@ -60,6 +60,15 @@ def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(
     assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(changed)).pairs}
     seeded = spec_dict(artworks, photos, params={"seed": 1, "schedule": [[32, 2]]})
     assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(seeded)).pairs}
+    # Equal layer weights are the default's objective (they are normalized): the same ids.
+    equal = spec_dict(
+        artworks, photos, params={"schedule": [[32, 2]], "style_layer_weights": [2] * 5}
+    )
+    assert [p.pair_id for p in make_plan(parse_spec(equal)).pairs] == ids
+    unequal = spec_dict(
+        artworks, photos, params={"schedule": [[32, 2]], "style_layer_weights": [1, 1, 1, 2, 1]}
+    )
+    assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(unequal)).pairs}
 
 
 def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
