@@ -11,6 +11,12 @@ stylized image in `stylized` (H, W, 3 uint8), `status` (done | failed), `error_t
 and the results table's loss metadata (`results.result_columns`: iterations, losses, quality
 measure), `seconds` and `params`. A bad image fails its row, not the batch.
 
+Rows of one working size are optimized `slots` at a time (`Stylizer.stylize_stack`; by default
+as many as a job's actor stacks on this device, `device.default_stack`). With convergence
+stopping (`params: {converge: 0.01}`) they stream through the slots instead
+(`Stylizer.stylize_stream`): a pair that has stopped leaves its slot to the next row, so a large
+`batch_size` computes no finished pair.
+
 A job spec (`nst run`, `pipeline.run_job`) remains the tool for resumable overnight jobs: it
 commits each pair exactly once, resumes after a crash and keeps failed rows for a rerun; a Ray
 Data stage recomputes whatever its pipeline recomputes.
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.device import default_stack
 from ..core.engine import Stylizer
 from ..core.errors import NSTError, ParamError
 from ..core.params import DEFAULT_WEIGHTS
@@ -45,7 +52,8 @@ class StyleTransfer:
     """A warm Stylizer for `map_batches`; the keyword arguments are `fn_constructor_kwargs`.
 
     `preset` and `params` (overrides, as a job spec's `params:`) set the stylization; `catalog`
-    (a folder, an s3:// prefix or "demo") is where `painting` identities are found."""
+    (a folder, an s3:// prefix or "demo") is where `painting` identities are found; `slots`
+    how many pairs are optimized together (None: `device.default_stack`)."""
 
     def __init__(
         self,
@@ -56,9 +64,15 @@ class StyleTransfer:
         device: str = "auto",
         catalog: str | None = None,
         s3: S3Settings | None = None,
+        slots: int | None = None,
     ) -> None:
         self.params = resolve(preset, params, paths=True)
         self.stylizer = Stylizer(weights, device)
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)):
+            raise ParamError("slots", f"must be an integer >= 1 or None, got {slots!r}")
+        if slots is not None and slots < 1:
+            raise ParamError("slots", f"must be >= 1, got {slots}")
+        self.slots = slots or default_stack(self.stylizer.device.type, self.params.size)
         self.catalog = catalog
         self.s3 = s3 or S3Settings.from_env()
         self._paintings: dict[str, tuple[Storage, Painting]] | None = None
@@ -81,24 +95,41 @@ class StyleTransfer:
                 )
             except NSTError as exc:
                 rows[i].update(status="failed", error_type=type(exc).__name__, error=str(exc))
-        # Pairs of equal working sizes share one optimization (as the job actors do).
-        for pairs in groups.values():
-            outcomes = self.stylizer.stylize_stack(
-                [c for _, c, _ in pairs], [[s] for _, _, s in pairs], params=self.params
-            )
-            for (i, _, _), outcome in zip(pairs, outcomes, strict=True):
-                if isinstance(outcome, NSTError):
-                    rows[i].update(
-                        status="failed", error_type=type(outcome).__name__, error=str(outcome)
-                    )
-                    continue
-                stylized[i] = images.to_array(outcome.image)  # (H, W, 3) uint8
+
+        def finish(i: int, outcome: Any) -> None:
+            if isinstance(outcome, NSTError):
                 rows[i].update(
-                    status="done",
-                    **result_columns(outcome),
-                    seconds=outcome.seconds,
-                    params=json.dumps(outcome.params, sort_keys=True),
+                    status="failed", error_type=type(outcome).__name__, error=str(outcome)
                 )
+                return
+            stylized[i] = images.to_array(outcome.image)  # (H, W, 3) uint8
+            rows[i].update(
+                status="done",
+                **result_columns(outcome),
+                seconds=outcome.seconds,
+                params=json.dumps(outcome.params, sort_keys=True),
+            )
+
+        # Pairs of equal working sizes share optimizations, as a job's actors do: stacks of
+        # `slots`, or with convergence stopping a stream through `slots`.
+        for pairs in groups.values():
+            contents, styles = [c for _, c, _ in pairs], [[s] for _, _, s in pairs]
+            if self.params.converge > 0 and len(pairs) > self.slots:
+                self.stylizer.stylize_stream(
+                    contents,
+                    styles,
+                    params=self.params,
+                    slots=self.slots,
+                    on_result=lambda j, outcome, pairs=pairs: finish(pairs[j][0], outcome),
+                )
+                continue
+            for k in range(0, len(pairs), self.slots):
+                chunk = slice(k, k + self.slots)
+                outcomes = self.stylizer.stylize_stack(
+                    contents[chunk], styles[chunk], params=self.params
+                )
+                for (i, _, _), outcome in zip(pairs[chunk], outcomes, strict=True):
+                    finish(i, outcome)
         out = dict(columns)
         out["stylized"] = stylized
         for column in COLUMNS:

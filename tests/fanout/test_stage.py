@@ -86,3 +86,41 @@ def test_a_bad_row_fails_alone(ray_module):
     # every column of the results table that result_columns fills, and filled
     assert all(out[0][c] is not None for c in RESULT_COLUMNS)
     assert out[0]["loss_total"] > 0 and out[0]["stylized"].shape == (26, 32, 3)  # long side 32
+
+
+def test_with_convergence_the_rows_stream_through_the_slots(monkeypatch):
+    """`converge` on and more rows of one size than slots: the rows run as a stream (a pair that
+    stops leaves its slot to the next), each coming out about as it does alone."""
+    from pipeline.core.engine import Stylizer
+
+    slots_used = []
+    stream = Stylizer.stylize_stream
+
+    def spy(self, *args, **kwargs):
+        slots_used.append(kwargs["slots"])
+        return stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(Stylizer, "stylize_stream", spy)
+    params = {"schedule": [[32, 60]], "converge": 0.02, "converge_window": 5, "precision": "fp32"}
+    stage = pipeline.StyleTransfer(params=params, device="cpu", slots=2)
+    photos = [make_content(32, 32, seed=s) for s in range(5)]
+    style = make_style(32, 32)
+    pixels = [(p.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for p in photos]
+    style_pixels = (style.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    out = stage({"image": pixels, "style": [style_pixels] * 5})
+    assert slots_used == [2]
+    assert out["status"] == ["done"] * 5
+    for i, content in enumerate(pixels):
+        alone = stage.stylizer.stylize(
+            images.from_array(content, name="alone"),
+            [images.from_array(style_pixels, name="style")],
+            params=stage.params,
+        )
+        # A stack rounds otherwise than a pair alone, and L-BFGS magnifies it (RESULTS.md,
+        # Continuous batching): about where it stops alone, at about its loss.
+        assert abs(out["iterations"][i] - alone.iterations) <= 2 * 5
+        assert out["loss_total"][i] == pytest.approx(alone.losses.total, rel=0.05)
+    assert min(out["iterations"]) < 60  # some stopped early and left their slot
+
+    with pytest.raises(ValueError, match="slots"):
+        pipeline.StyleTransfer(params=params, device="cpu", slots=0)
