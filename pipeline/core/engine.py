@@ -18,7 +18,14 @@ import torch
 
 from . import color, guides, losses, masks, stream, tiling
 from . import measure as yardstick
-from .device import fp32_matmuls, pick_device, pick_precision, use_compile_cache
+from .device import (
+    GRAPH_WARMUP,
+    GraphedStep,
+    fp32_matmuls,
+    pick_device,
+    pick_precision,
+    use_compile_cache,
+)
 from .errors import ParamError, StylizeError
 from .lbfgs import BatchedLBFGS
 from .masks import SpatialMask
@@ -33,10 +40,6 @@ log = logging.getLogger(__name__)
 
 # Taps used only for Gram matrices: with `bf16_grams` they stay bf16.
 _GRAM_ONLY = frozenset(STYLE_LAYERS) - frozenset(CONTENT_LAYERS)
-
-# Iterations run eagerly on a side stream before a CUDA graph captures one (PyTorch's recipe:
-# lazy initializations and autotuning happen outside the capture).
-_GRAPH_WARMUP = 3
 
 
 def _loss_terms(
@@ -676,16 +679,15 @@ class Stylizer:
         pair converged) and how many each pair ran (B,), on the host."""
         x = x.detach().clone().requires_grad_(True)
         tiles = self._tiled_loss(params, level) if tiling.is_tiled(x.shape, params.tile) else None
-        # A CUDA graph replays one whole iteration (forward, backward, L-BFGS step, clamp) as one
-        # launch: with ~1,000 small operations an iteration, launching them one by one from
-        # Python costs more than the GPU's arithmetic at 256-512 px. It needs fixed shapes and
-        # addresses: L-BFGS in static mode, losses written at a device-side index.
+        # A CUDA graph replays each iteration after the first (`GraphedStep` says why). It needs
+        # fixed shapes and addresses: L-BFGS in static mode, losses written at a device-side
+        # index.
         graphed = (
             self.cuda_graphs
             and self.device.type == "cuda"
             and params.optimizer == "lbfgs"
             and tiles is None
-            and iterations > 1 + _GRAPH_WARMUP
+            and iterations > 1 + GRAPH_WARMUP
         )
         if params.optimizer == "lbfgs" and tiles is None:  # tiled: Adam (why: tiling.py)
             # One L-BFGS iteration per step, no line search and no tolerance stop: a fixed budget
@@ -749,26 +751,14 @@ class Stylizer:
                 if converge:  # a converged pair stays where it stopped
                     x.copy_(torch.where(active[:, None, None, None], x, before))
 
-        graph: torch.cuda.CUDAGraph | None = None
+        replay = GraphedStep(iterate, graphed)
         size = max(x.shape[-2:])
         copied = 0
         for i in range(iterations):
-            if i == 0 or not graphed:
-                iterate(first=i == 0)
-            elif i <= _GRAPH_WARMUP:  # capture wants a few iterations on a side stream first
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    iterate()
-                torch.cuda.current_stream().wait_stream(side)
+            if i == 0:
+                iterate(first=True)  # eager: it sets the scale and takes L-BFGS's first step
             else:
-                if graph is None:
-                    graph = torch.cuda.CUDAGraph()
-                    # thread_local: CUDA calls of other threads (a web server's progress reads)
-                    # must not invalidate the capture.
-                    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                        iterate()  # recorded, not run
-                graph.replay()
+                replay()
             stop = bool(converge) and (i + 1) % look == 0 and not bool(active.any())
             last = i + 1 == iterations or stop
             if last or (callback is not None and (i + 1) % progress_every == 0):

@@ -5,8 +5,9 @@ stopping (`StyleParams.converge`) a pair that stopped early stays in the stack, 
 slot computes nothing useful until its stack-mates finish. Here a pair that stops (converged, or
 at the level's iteration budget) leaves at once and the next pair of the queue takes its slot:
 its image is written into the slot, its targets into the slot's rows, and the slot's L-BFGS row
-restarts (`BatchedLBFGS.reset`). The shapes never change, so a CUDA graph could replay it, and
-every pair's iterates are what they would be alone.
+restarts (`BatchedLBFGS.reset`). The shapes and addresses never change, so on a GPU a CUDA graph
+replays each iteration as it does a stack's, and every pair's iterates are what they would be
+alone.
 
 Single-level schedules only (dataset mode's, a pair's shape must not change while others keep
 theirs), without masks or tiles, with L-BFGS; `Stylizer.stylize_stream` runs anything else as
@@ -24,6 +25,7 @@ import torch
 
 from . import color
 from . import measure as yardstick
+from .device import GRAPH_WARMUP, GraphedStep
 from .errors import StylizeError
 from .lbfgs import BatchedLBFGS
 from .network import STYLE_LAYERS
@@ -88,12 +90,17 @@ def stream(
     started = [time.perf_counter()] * width
     x = st._init(targets.contents, params, [None] * width).detach().clone()
     x.requires_grad_(True)
+    dev = x.device
+    # After the first, every iteration is one CUDA graph replay on a GPU (`GraphedStep`), as in
+    # a stack: refills write the slots' images, targets and L-BFGS rows in place between
+    # replays, so the graph's addresses hold.
+    graphed = st.cuda_graphs and dev.type == "cuda" and iterations > 1 + GRAPH_WARMUP
     lbfgs = BatchedLBFGS(
         x.data,
         history=min(100, max(1, iterations)),
+        static=graphed,
         dtype=torch.bfloat16 if st.bf16_history else None,
     )
-    dev = x.device
     rows = torch.arange(width, device=dev)
     # One row per iteration and slot; the slot's own count says where its pair is. The extra
     # row takes the writes of stopped slots.
@@ -103,8 +110,8 @@ def stream(
     scale = torch.ones(width, device=dev)  # each pair's loss at its start (see engine._optimize)
     fresh = torch.ones(width, dtype=torch.bool, device=dev)
     look = 10 if dev.type == "cuda" else 1  # host reads of who stopped: every 10th on a GPU
-    step = 0
-    while any(o >= 0 for o in occupant):
+
+    def iterate() -> None:
         x.grad = None
         parts = st._losses(x, targets, params)
         total = parts[-1]
@@ -127,6 +134,14 @@ def stream(
             lbfgs.step(x.grad)
             x.clamp_(0, 1)
             x.copy_(torch.where(active[:, None, None, None], x, before))  # stopped: frozen
+
+    replay = GraphedStep(iterate, graphed)
+    step = 0
+    while any(o >= 0 for o in occupant):
+        if step == 0:
+            iterate()  # eager: L-BFGS's first step is another code path
+        else:
+            replay()
         step += 1
         if step % look:
             continue
@@ -158,7 +173,7 @@ def stream(
             mask[refill] = True
             lbfgs.reset(mask)
             count.masked_fill_(mask, 0)
-            recorded[:, mask] = 0
+            recorded.masked_fill_(mask[None, :, None], 0)  # in place: the graph reads it
             active.logical_or_(mask)
             fresh.logical_or_(mask)
             for b, i in zip(refill, nxt, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.core.lbfgs import BatchedLBFGS
@@ -105,13 +106,15 @@ def test_a_bf16_history_minimizes_as_the_float32_one():
     assert opt.pairs.dtype == torch.bfloat16
 
 
-def test_a_reset_row_starts_afresh_as_if_alone():
+@pytest.mark.parametrize("static", [False, True])
+def test_a_reset_row_starts_afresh_as_if_alone(static):
     """Continuous batching: after 15 steps on problem 0, row 0 is reset and given problem 1's
     start; its next 25 steps match problem 1 run alone, while row 1 (problem 2) goes on
-    undisturbed, as a run of its own would."""
+    undisturbed, as a run of its own would. Static mode too: a stream replayed by a CUDA graph
+    resets rows between replays."""
     f, x0 = _problems(seed=4)
     x = x0[[0, 2]].clone().requires_grad_(True)
-    opt = BatchedLBFGS(x.data, history=10)
+    opt = BatchedLBFGS(x.data, history=10, static=static)
     problems = [0, 2]
 
     def step() -> None:
