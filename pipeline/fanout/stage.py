@@ -24,9 +24,10 @@ Data stage recomputes whatever its pipeline recomputes.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -115,12 +116,13 @@ class StyleTransfer:
         for pairs in groups.values():
             contents, styles = [c for _, c, _ in pairs], [[s] for _, _, s in pairs]
             if self.params.converge > 0 and len(pairs) > self.slots:
+                rows_of = [i for i, _, _ in pairs]
                 self.stylizer.stylize_stream(
                     contents,
                     styles,
                     params=self.params,
                     slots=self.slots,
-                    on_result=lambda j, outcome, pairs=pairs: finish(pairs[j][0], outcome),
+                    on_result=functools.partial(_finish_row, finish, rows_of),
                 )
                 continue
             for k in range(0, len(pairs), self.slots):
@@ -172,6 +174,11 @@ class StyleTransfer:
         if identity not in self._paintings:
             raise CatalogError("painting", f"no painting {identity!r} in {self.catalog}")
         return self._paintings[identity]
+
+
+def _finish_row(finish: Callable[[int, Any], None], rows: list[int], j: int, outcome: Any) -> None:
+    """A stream's result `j` (its index among the streamed pairs) into its batch row."""
+    finish(rows[j], outcome)
 
 
 def _name(columns: Mapping[str, Any], i: int) -> str:

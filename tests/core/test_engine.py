@@ -11,6 +11,7 @@ import torch
 from pipeline.core import color, losses
 from pipeline.core.device import pick_precision
 from pipeline.core.engine import StylizeError, Stylizer
+from pipeline.core.measure import objective
 from pipeline.core.network import STYLE_LAYERS
 from pipeline.core.params import ParamError
 from pipeline.core.sizes import fit, resize
@@ -404,16 +405,16 @@ def test_layer_weights_pull_the_weighted_layers_closer(stylizer):
     brings its own layer closer to the painting than the other run does."""
     rocket, scream = _rocket_and_scream(48)
     params = tiny(schedule=((48, 20),), precision="fp32", strength=1.0)
-    runs = {
-        layer: stylizer.stylize(
-            rocket,
-            [scream],
-            params=params.replace(
-                style_layer_weights=tuple(float(n == layer) for n in STYLE_LAYERS)
-            ),
-        ).quality
-        for layer in ("relu1_1", "relu4_1")
-    }
+    runs = {}
+    for layer in ("relu1_1", "relu4_1"):
+        weights = tuple(float(n == layer) for n in STYLE_LAYERS)
+        result = stylizer.stylize(
+            rocket, [scream], params=params.replace(style_layer_weights=weights)
+        )
+        runs[layer] = result.quality
+        # The loss the optimization recorded is the weighted one the yardstick recomputes.
+        judged = objective(result.quality, params.replace(style_layer_weights=weights))
+        assert judged == pytest.approx(result.losses.total, rel=1e-3)
     assert runs["relu1_1"]["relu1_1"] < 0.5 * runs["relu4_1"]["relu1_1"]
     assert runs["relu4_1"]["relu4_1"] < 0.5 * runs["relu1_1"]["relu4_1"]
 
