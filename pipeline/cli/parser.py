@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..core.params import DEFAULT_WEIGHTS, StyleParams, parse_layer_weights, parse_schedule
+from ..core.params import (
+    DEFAULT_WEIGHTS,
+    ParamError,
+    StyleParams,
+    parse_layer_weights,
+    parse_schedule,
+)
 from ..job.fetch import DATASETS
 from ..job.presets import DEFAULT_PRESET, preset_names
 from .cluster import cmd_logs, cmd_status, cmd_stop, cmd_submit
@@ -46,11 +53,13 @@ def _param_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--size", type=int, help="output long side in px (scales the schedule)")
     group.add_argument("--iterations", type=int, help="iterations at the last (full-size) level")
     group.add_argument(
-        "--schedule", type=parse_schedule, help="levels as SIZE:ITERS,SIZE:ITERS (coarse to fine)"
+        "--schedule",
+        type=_reasoned(parse_schedule),
+        help="levels as SIZE:ITERS,SIZE:ITERS (coarse to fine)",
     )
     group.add_argument(
         "--style-layer-weights",
-        type=parse_layer_weights,
+        type=_reasoned(parse_layer_weights),
         help="weights of relu1_1..relu5_1 as W,W,W,W,W (normalized; default: equal)",
     )
     defaults = StyleParams()
@@ -64,6 +73,19 @@ def _param_options(parser: argparse.ArgumentParser) -> None:
             choices=f.metadata.get("choices"),
             help=f"{f.metadata['help']} (default: {default})",
         )
+
+
+def _reasoned(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse's `type=`, its ParamError's reason in the usage error (argparse
+    would print only "invalid parse_schedule value")."""
+
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ParamError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parsed
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:

@@ -71,6 +71,11 @@ def test_bad_input_is_one_clear_line(tmp_path):
     )
     proc = nst("stylize", "a", "b", "-o", "o.png", "--preset", "nope")
     assert proc.returncode == 2 and "unknown preset 'nope'" in proc.stderr
+    # Options with a shape of their own say what is wrong, not only that the value is invalid.
+    proc = nst("stylize", "a", "b", "-o", "o.png", "--style-layer-weights", "1,2")
+    assert proc.returncode == 2 and "needs one weight per layer" in proc.stderr
+    proc = nst("stylize", "a", "b", "-o", "o.png", "--schedule", "8:10")
+    assert proc.returncode == 2 and "level size must be an integer >= 16" in proc.stderr
 
 
 def test_stylize_with_a_colour_keyed_mask_keeps_the_photo_and_records_it(tmp_path):
