@@ -13,6 +13,7 @@ target, 1 is as far as an all-black image.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -71,9 +72,11 @@ def style_errors(
     return {name: relative_error(g, targets[name]) for name, g in grams.items()}
 
 
-def layer_mean(
-    errors: Mapping[str, torch.Tensor], weights: Sequence[float] | None = None
-) -> torch.Tensor:
+# Per-layer errors: tensors during the optimization, floats in a quality measure.
+Errors = TypeVar("Errors", torch.Tensor, float)
+
+
+def layer_mean(errors: Mapping[str, Errors], weights: Sequence[float] | None = None) -> Errors:
     """The style loss from per-layer errors: their mean, by default with equal layer weights, so
     that relu1_1 (colour) pulls as much as relu4_1 (large shapes); `weights` (one per layer, in
     `errors`' order) make it a weighted mean."""

@@ -120,6 +120,5 @@ def objective(q: dict[str, float], params: StyleParams) -> float:
     """The loss the optimization minimizes, recomputed from a quality measure `q` (`measure`):
     the weighted content error plus the weighted mean of the per-layer Gram errors."""
     content_weight, style_weight = params.loss_weights()
-    weights = params.style_layer_weights
-    style = sum(q[n] * w for n, w in zip(STYLE_LAYERS, weights, strict=True)) / sum(weights)
+    style = losses.layer_mean({n: q[n] for n in STYLE_LAYERS}, params.style_layer_weights)
     return content_weight * q["content"] + style_weight * style

@@ -24,10 +24,9 @@ Data stage recomputes whatever its pipeline recomputes.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -69,10 +68,10 @@ class StyleTransfer:
     ) -> None:
         self.params = resolve(preset, params, paths=True)
         self.stylizer = Stylizer(weights, device)
-        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)):
+        if slots is not None and (
+            isinstance(slots, bool) or not isinstance(slots, int) or slots < 1
+        ):
             raise ParamError("slots", f"must be an integer >= 1 or None, got {slots!r}")
-        if slots is not None and slots < 1:
-            raise ParamError("slots", f"must be >= 1, got {slots}")
         self.slots = slots or default_stack(self.stylizer.device.type, self.params.size)
         self.catalog = catalog
         self.s3 = s3 or S3Settings.from_env()
@@ -116,13 +115,14 @@ class StyleTransfer:
         for pairs in groups.values():
             contents, styles = [c for _, c, _ in pairs], [[s] for _, _, s in pairs]
             if self.params.converge > 0 and len(pairs) > self.slots:
-                rows_of = [i for i, _, _ in pairs]
+                # The stream's index j is the pair's place in this group.
+                rows_of = tuple(i for i, _, _ in pairs)
+
+                def streamed(j: int, outcome: Any, rows: tuple[int, ...] = rows_of) -> None:
+                    finish(rows[j], outcome)
+
                 self.stylizer.stylize_stream(
-                    contents,
-                    styles,
-                    params=self.params,
-                    slots=self.slots,
-                    on_result=functools.partial(_finish_row, finish, rows_of),
+                    contents, styles, params=self.params, slots=self.slots, on_result=streamed
                 )
                 continue
             for k in range(0, len(pairs), self.slots):
@@ -174,11 +174,6 @@ class StyleTransfer:
         if identity not in self._paintings:
             raise CatalogError("painting", f"no painting {identity!r} in {self.catalog}")
         return self._paintings[identity]
-
-
-def _finish_row(finish: Callable[[int, Any], None], rows: list[int], j: int, outcome: Any) -> None:
-    """A stream's result `j` (its index among the streamed pairs) into its batch row."""
-    finish(rows[j], outcome)
 
 
 def _name(columns: Mapping[str, Any], i: int) -> str:
