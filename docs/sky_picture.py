@@ -1,20 +1,21 @@
 """Makes docs/sky.jpg: one photo with open sky crossed with the shipped paintings at each preset.
-From the repository root (on 2 CPU cores the fast preset takes ~4 min a pair, quality ~16):
+From the repository root (on 2 CPU cores the fast preset takes ~4 min a pair, quality ~16, print
+about 1.75 h; on a GPU all four take minutes: `docs/sky.sh`):
 
-    for p in preview fast quality; do .venv/bin/python tests/benchmarks/quality.py \
+    for p in preview fast quality print; do .venv/bin/python tests/benchmarks/quality.py \
         --presets $p --photos rocket --out sky/$p; done
-    .venv/bin/python docs/sky_picture.py sky docs/sky.jpg preview fast quality
+    .venv/bin/python docs/sky_picture.py sky docs/sky.jpg preview fast quality print
 
-The first row is the photo (scikit-image's rocket, public domain: docs/NOTICE) and the
-paintings; each further row a preset's results, labelled on the left.
+The first row is the photo (scikit-image's rocket, public domain: docs/NOTICE; `--photo FILE`
+reads it from a file instead, where scikit-image is not installed) and the paintings; each
+further row a preset's results, labelled on the left.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
-import skimage.data
 from PIL import Image, ImageDraw
 
 from pipeline.io.demo import demo_catalog
@@ -29,11 +30,19 @@ def fitted(image: Image.Image) -> Image.Image:
     return image
 
 
-def main(folder: str, out: str, *presets: str) -> None:
-    rows = [[Image.fromarray(skimage.data.rocket())] + [Image.open(p) for p in PAINTINGS]]
+def rocket() -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(skimage.data.rocket())
+
+
+def main(folder: str, out: str, presets: list[str], photo: str | None = None) -> None:
+    first = Image.open(photo) if photo else rocket()
+    name = Path(photo).stem if photo else "rocket"
+    rows = [[first] + [Image.open(p) for p in PAINTINGS]]
     labels = ["photo | paintings"]
     for preset in presets:
-        results = [Path(folder) / preset / f"rocket__{p.stem}.png" for p in PAINTINGS]
+        results = [Path(folder) / preset / f"{name}__{p.stem}.png" for p in PAINTINGS]
         rows.append([None] + [Image.open(r) for r in results])
         labels.append(preset)
     rows = [[None if image is None else fitted(image) for image in row] for row in rows]
@@ -52,4 +61,10 @@ def main(folder: str, out: str, *presets: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="the results, FOLDER/PRESET/PHOTO__PAINTING.png")
+    parser.add_argument("out", help="the sheet to write (JPEG)")
+    parser.add_argument("presets", nargs="+", help="one row each, in this order")
+    parser.add_argument("--photo", help="the photo as a file (its stem names the results)")
+    args = parser.parse_args()
+    main(args.folder, args.out, args.presets, args.photo)

@@ -30,11 +30,15 @@ from pipeline.job.presets import load_preset  # noqa: E402
 PAINTINGS = Path(demo_catalog()) / "resized" / "resized"
 
 
-def photo(name: str) -> torch.Tensor:
-    """A scikit-image sample photo (3, H, W) in [0,1]: rocket has open sky."""
+def photo(name: str) -> tuple[str, torch.Tensor]:
+    """(its name, (3, H, W) in [0,1]): an image file, named by its stem, or a scikit-image sample
+    photo by name (rocket has open sky). A file serves where scikit-image is not installed (a GPU
+    machine that fetches nothing: `docs/sky.sh`)."""
+    if Path(name).is_file():
+        return Path(name).stem, images.load(Path(name))
     import skimage.data
 
-    return torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255
+    return name, torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255
 
 
 def reference(st: Stylizer, content: torch.Tensor, style: torch.Tensor, side: int, n: int):
@@ -72,7 +76,9 @@ def _ns_gram(f: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--presets", default="preview", help="comma-separated preset names")
-    parser.add_argument("--photos", default="rocket,chelsea,astronaut")
+    parser.add_argument(
+        "--photos", default="rocket,chelsea,astronaut", help="scikit-image names or image files"
+    )
     parser.add_argument("--paintings", type=Path, default=PAINTINGS, help="folder of JPEGs")
     parser.add_argument("--reference", type=int, default=0, help="Gatys reproduction iterations")
     parser.add_argument("--measure", type=Path, help="measure PNGs PHOTO__PAINTING.png here")
@@ -81,7 +87,7 @@ def main() -> None:
     st = Stylizer(device="auto")
     print(f"# {machine()}")
     print("what | photo | painting | s | content | " + " | ".join(STYLE_LAYERS))
-    photos = {name: photo(name) for name in args.photos.split(",")}
+    photos = dict(photo(name) for name in args.photos.split(","))
     paintings = {
         p.stem: images.load(p, max_side=1024) for p in sorted(args.paintings.glob("*.jpg"))
     }

