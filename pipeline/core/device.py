@@ -127,6 +127,12 @@ def bmm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b).float()
 
 
+def graphs_pay(enabled: bool, device: torch.device, iterations: int) -> bool:
+    """Whether a loop of `iterations` steps on `device` replays a CUDA graph (`GraphedStep`):
+    graphs on, a GPU, and more steps than the eager first one and the warm-up calls."""
+    return enabled and device.type == "cuda" and iterations > 1 + GRAPH_WARMUP
+
+
 class GraphedStep:
     """`step()` replayed as one CUDA graph: a few calls eagerly on a side stream, then one
     capture, then replays. A graph replays one whole iteration (forward, backward, L-BFGS step,

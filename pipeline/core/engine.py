@@ -19,9 +19,9 @@ import torch
 from . import color, guides, losses, masks, stream, tiling
 from . import measure as yardstick
 from .device import (
-    GRAPH_WARMUP,
     GraphedStep,
     fp32_matmuls,
+    graphs_pay,
     pick_device,
     pick_precision,
     use_compile_cache,
@@ -683,11 +683,9 @@ class Stylizer:
         # fixed shapes and addresses: L-BFGS in static mode, losses written at a device-side
         # index.
         graphed = (
-            self.cuda_graphs
-            and self.device.type == "cuda"
+            graphs_pay(self.cuda_graphs, self.device, iterations)
             and params.optimizer == "lbfgs"
             and tiles is None
-            and iterations > 1 + GRAPH_WARMUP
         )
         if params.optimizer == "lbfgs" and tiles is None:  # tiled: Adam (why: tiling.py)
             # One L-BFGS iteration per step, no line search and no tolerance stop: a fixed budget

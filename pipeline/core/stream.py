@@ -25,7 +25,7 @@ import torch
 
 from . import color
 from . import measure as yardstick
-from .device import GRAPH_WARMUP, GraphedStep
+from .device import GraphedStep, graphs_pay
 from .errors import StylizeError
 from .lbfgs import BatchedLBFGS
 from .network import STYLE_LAYERS
@@ -94,7 +94,7 @@ def stream(
     # After the first, every iteration is one CUDA graph replay on a GPU (`GraphedStep`), as in
     # a stack: refills write the slots' images, targets and L-BFGS rows in place between
     # replays, so the graph's addresses hold.
-    graphed = st.cuda_graphs and dev.type == "cuda" and iterations > 1 + GRAPH_WARMUP
+    graphed = graphs_pay(st.cuda_graphs, dev, iterations)
     lbfgs = BatchedLBFGS(
         x.data,
         history=min(100, max(1, iterations)),
