@@ -423,17 +423,32 @@ def test_layer_weights_pull_the_weighted_layers_closer(stylizer):
 
 
 def test_a_level_stops_when_its_loss_stops_falling(stylizer, content, style):
-    """With `converge`, a pair stops once its loss fell by less than that fraction over the last
-    `converge_window` iterations: fewer iterations than the budget, its final loss within 2 % of
-    the whole budget's (the bound issue 31 sets for convergence stopping)."""
+    """With `converge`, a pair stops at the first iteration where its loss fell by less than that
+    fraction over the last `converge_window` iterations, and what it has then is the whole
+    budget's run cut short there. What stopping costs in quality is a figure of the shipped
+    paintings at real sizes (tests/benchmarks/convergence.py, RESULTS.md: within issue 31's
+    2 %); at 48 px the curve's plateaus make it depend on the CPU's arithmetic (3.0 % on an AMD
+    EPYC, within 2 % on an Intel Xeon), so it is not pinned here."""
     fixed = stylizer.stylize(content, [style], params=tiny(schedule=((48, 200),), precision="fp32"))
-    params = tiny(schedule=((48, 200),), precision="fp32", converge=0.01, converge_window=10)
+    converge, window = 0.01, 10
+    params = tiny(
+        schedule=((48, 200),), precision="fp32", converge=converge, converge_window=window
+    )
     early = stylizer.stylize(content, [style], params=params)
     assert fixed.iterations == 200
-    assert 20 < early.iterations < 200
+    n = early.iterations
+    assert 20 < n < 200
     # The level ends where the pair stopped (the host looks every iteration on the CPU).
-    assert len(early.trace) == early.iterations
-    assert early.losses.total < 1.02 * fixed.losses.total
+    assert len(early.trace) == n
+    ran = [t.losses.total for t in early.trace]
+    assert ran == pytest.approx([t.losses.total for t in fixed.trace[:n]], rel=1e-5)
+
+    def fell(k: int) -> float:  # the relative fall over the window ending at iteration k
+        return (ran[k - 1 - window] - ran[k - 1]) / ran[k - 1 - window]
+
+    assert fell(n) < converge
+    assert all(fell(k) >= converge for k in range(window + 1, n))
+    assert early.losses.total == pytest.approx(ran[-1], rel=1e-5)
     # Off (the default) runs the whole budget, as before.
     assert stylizer.stylize(content, [style], params=tiny(precision="fp32")).iterations == 8
 
