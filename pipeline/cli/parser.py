@@ -60,7 +60,8 @@ def _param_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--style-layer-weights",
         type=_reasoned(parse_layer_weights),
-        help="weights of relu1_1..relu5_1 as W,W,W,W,W (normalized; default: equal)",
+        help="weights of relu1_1..relu5_1 as W,W,W,W,W (normalized; default: "
+        f"{','.join(f'{w:g}' for w in StyleParams().style_layer_weights)})",
     )
     defaults = StyleParams()
     for f in dataclasses.fields(StyleParams):

@@ -55,7 +55,7 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
     if not params["tile"]:
         params.pop("tile")  # off: the ids of jobs planned before tiling existed stay the same
     if len(set(params["style_layer_weights"])) == 1:
-        params.pop("style_layer_weights")  # equal (normalized: the default): likewise
+        params.pop("style_layer_weights")  # equal: the default before relu4_1 x3; same ids
     if not params["converge"]:  # off: likewise for convergence stopping
         params.pop("converge")
         params.pop("converge_window")

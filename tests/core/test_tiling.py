@@ -177,9 +177,12 @@ def test_tile_off_keeps_the_pair_ids_of_jobs_planned_before_tiling():
         for tile in (0, 256)
     }
     assert [p.pair_id for p in make_plan(parse_spec(spec)).pairs] == ids[0]
-    # This spec's first pair id since the relative losses (issue 27): that change of the
-    # objective changed every id once (the params gained `strength`), tiling never did.
-    assert ids[0][0] == "b1f3e7792ca9a5d672ff"
+    # This spec's first pair id since relu4_1 counts 3x (issue 27): each change of the default
+    # objective changed every id once (the relative losses added `strength`, the layer weights
+    # entered the id), tiling never did. With equal weights, the id from before that default.
+    assert ids[0][0] == "c5856fb2fa25a26ee883"
+    equal = parse_spec({**spec, "params": {"style_layer_weights": [1] * 5}})
+    assert make_plan(equal).pairs[0].pair_id == "b1f3e7792ca9a5d672ff"
     assert not set(ids[0]) & set(ids[256])
 
 

@@ -60,21 +60,29 @@ def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(
     assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(changed)).pairs}
     seeded = spec_dict(artworks, photos, params={"seed": 1, "schedule": [[32, 2]]})
     assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(seeded)).pairs}
-    # Equal layer weights are the default's objective (they are normalized): the same ids.
-    equal = spec_dict(
-        artworks, photos, params={"schedule": [[32, 2]], "style_layer_weights": [2] * 5}
-    )
-    assert [p.pair_id for p in make_plan(parse_spec(equal)).pairs] == ids
-    unequal = spec_dict(
-        artworks, photos, params={"schedule": [[32, 2]], "style_layer_weights": [1, 1, 1, 2, 1]}
-    )
-    assert not set(ids) & {p.pair_id for p in make_plan(parse_spec(unequal)).pairs}
+
+    # The default layer weights written out: the same ids; any other weights: other ids.
+    def weighted(weights: list[float]) -> list[str]:
+        d = spec_dict(
+            artworks, photos, params={"schedule": [[32, 2]], "style_layer_weights": weights}
+        )
+        return [p.pair_id for p in make_plan(parse_spec(d)).pairs]
+
+    assert weighted([1, 1, 1, 3, 1]) == ids
+    assert not set(ids) & set(weighted([1, 1, 1, 2, 1]))
+    # Equal weights (normalized, so [2] * 5 is [1] * 5) were the default before relu4_1 x3: they
+    # leave the weights out of the id, as it was then, so those jobs' results keep their ids.
+    assert weighted([2] * 5) == weighted([1] * 5)
+    assert not set(ids) & set(weighted([1] * 5))
 
 
 def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
     """`demo:` and `coco-val2017:` identities enter every id: these are ids planned before the
-    schemes moved into pipeline/io/identities.py, and a committed result keeps its id."""
-    demo = make_plan(load_spec(Path(__file__).parents[2] / "jobs" / "demo.yaml"))
+    schemes moved into pipeline/io/identities.py, and a committed result keeps its id. They were
+    planned with equal style layer weights, the default then, which the specs here state."""
+    equal = {"style_layer_weights": [1] * 5}
+    document = yaml.safe_load((Path(__file__).parents[2] / "jobs" / "demo.yaml").read_text())
+    demo = make_plan(parse_spec({**document, "params": equal}))
     assert [(p.content.uri, p.style.identity, p.pair_id) for p in demo.pairs] == [
         ("demo:astronaut", "demo:artworks:resized:edvard munch:1", "548be377bf3b1c95c915"),
         ("demo:astronaut", "demo:artworks:resized:vincent van gogh:1", "ef4efd1fd64b4fb67828"),
@@ -84,7 +92,14 @@ def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
     for name in ("000000000139.jpg", "000000000285.jpg"):
         images.save_png(make_content(30, 40, seed=1), tmp_path / "val2017" / name)
     coco = {"name": "c", "content": {"source": "coco-val2017", "root": str(tmp_path)}}
-    spec = parse_spec({**coco, "styles": {"catalog": "demo"}, "dataset": {"styles_per_content": 2}})
+    spec = parse_spec(
+        {
+            **coco,
+            "styles": {"catalog": "demo"},
+            "dataset": {"styles_per_content": 2},
+            "params": equal,
+        }
+    )
     plan = make_plan(spec)
     assert [(p.content.identity, p.pair_id) for p in plan.pairs[::2]] == [
         ("coco-val2017:000000000139.jpg", "210c3e15ec4c7dee4641"),
