@@ -1,6 +1,6 @@
 """Makes docs/tiles.jpg from a tiled `nst stylize` result (issue 19). From the repository root:
 
-    .venv/bin/python -c "from pipeline import images; from pipeline.io.demo import demo_image; \
+    .venv/bin/python -c "from pipeline.io import images; from pipeline.io.demo import demo_image; \
 images.save_png(demo_image('astronaut'), 'astronaut.png')"
     .venv/bin/nst stylize astronaut.png \
         pipeline/io/demo_artworks/resized/resized/Vincent_van_Gogh_1.jpg -o tiles768.png \
