@@ -17,7 +17,7 @@ from pipeline.job.spec import load_spec, parse_spec
 from ..conftest import make_content, make_style
 
 # The tiny case: a 160 px image in 64 px tiles, 32 px halos: nine or more tiles an iteration.
-# (Smaller tiles leave relu5_1, which the style loss weighs like every layer, a 3x3 map a tile:
+# (Smaller tiles leave relu5_1, a full-weight style layer as relu1_1 is, a 3x3 map a tile:
 # its per-tile Gram then draws a 16 px lattice that hides the seams the measure looks for.)
 SIZE, TILE, ITERATIONS = 160, 64, 30
 # The sharpest border may be up to 20 % sharper than the rows beside it (`_seam`): an untiled
