@@ -66,7 +66,10 @@ def test_two_by_two_job_then_a_rerun_computes_nothing(tmp_path, inputs):
     out = tmp_path / "out" / "grid"
     table = pd.read_parquet(out / "results")  # plain pandas, no project code
     assert sorted(table.pair_id) == sorted(p.pair_id for p in plan.pairs)
-    assert set(table.status) == {"done"} and table.actor_id.nunique() == 2
+    assert set(table.status) == {"done"} and sum(summary.actors.values()) == 2
+    # Both actors start; which of them takes the pairs is a race (a pair takes ~1 s here): on
+    # cores busy with another run the first actor up has taken all four before the second is up.
+    assert 1 <= table.actor_id.nunique() <= 2  # never more actors than asked for
     for _, row in table.iterrows():
         assert (out / "images" / f"{row.pair_id}.png").is_file()
         assert row.output_uri.endswith(f"images/{row.pair_id}.png")
