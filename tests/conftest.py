@@ -78,6 +78,21 @@ def stylizer() -> Stylizer:
     return Stylizer(weights="caffe", device="cpu")
 
 
+def small_card(stylizer: Stylizer, monkeypatch, sizes: list[int]) -> None:
+    """Fault injection (no GPU here): `stylizer.stylize_stack` raises CUDA's out-of-memory
+    error for any stack of more than one pair, as a card too small for the stack would; the
+    size of every stack tried goes to `sizes`."""
+    real = stylizer.stylize_stack
+
+    def stylize_stack(contents, styles, **kw):
+        sizes.append(len(contents))
+        if len(contents) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(contents, styles, **kw)
+
+    monkeypatch.setattr(stylizer, "stylize_stack", stylize_stack)
+
+
 def make_content(h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
     """A smooth 'photo': colour gradients with a bright disc, (3, H, W) in [0,1]."""
     g = torch.Generator().manual_seed(seed)

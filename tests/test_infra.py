@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.cli.parser import build_parser
-from pipeline.job.spec import load_spec
+from pipeline.job.load import load_spec
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 ROOT = INFRA.parent

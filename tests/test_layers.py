@@ -6,9 +6,11 @@
 3. `pipeline/job/`: the job model.
 4. `pipeline/fanout/`: running on Ray (Ray lives here and in the web app's task actors).
 5. The front ends: `pipeline/cli/`, `pipeline/report/`, `pipeline/web/`.
+6. The public surface: `pipeline/__init__.py`, which nothing below imports.
 
 Every module lives in a floor's package, and imports only from its own floor and the floors
-below it."""
+below it. No import circle anywhere (`TYPE_CHECKING` imports count), and no module over
+MAX_LINES."""
 
 from __future__ import annotations
 
@@ -71,15 +73,18 @@ def test_the_walk_sees_an_upward_import(tmp_path):
 
 
 FLOORS = {"core": 1, "io": 2, "job": 3, "fanout": 4, "cli": 5, "report": 5, "web": 5}
+SURFACE = 6  # the package's own __init__: the public surface
 # Ray is imported only where actors are started or driven.
 RAY_FLOORS = {"fanout", "web"}
 
 
 def _floor(module: str) -> int | None:
-    """The floor of `pipeline.<package>[...]`; None for the package itself (`__init__`)."""
+    """The floor of `pipeline[.<package>...]`; None outside the package."""
     parts = module.split(".")
-    if parts[0] != "pipeline" or len(parts) < 2 or parts[1].startswith("__"):
+    if parts[0] != "pipeline":
         return None
+    if len(parts) < 2 or parts[1].startswith("__"):  # the package itself or its attributes
+        return SURFACE
     return FLOORS[parts[1]]
 
 
@@ -109,3 +114,88 @@ def test_every_module_imports_only_its_floor_and_below():
                 ray.append(f"{rel}:{line} imports {module}")
     assert not upward, "\n".join(upward)
     assert not ray, "Ray outside fanout/ and web/:\n" + "\n".join(ray)
+
+
+MAX_LINES = 400  # a module a newcomer reads in one sitting
+
+
+def test_no_module_is_over_max_lines():
+    long = {
+        str(p.relative_to(CORE.parent.parent)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these modules: {long}"
+
+
+def module_graph(package: Path) -> dict[str, set[str]]:
+    """Module name -> the package's modules it imports (lazy and TYPE_CHECKING imports
+    included). `from x import name` of a name that is not a module is an import of x."""
+    names = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        parts = path.relative_to(package.parent).with_suffix("").parts[:-1]
+        graph[name] = set()
+        for _, module in imports_of(path, parts):
+            while module and module not in names:  # a name from a module: that module
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                graph[name].add(module)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`: its strongly connected parts of more than one module
+    (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    graph = module_graph(CORE.parent)
+    assert len(graph) > 80 and "pipeline.core.engine" in graph, "the walk found the modules"
+    assert not circles(graph), "import circles:\n" + "\n".join(map(str, circles(graph)))
+
+
+def test_the_circle_check_sees_one_behind_type_checking(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "a.py").write_text("from .b import B\n")
+    (package / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"
+    )
+    (package / "sub" / "c.py").write_text("from . import a\n")
+    graph = module_graph(package)
+    assert graph["pkg.sub.c"] == {"pkg.sub.a"}
+    assert circles(graph) == [["pkg.sub.a", "pkg.sub.b"]]

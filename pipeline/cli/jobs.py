@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .run_options import run_overrides
@@ -14,12 +15,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from ..core.device import pick_precision
     from ..job.estimate import GPU_FLOPS_EFFECTIVE, estimate, measure_cpu_flops
-    from ..job.options import for_run
-    from ..job.plan import make_plan
-    from ..job.spec import load_spec
+    from ..job.plan import plan_job
 
-    spec, _ = for_run(load_spec(args.job), output=args.output)
-    plan = make_plan(spec)
+    plan = plan_job(Path(args.job), output=args.output)
+    spec = plan.spec
     print(f"job {spec.name}  ({spec.source})")
     print(
         f"  contents {len(plan.contents)}  styles {len(plan.styles)}  pairs {len(plan.pairs)}"
@@ -66,19 +65,19 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..fanout.runner import run_plan
+    from ..fanout.runner import run_job
     from ..fanout.session import local_ray_on_loopback
-    from ..job.options import for_run
-    from ..job.plan import make_plan
-    from ..job.spec import load_spec
 
     local_ray_on_loopback(args.address)
-
-    spec, options = for_run(load_spec(args.job), address=args.address, **run_overrides(args))
-    plan = make_plan(spec)
     progress = _RunProgress()
     try:
-        summary = run_plan(plan, options, on_row=progress.row, on_start=progress.start)
+        summary = run_job(
+            Path(args.job),
+            address=args.address,
+            on_row=progress.row,
+            on_start=progress.start,
+            **run_overrides(args),
+        )
     finally:
         progress.close()
     print(

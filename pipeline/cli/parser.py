@@ -8,7 +8,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__
 from ..core.params import (
     DEFAULT_WEIGHTS,
     ParamError,
@@ -16,6 +15,7 @@ from ..core.params import (
     parse_layer_weights,
     parse_schedule,
 )
+from ..core.version import __version__
 from ..job.fetch import DATASETS
 from ..job.presets import DEFAULT_PRESET, preset_names
 from .cluster import cmd_logs, cmd_status, cmd_stop, cmd_submit

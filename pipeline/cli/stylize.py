@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..core.params import ParamError, StyleParams
+from ..core.version import __version__
 from ..job.presets import resolve
 
 

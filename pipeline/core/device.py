@@ -61,15 +61,13 @@ def default_stack(device_type: str, size: int) -> int:
 
     CPU: small images only. Below ~64 px each of VGG-19's operations costs more to launch
     than to compute, so stacking pays; from 128 px it gains nothing (tests/benchmarks/RESULTS.md,
-    Scale and Levers tried). GPU: enough pairs to keep the card busy (RESULTS.md, GPU check on an
-    NVIDIA H100)."""
+    Scale and Levers tried). GPU: enough pairs to keep the card busy (RESULTS.md, GPU check)."""
     if device_type != "cuda":
         if size <= 32:
             return 16
         return 8 if size <= 64 else 1
     # At 256 px images/s still rose from 16 to 32 pairs, well within the card's memory (RESULTS.md,
-    # GPU check on an NVIDIA H100). 512 px stacks were not measured: 4 keeps their memory near
-    # that of 32 at 256 px.
+    # GPU check). 512 px stacks were not measured: 4 keeps their memory near that of 32 at 256 px.
     if size <= 256:
         return 32
     if size <= 512:

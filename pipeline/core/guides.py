@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from . import masks
+from .losses import Grams
 from .masks import SpatialMask
 from .network import STYLE_LAYERS, tap_size
-from .targets import Grams
 
 
 def level_guide(

@@ -58,7 +58,7 @@ class BatchedLBFGS:
         # chunks of CHUNK elements: (B, C, m, 2, CHUNK). The products with the stored vectors
         # are then one bmm over B x C small matrices. One (2m, n) matrix per pair is a
         # tall-skinny product that cuBLAS runs at a fraction of the memory bandwidth
-        # (tests/benchmarks/RESULTS.md, GPU check on an NVIDIA H200).
+        # (tests/benchmarks/RESULTS.md, GPU check).
         self.n = n
         self.chunks = -(-n // CHUNK)  # n padded with zeros to a whole number of chunks
         self.pairs = x.new_zeros(b, self.chunks, history, 2, CHUNK, dtype=dtype or x.dtype)

@@ -23,6 +23,8 @@ from .errors import ParamError
 # Squared norms below this are treated as this: a black style image has an all-zero Gram.
 EPS = 1e-12
 
+Grams = dict[str, torch.Tensor]  # a tap's name -> Gram matrices (B, C, C)
+
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix F F^T / (H W) per image: (B, C, H, W) -> (B, C, C).

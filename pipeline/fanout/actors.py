@@ -1,10 +1,15 @@
-"""The one way this package starts a Ray actor: its resources, placement, restarts and
-concurrency, for the job's pool and the web studio alike."""
+"""The job's actor (`PairActor`, a warm VGG-19 behind a PairWorker) and the one way this package
+starts a Ray actor: its resources, placement, restarts and concurrency, for the job's pool and
+the web studio alike."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from ..io.schema import ResultRow
+from .rows import JobContext
+from .worker import PairWorker
 
 # Every actor reserves no CPU: reserving one per actor spreads them but leaves nothing for other
 # tasks on a small node (a deadlock). Where Ray alone would place such actors unevenly (and onto
@@ -47,3 +52,35 @@ def threads_per_actor(cpus: float, actors: int) -> int:
     """torch threads for each of `actors` actors sharing `cpus` CPUs: an equal share, at least
     one."""
     return max(1, int(cpus) // max(1, actors))
+
+
+class PairActor:
+    """A PairWorker in a Ray actor: loads VGG-19 once, then stylizes pair after pair."""
+
+    def __init__(
+        self, ctx: JobContext, device: str, threads: int, max_pixels: int | None, stack: int
+    ):
+        import ray
+        import torch
+
+        torch.set_num_threads(threads)
+        actor_id = ray.get_runtime_context().get_actor_id() or "actor"
+        # A constructor that fails is kept, not raised: `ready` raises it, so that the pool gets
+        # the exception itself (RayTaskError.cause), where Ray would give a died actor's text.
+        self.failure: Exception | None = None
+        try:
+            self.worker = PairWorker(
+                ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, stack=stack
+            )
+        except Exception as exc:  # noqa: BLE001 - handed to the pool by `ready`
+            self.failure = exc
+
+    def ready(self) -> str:
+        """Answers once the constructor (the warm VGG-19) has finished; raises its failure."""
+        if self.failure is not None:
+            raise self.failure
+        return str(self.worker.stylizer.device)
+
+    def run_pairs(self, pairs: list[Any]) -> list[ResultRow]:
+        """One call: a row per pair (PairWorker.run_pairs)."""
+        return self.worker.run_pairs(pairs)

@@ -1,5 +1,6 @@
 """The run loop: keeps a pool's actors fed with calls of pairs, commits their rows as they come,
-and sends again the pairs of a call whose actor was lost."""
+and sends again the pairs of a call whose actor was lost; and `RunSummary`, the counts it
+keeps."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..io.results import ResultStore
+from ..io.schema import ResultRow
 from ..io.storage import StorageError
 from ..job.options import RunOptions
 from ..job.plan import Pair
+from . import rows
 from .failures import infra_errors
 from .pool import ActorPool, Member, ResourceError
-from .worker import JobContext, base_row, fail_row
-
-if TYPE_CHECKING:
-    from .runner import RunSummary
+from .rows import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,33 @@ LOCK_REFRESH_SECONDS = 30
 # failed row: a pair that kills its worker every time (a real out-of-memory).
 AMBIGUOUS_LOSSES = 2
 INFRA_STRIKES = 3
-# Batches a call carries when pairs stop on convergence, streamed through one batch's slots: with
+# Stacks a call carries when pairs stop on convergence, streamed through one stack's slots: with
 # 4, a slot takes on average three more pairs after its first before the call's tail leaves slots
-# idle, and a lost actor loses at most 4 batches of work in flight, re-sent as any lost call.
+# idle, and a lost actor loses at most 4 stacks of work in flight, re-sent as any lost call.
 STREAM_CALLS = 4
+
+
+@dataclass
+class RunSummary:
+    """What a run did: its counts as they grow (`on_row` sees them), and where its rows are."""
+
+    job: str
+    output: str
+    run_id: str
+    total: int
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (pair, type, error)
+    actors: dict[str, int] = field(default_factory=dict)  # node id -> actors started there
+    actors_lost: int = 0  # actors dropped: their node left, their process died
+    requeued: int = 0  # pairs sent again after an actor was lost under them
+
+    @property
+    def ran(self) -> int:
+        return self.done + self.failed
 
 
 class Driver:
@@ -58,7 +82,7 @@ class Driver:
         options: RunOptions,
         store: ResultStore,
         summary: RunSummary,
-        on_row: Callable | None,
+        on_row: Callable[[ResultRow, RunSummary], None] | None,
     ):
         self.queue = deque(todo)
         self.suspects: deque[Pair] = deque()  # pairs that run alone (AMBIGUOUS_LOSSES)
@@ -66,16 +90,16 @@ class Driver:
         self.strikes: dict[str, set[str]] = {}  # pair id -> actors lost under it alone
         self.pool, self.ctx, self.options, self.store = pool, ctx, options, store
         self.summary, self.on_row = summary, on_row
-        # Each call carries `per_call` pairs, at most one optimization batch (`pool.batch`, what
-        # --batch sets): neighbours in the style-sorted queue, so a call mostly shares one style's
-        # Gram targets; the actor stacks those of equal working size. With convergence stopping
-        # a call carries STREAM_CALLS batches, which the actor streams through one batch's
-        # slots (a converged pair's slot takes the next pair: PairWorker._stream). A job too
-        # small to fill a call for every actor is split evenly instead of idling the rest.
-        most = pool.batch * (STREAM_CALLS if ctx.params.converge > 0 else 1)
-        self.per_call = max(1, min(most, math.ceil(len(todo) / max(1, len(pool.members)))))
+        # Each call carries `call_size` pairs, at most one stack (`pool.stack`, what --batch
+        # sets): neighbours in the style-sorted queue, so a call mostly shares one style's Gram
+        # targets; the actor stacks those of equal working size. With convergence stopping a
+        # call carries STREAM_CALLS stacks' worth, which the actor streams through one stack's
+        # slots (pipeline/core/dispatch.py). A job too small to fill a call for every actor is
+        # split evenly instead of idling the rest.
+        most = pool.stack * (STREAM_CALLS if ctx.params.converge > 0 else 1)
+        self.call_size = max(1, min(most, math.ceil(len(todo) / max(1, len(pool.members)))))
         self.in_flight: dict[Any, tuple[list[Pair], Member, float, bool]] = {}  # ..., alone
-        self.buffer: list[dict[str, Any]] = []
+        self.buffer: list[ResultRow] = []
         self.seq = 0
         self.last_flush = time.monotonic()
         self.alone_since: float | None = None  # when the pool last had no actor
@@ -125,7 +149,7 @@ class Driver:
         for _ in range(free if calls is None else min(calls, free)):
             if not self.queue:
                 return
-            chunk = [self.queue.popleft() for _ in range(min(self.per_call, len(self.queue)))]
+            chunk = [self.queue.popleft() for _ in range(min(self.call_size, len(self.queue)))]
             self._send(member, chunk, alone=False)
 
     def _send(self, member: Member, chunk: list[Pair], alone: bool) -> None:
@@ -138,14 +162,14 @@ class Driver:
 
         chunk, member, sent, alone = self.in_flight.pop(ref)
         try:
-            rows = ray.get(ref)
+            got = ray.get(ref)
         except infra_errors() as exc:
             self.pool.drop(member, f"a call failed: {type(exc).__name__}")
             self.requeue(chunk, member, exc, sent, alone)
             return
         except RayError as exc:  # the worker's own code raised: a bug, not the input
-            rows = [fail_row(base_row(p, self.ctx, sent), exc, True, sent) for p in chunk]
-        for row in rows:
+            got = [rows.failed(rows.pair_row(p, self.ctx, sent), exc, sent) for p in chunk]
+        for row in got:
             self.add(row)
         if member in self.pool.members:
             self.feed(member)
@@ -159,7 +183,7 @@ class Driver:
                 struck = self.strikes.setdefault(pair.pair_id, set())
                 struck.add(member.name)
                 if len(struck) >= INFRA_STRIKES:
-                    self.add(fail_row(base_row(pair, self.ctx, sent), exc, True, sent))
+                    self.add(rows.failed(rows.pair_row(pair, self.ctx, sent), exc, sent, lost=True))
                     continue
                 self.suspects.appendleft(pair)
             else:
@@ -172,13 +196,14 @@ class Driver:
         for other in self.pool.ready:  # a waiting actor may take them now
             self.feed(other)
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: ResultRow) -> None:
         self.buffer.append(row)
         if row["status"] == "done":
             self.summary.done += 1
         else:
             self.summary.failed += 1
-            self.summary.failures.append((row["pair_id"], row["error_type"], row["error"]))
+            failure = (row["pair_id"], row["error_type"] or "", row["error"] or "")
+            self.summary.failures.append(failure)
         if self.on_row:
             self.on_row(row, self.summary)
 

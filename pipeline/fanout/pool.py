@@ -1,11 +1,11 @@
 """The job's actors on a cluster whose nodes come and go: an elastic pool, pinned node by node.
 
-Each actor is a PairActor (a warm VGG-19) placed on a node the driver chose: with GPUs, one per
-GPU (or GPU fraction) of a node; on CPUs, one per 2 cores of a node, two on a 2-3 core node, one
-on a 1-core node, and none on a node that advertises no CPU (a head started with `--num-cpus 0`).
-The driver calls `reconcile` every few seconds: nodes that joined get actors, up to the run's
-bound; actors of a node that left are dropped. An actor whose call failed for the infrastructure
-is dropped too, and replaced where the cluster has room.
+Each actor is a PairActor (pipeline/fanout/actors.py: a warm VGG-19) placed on a node the driver
+chose: with GPUs, one per GPU (or GPU fraction) of a node; on CPUs, one per 2 cores of a node,
+two on a 2-3 core node, one on a 1-core node, and none on a node that advertises no CPU (a head
+started with `--num-cpus 0`). The driver calls `reconcile` every few seconds: nodes that joined
+get actors, up to the run's bound; actors of a node that left are dropped. An actor whose call
+failed for the infrastructure is dropped too, and replaced where the cluster has room.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 from ..core.errors import NSTError
 from ..job.options import RunOptions
-from .actors import start_actor, threads_per_actor
+from .actors import PairActor, start_actor, threads_per_actor
 from .failures import start_failure
-from .worker import JobContext, PairWorker
+from .rows import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -35,38 +35,6 @@ NODE_REFUSALS = 3
 
 class ResourceError(NSTError):
     """The cluster cannot give the actors what they need, or did not within the wait."""
-
-
-class PairActor:
-    """A PairWorker in a Ray actor: loads VGG-19 once, then stylizes pair after pair."""
-
-    def __init__(
-        self, ctx: JobContext, device: str, threads: int, max_pixels: int | None, batch: int
-    ):
-        import ray
-        import torch
-
-        torch.set_num_threads(threads)
-        actor_id = ray.get_runtime_context().get_actor_id() or "actor"
-        # A constructor that fails is kept, not raised: `ready` raises it, so that the pool gets
-        # the exception itself (RayTaskError.cause), where Ray would give a died actor's text.
-        self.failure: Exception | None = None
-        try:
-            self.worker = PairWorker(
-                ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, batch=batch
-            )
-        except Exception as exc:  # noqa: BLE001 - handed to the pool by `ready`
-            self.failure = exc
-
-    def ready(self) -> str:
-        """Answers once the constructor (the warm VGG-19) has finished; raises its failure."""
-        if self.failure is not None:
-            raise self.failure
-        return str(self.worker.stylizer.device)
-
-    def run_pairs(self, pairs: list[Any]) -> list[dict[str, Any]]:
-        """One call: a row per pair (PairWorker.run_pairs)."""
-        return self.worker.run_pairs(pairs)
 
 
 @dataclass(frozen=True)
@@ -123,9 +91,9 @@ class ActorPool:
     """The run's actors: started, replaced and spread by `reconcile`, dropped when they fail."""
 
     def __init__(
-        self, ctx: JobContext, options: RunOptions, gpus_per_actor: float, batch: int, most: float
+        self, ctx: JobContext, options: RunOptions, gpus_per_actor: float, stack: int, most: float
     ):
-        self.ctx, self.options, self.gpus, self.batch = ctx, options, gpus_per_actor, batch
+        self.ctx, self.options, self.gpus, self.stack = ctx, options, gpus_per_actor, stack
         self.most = most  # the run's bound: options.actors, or the pairs to do
         self.members: list[Member] = []
         self.names = (f"actor-{i}" for i in itertools.count(1))
@@ -173,7 +141,7 @@ class ActorPool:
             self.options.device,
             threads,
             self.options.max_pixels,
-            self.batch,
+            self.stack,
             gpus=self.gpus,
             node=node.id,
             # No restarts and no retries by Ray: Ray spends a call's retries in seconds, before a
@@ -193,7 +161,7 @@ class ActorPool:
             node.id[:12],
             self.gpus,
             threads,
-            self.batch,
+            self.stack,
         )
         return member
 

@@ -11,7 +11,7 @@ from ..core.device import default_stack
 from ..job.options import RunOptions
 from .failures import start_failure
 from .pool import ActorPool, Node, ResourceError, alive_nodes, capacity
-from .worker import JobContext
+from .rows import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ def start_pool(ctx: JobContext, options: RunOptions, pairs: int) -> ActorPool:
         per_actor = 1.0 if sum(n.gpus for n in nodes) >= 1 else 0.0
     most = min(options.actors or math.inf, pairs)
     least = int(min(options.min_actors, most))
-    batch = options.batch or default_stack("cuda" if per_actor > 0 else "cpu", ctx.params.size)
+    stack = options.batch or default_stack("cuda" if per_actor > 0 else "cpu", ctx.params.size)
     _check_room(nodes, per_actor, least)
-    pool = ActorPool(ctx, options, per_actor, batch, most)
+    pool = ActorPool(ctx, options, per_actor, stack, most)
     try:
         if _autoscaler_maximum() is not None:
             pool.request_resources(options.actors)

@@ -1,46 +1,28 @@
-"""Run a plan on Ray: what is not yet committed goes to a started pool through the driver loop,
-then the results are compacted and the manifest and completion marker written, the marker last."""
+"""Run a job on Ray: `run_job` (the Python API's, and `nst run`'s) and `run_plan`. What is not yet
+committed goes to a started pool through the driver loop, then the results are compacted and the
+manifest and completion marker written, the marker last."""
 
 from __future__ import annotations
 
 import logging
 import platform
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from ..core.version import __version__
 from ..io.results import ResultStore, new_run_id
-from ..job.options import RunOptions as RunOptions  # re-exported: the run's options
-from ..job.plan import Plan
-from .driver import Driver
+from ..io.schema import ResultRow
+from ..job.load import SpecLike, load_spec
+from ..job.options import RunOptions, for_run
+from ..job.plan import Plan, make_plan
+from .driver import Driver, RunSummary
 from .resources import start_pool
+from .rows import JobContext
 from .session import ensure_ray, joins_cluster
-from .worker import JobContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunSummary:
-    job: str
-    output: str
-    run_id: str
-    total: int
-    skipped: int = 0
-    done: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    complete: bool = False
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (pair, type, error)
-    actors: dict[str, int] = field(default_factory=dict)  # node id -> actors started there
-    actors_lost: int = 0  # actors dropped: their node left, their process died
-    requeued: int = 0  # pairs sent again after an actor was lost under them
-
-    @property
-    def ran(self) -> int:
-        return self.done + self.failed
 
 
 def needs_run(committed: tuple[str, bool] | None, retry_failed: bool) -> bool:
@@ -79,10 +61,42 @@ def _ray_version() -> str:
     return ray.__version__
 
 
+OnRow = Callable[[ResultRow, RunSummary], None]
+# Run options renamed after the command line's --commit-every: old keyword -> (its name now, the
+# release that drops the old one). Listed with every kept old name in pipeline/__init__.py.
+RENAMED_OPTIONS = {
+    "flush_rows": ("commit_every", "0.3.0"),
+    "flush_seconds": ("commit_seconds", "0.3.0"),
+}
+
+
+def run_job(
+    spec: SpecLike,
+    *,
+    on_row: OnRow | None = None,
+    on_start: Callable[[RunSummary], None] | None = None,
+    **overrides: Any,
+) -> RunSummary:
+    """Run every pair of the job not yet committed, on Ray (`address=`, else $RAY_ADDRESS or a
+    local Ray), as `nst run` does. `spec`: a path to a YAML file, YAML text, a mapping or a
+    `JobSpec`; `overrides` are `RunOptions` fields (actors, device, batch, force, ...) on top of
+    the spec's `resources:`, and `output=` moves the job's output, as `nst run --output` does.
+    Returns the counts; the results are at `summary.output` (`results/` Parquet, `images/`
+    PNGs). `on_start(summary)` once the actors run; `on_row(row, summary)` for each row as it
+    comes."""
+    for old, (new, until) in RENAMED_OPTIONS.items():
+        if old in overrides:
+            message = f"run_job({old}=...) is now {new}=; the old name goes in {until}"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            overrides[new] = overrides.pop(old)
+    job, options = for_run(load_spec(spec), **overrides)
+    return run_plan(make_plan(job), options, on_row=on_row, on_start=on_start)
+
+
 def run_plan(
     plan: Plan,
     options: RunOptions | None = None,
-    on_row: Callable[[dict[str, Any], RunSummary], None] | None = None,
+    on_row: OnRow | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """Compute every pair of `plan` not yet committed; returns the counts. Without `options`,
@@ -106,8 +120,8 @@ def _run(
     options: RunOptions,
     store: ResultStore,
     run_id: str,
-    on_row: Callable | None,
-    on_start: Callable | None,
+    on_row: OnRow | None,
+    on_start: Callable[[RunSummary], None] | None,
 ) -> RunSummary:
     spec = plan.spec
     started = time.time()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import NSTError
-from ..job.spec import load_spec
+from ..job.load import load_spec
 
 log = logging.getLogger(__name__)
 

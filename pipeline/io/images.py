@@ -54,7 +54,7 @@ def decode(
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         with Image.open(source) as img:
-            # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns; we refuse from 1x on, by
+            # Between MAX_IMAGE_PIXELS and twice it PIL only warns; we refuse from the limit on, by
             # the header's size: not by turning the warning into an error, since
             # `warnings.catch_warnings` is process-wide and an actor decodes two calls at
             # once on two threads (one thread's exit dropped the other's filter).

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -117,7 +118,7 @@ class ResultStore:
             )
         }
 
-    def write_part(self, rows: list[dict[str, Any]], run_id: str, seq: int) -> str:
+    def write_part(self, rows: Sequence[Mapping[str, Any]], run_id: str, seq: int) -> str:
         key = f"results/part-{run_id}-{seq:06d}.parquet"
         self.parts.write(key, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
         return key

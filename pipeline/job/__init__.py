@@ -1,7 +1,8 @@
 """Floor 3, the job model: what a job computes, decided before anything runs.
 
-Job specs and presets, the painting catalogue, the plan of pairs with their stable ids, dataset
-mode, compute estimates, the Kaggle download, the run options, and what a job's viewers may read.
+Job specs (`spec`) and how they are read (`load`), presets, the painting catalogue, the plan of
+pairs with their stable ids (`plan`, with `plan_job`), dataset mode, compute estimates, the
+Kaggle download, the run options, and what a job's viewers may read.
 
 Configuration, one rule: what a user writes (a job spec and its sections, `spec.py` and
 `dataset_mode.DatasetSpec`) is a pydantic model that refuses unknown keys; what the code passes

@@ -1,4 +1,5 @@
-"""Resolve a job spec into sorted pairs with stable ids, without computing anything."""
+"""Resolve a job spec into sorted pairs with stable ids, without computing anything: `plan_job`
+(the Python API's, and what `nst plan` counts) and `make_plan`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from ..io.demo import DEMO_CATALOG, DEMO_CONTENTS, DEMO_STYLES, catalog_location
 from ..io.formats import is_image_name
@@ -19,6 +21,8 @@ from ..io.inputs import ImageRef
 from ..io.storage import Storage, StorageError, is_remote
 from .catalog import Catalog, CatalogError
 from .dataset_mode import UnsafePath, dest_path
+from .load import SpecLike, load_spec
+from .options import for_run
 from .spec import JobSpec, SpecError
 
 
@@ -59,7 +63,7 @@ def pair_id(content: ImageRef, style: ImageRef, spec: JobSpec, mask: ImageRef | 
     if not params["converge"]:  # off: likewise for convergence stopping
         params.pop("converge")
         params.pop("converge_window")
-    key = {
+    key: dict[str, Any] = {
         "content": content.identity,
         "style": style.identity,
         "params": params,
@@ -161,6 +165,7 @@ def resolve_styles(spec: JobSpec) -> list[ImageRef]:
     if s.source:
         refs = _images_under(spec, s.source, "styles", None)
     else:
+        assert s.catalog is not None  # StylesSpec asks for a source or a catalogue
         try:
             paintings = Catalog.open(Storage(catalog_location(s.catalog), spec.s3())).select(
                 artists=list(s.artists),
@@ -218,7 +223,16 @@ def resolve_masks(spec: JobSpec, contents: list[ImageRef]) -> dict[str, ImageRef
     return {identity: ref for identity, ref in wanted.items() if ref is not None}
 
 
+def plan_job(spec: SpecLike, *, output: str | None = None) -> Plan:
+    """The job's sorted pairs with their stable ids; nothing runs. `spec`: a path to a YAML
+    file, YAML text, a mapping or a `JobSpec`; `output=` moves the job's output (its pairs and
+    ids unchanged), as `nst plan --output` does."""
+    job, _ = for_run(load_spec(spec), output=output)
+    return make_plan(job)
+
+
 def make_plan(spec: JobSpec) -> Plan:
+    """A validated spec's pairs: its contents crossed with its styles (or sampled), sorted."""
     contents = resolve_contents(spec)
     styles = resolve_styles(spec)
     masks: dict[str, ImageRef] = {}
@@ -251,6 +265,7 @@ def make_plan(spec: JobSpec) -> Plan:
 def _check_distinct_outputs(pairs: list[Pair], spec: JobSpec) -> None:
     """Dataset mode: two inputs that would write one file are refused before any compute
     (`a/x.jpg` and `a/x.png` both become `a/x.jpg`). An unsafe path fails its own pair later."""
+    assert spec.dataset is not None
     seen: dict[str, Pair] = {}
     for pair in pairs:
         try:

@@ -144,8 +144,8 @@ def domain_figures(
 ) -> dict[str, Any]:
     """MMD of the outputs and of the original contents to the job's paintings (lower: closer
     to the art domain), on up to `sample` pairs (those with an image outside `scope` left out)."""
-    from ..core.engine import Stylizer
     from ..core.mmd import features, mmd2
+    from ..core.warm import WarmNetwork
 
     done = [
         {which: _uri(r, which, scope) for which in IMAGE_COLUMNS}
@@ -157,16 +157,16 @@ def domain_figures(
     paintings = sorted({r["style"] for r in done})
     if len(done) < 2 or len(contents) < 2 or len(paintings) < 2:
         return {"note": "MMD needs at least 2 outputs, 2 contents and 2 paintings"}
-    stylizer = Stylizer(weights=weights)
+    network = WarmNetwork(weights)
 
     def load(uris: list[str]) -> list[Any]:
         return [read_image(ImageRef(uri=u, identity=u), max_side=512, s3=s3) for u in uris]
 
     outputs = load([r["result"] for r in done])
     side = max(max(o.shape[-2:]) for o in outputs)  # everything at the outputs' scale
-    art = features(stylizer, load(paintings), side)
-    out = features(stylizer, outputs, side)
-    original = features(stylizer, load(contents), side)
+    art = features(network, load(paintings), side)
+    out = features(network, outputs, side)
+    original = features(network, load(contents), side)
     return {
         "feature_side": side,
         "mmd2_outputs_to_paintings": mmd2(out, art),

@@ -20,12 +20,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from pipeline.fanout.runner import RunOptions, run_plan  # noqa: E402
-from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
+from pipeline.fanout.rows import JobContext  # noqa: E402
+from pipeline.fanout.runner import run_plan
+from pipeline.fanout.worker import PairWorker  # noqa: E402
 from pipeline.io import images  # noqa: E402
 from pipeline.io.results import new_run_id  # noqa: E402
+from pipeline.job.load import parse_spec  # noqa: E402
+from pipeline.job.options import RunOptions  # noqa: E402
 from pipeline.job.plan import make_plan  # noqa: E402
-from pipeline.job.spec import parse_spec  # noqa: E402
 
 
 def main() -> None:

@@ -47,12 +47,13 @@ from pipeline.core.device import default_stack  # noqa: E402
 from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.measure import objective  # noqa: E402
 from pipeline.core.params import StyleParams  # noqa: E402
-from pipeline.fanout.worker import JobContext, PairWorker  # noqa: E402
+from pipeline.fanout.rows import JobContext  # noqa: E402
+from pipeline.fanout.worker import PairWorker  # noqa: E402
 from pipeline.io import images  # noqa: E402
 from pipeline.io.results import new_run_id  # noqa: E402
 from pipeline.job.estimate import FLOP_PER_PIXEL_ITERATION  # noqa: E402
+from pipeline.job.load import parse_spec  # noqa: E402
 from pipeline.job.plan import make_plan  # noqa: E402
-from pipeline.job.spec import parse_spec  # noqa: E402
 
 TOLERANCE = 0.10  # distances of a lever's result vs the plain path's, relative
 # Dense bf16 tensor-core peaks from the cards' data sheets (SXM), by a word of the device name.
@@ -360,21 +361,21 @@ def worker_loop(
     ctx = JobContext(
         "gpu-check", new_run_id(), spec.output, "check", spec.params, dataset=spec.dataset
     )
-    worker = PairWorker(ctx, device=device, batch=batch)
+    worker = PairWorker(ctx, device=device, stack=batch)
     worker.run_pairs(todo[:batch])  # warm-up: autotuning, Gram targets of the first style
     optimizing = [0.0]
-    inner = worker._optimize
+    inner = worker.dispatcher._optimize
 
-    def timed_optimize(group, retry=True):
+    def timed_optimize(pairs, chunk, retry=True):
         sync(worker.stylizer.device)
         started = time.perf_counter()
         try:
-            return inner(group, retry)
+            return inner(pairs, chunk, retry)
         finally:
             sync(worker.stylizer.device)
             optimizing[0] += time.perf_counter() - started
 
-    worker._optimize = timed_optimize
+    worker.dispatcher._optimize = timed_optimize
     sampler = None
     if device.startswith("cuda") and shutil.which("nvidia-smi"):
         query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
@@ -420,9 +421,9 @@ def main() -> None:
     dev = st.device
     out(f"machine: {machine()}")
     out(
-        f"device {dev}; Stylizer defaults: channels_last={st.channels_last}, "
-        f"cudnn.benchmark={torch.backends.cudnn.benchmark}, compile={st.compile}, "
-        f"cuda_graphs={st.cuda_graphs}, tf32={st.tf32}; "
+        f"device {dev}; Stylizer defaults: channels_last={st.speed.channels_last}, "
+        f"cudnn.benchmark={torch.backends.cudnn.benchmark}, compile={st.speed.compile}, "
+        f"cuda_graphs={st.speed.cuda_graphs}, tf32={st.speed.tf32}; "
         f"VGG-19 load {st.load_seconds:.2f} s"
     )
     t0 = time.perf_counter()
@@ -487,7 +488,8 @@ def main() -> None:
     )
     line = (
         f"4c. dataset mode with convergence stopping and continuous batching "
-        f"(CUDA graphs {'on' if st.cuda_graphs else 'off'}), {4 * b} pairs through {b} slots: "
+        f"(CUDA graphs {'on' if st.speed.cuda_graphs else 'off'}), "
+        f"{4 * b} pairs through {b} slots: "
     )
     try:  # its CUDA graph is new (2026-12-02) and not yet run on a GPU: keep the lines after it
         fixed_rate, rate, ran, ratio = streamed_rate(

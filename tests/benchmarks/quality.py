@@ -46,8 +46,8 @@ def reference(st: Stylizer, content: torch.Tensor, style: torch.Tensor, side: in
     c = resize(content[None], fit(content.shape, side, "content"))
     s = resize(style[None], fit(style.shape, side, "style"))
     with torch.no_grad():
-        target = st.features(c, "max")[CONTENT_LAYERS[0]]
-        fs = st.features(s, "max")
+        target = st.network.features(c, "max")[CONTENT_LAYERS[0]]
+        fs = st.network.features(s, "max")
         grams = {n: _ns_gram(fs[n]) for n in STYLE_LAYERS}
     x = torch.rand(c.shape, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     opt = torch.optim.LBFGS(
@@ -56,7 +56,7 @@ def reference(st: Stylizer, content: torch.Tensor, style: torch.Tensor, side: in
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        f = st.features(x, "max")
+        f = st.network.features(x, "max")
         loss = 5 * (f[CONTENT_LAYERS[0]] - target).pow(2).mean()
         for name in STYLE_LAYERS:
             loss = loss + 100 * (_ns_gram(f[name]) - grams[name]).pow(2).mean()

@@ -39,8 +39,8 @@ from pipeline.core.engine import Stylizer  # noqa: E402
 from pipeline.core.params import DEFAULT_STRENGTH  # noqa: E402
 from pipeline.io import images  # noqa: E402
 from pipeline.io.demo import demo_catalog, demo_image  # noqa: E402
+from pipeline.job.load import parse_spec  # noqa: E402
 from pipeline.job.plan import make_plan  # noqa: E402
-from pipeline.job.spec import parse_spec  # noqa: E402
 
 # The paintings the package ships (The Starry Night, The Scream). The figures in RESULTS.md were
 # measured with a third, Hokusai's Great Wave, from the development machine's own folder:

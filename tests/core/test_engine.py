@@ -139,7 +139,8 @@ def test_bf16_features_match_fp32_within_one_percent(stylizer, content):
     fp32's. The Grams and losses are float32 either way (with the CPU's default `bf16_grams`
     the style taps reach `losses.gram` in bf16)."""
     x = content.unsqueeze(0)
-    fp32, bf16 = stylizer.features(x, "max", "fp32"), stylizer.features(x, "max", "bf16")
+    features = stylizer.network.features
+    fp32, bf16 = features(x, "max", "fp32"), features(x, "max", "bf16")
     for name, a in fp32.items():
         b = bf16[name]
         assert float((a - b.float()).norm() / a.norm()) < 0.01, name
@@ -281,13 +282,13 @@ def test_issue_31s_bf16_levers_stylize_as_the_plain_fp32_path(content, style, le
 
 def test_the_bf16_gram_lever_keeps_the_taps_bf16_and_the_gram_float32(content):
     on, off = Stylizer(device="cpu", bf16_grams=True), Stylizer(device="cpu", bf16_grams=False)
-    assert on.bf16_grams  # the CPU's default, as measured
+    assert on.speed.bf16_grams  # the CPU's default, as measured
     x = resize(content[None], (32, 32))
-    taps = on.features(x, "max", "bf16")
+    taps = on.network.features(x, "max", "bf16")
     assert {taps[n].dtype for n in STYLE_LAYERS} == {torch.bfloat16}
     assert taps["relu4_2"].dtype == torch.float32  # the content loss stays float32
-    assert {v.dtype for v in off.features(x, "max", "bf16").values()} == {torch.float32}
-    g16, g32 = (losses.gram(t["relu1_1"]) for t in (taps, off.features(x, "max", "bf16")))
+    assert {v.dtype for v in off.network.features(x, "max", "bf16").values()} == {torch.float32}
+    g16, g32 = (losses.gram(t["relu1_1"]) for t in (taps, off.network.features(x, "max", "bf16")))
     assert g16.dtype == torch.float32
     assert float((g16 - g32).norm() / g32.norm()) < 1e-2
 
@@ -316,7 +317,7 @@ def test_tf32_holds_for_the_optimization_only(content, style):
     fails. Its numbers are a GPU's (CPU matmuls ignore it); gpu_check.py holds it to the
     levers' 10 % tolerance there (RESULTS.md, GPU check on an NVIDIA H100)."""
     matmul = torch.backends.cuda.matmul
-    assert Stylizer(device="cpu").tf32 is False  # a CPU default: nothing to gain
+    assert Stylizer(device="cpu").speed.tf32 is False  # a CPU default: nothing to gain
     st = Stylizer(device="cpu", tf32=True)
     seen = []
     before = matmul.fp32_precision

@@ -56,7 +56,7 @@ def test_region_styles_must_match_the_pairs_styles():
 
 
 def test_tap_sizes_are_the_networks(stylizer):
-    feats = stylizer.features(torch.rand(1, 3, 37, 50), "max")
+    feats = stylizer.network.features(torch.rand(1, 3, 37, 50), "max")
     assert {n: tuple(feats[n].shape[-2:]) for n in STYLE_LAYERS} == {
         n: tap_size(n, (37, 50)) for n in STYLE_LAYERS
     }
@@ -64,8 +64,9 @@ def test_tap_sizes_are_the_networks(stylizer):
 
 def test_an_all_ones_region_gives_exactly_the_unmasked_style_loss(stylizer):
     """The normalization (by the region's energy, shares as weights) reduces to the plain loss."""
-    feats = stylizer.features(make_content()[None], "max")
-    targets = {n: losses.gram(f) for n, f in stylizer.features(make_style()[None], "max").items()}
+    feats = stylizer.network.features(make_content()[None], "max")
+    style = stylizer.network.features(make_style()[None], "max")
+    targets = {n: losses.gram(f) for n, f in style.items()}
     ones = torch.ones(1, 48, 64)
     guide = masks.LevelGuide(
         weights=masks.to_taps(ones, {n: tap_size(n, (48, 64)) for n in STYLE_LAYERS}),
@@ -101,10 +102,10 @@ def test_inverted_grey_mask_swaps_the_sides(stylizer):
 
 def _guided_distance(stylizer, image, region, style) -> float:
     """Style loss of `image` restricted to `region` (H, W) against the whole `style`."""
-    feats = stylizer.features(image[None], "max")
+    feats = stylizer.network.features(image[None], "max")
     hw = tuple(image.shape[-2:])
     weights = masks.at_size(region[None], hw)
-    target = stylizer.features(resize(style[None], hw), "max")
+    target = stylizer.network.features(resize(style[None], hw), "max")
     guide = masks.LevelGuide(
         weights=masks.to_taps(weights, {n: tap_size(n, hw) for n in STYLE_LAYERS}),
         shares=torch.ones(1),

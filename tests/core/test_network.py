@@ -21,16 +21,16 @@ def test_caffe_path_matches_pastiches_own_vgg19(stylizer):
         "relu5_1": "block5_relu1",
     }
     ref = theirs(bgr, list(names.values()))
-    ours = stylizer.net(x)
+    ours = stylizer.network.net(x)
     for mine, theirs_name in names.items():
         scale = ref[theirs_name].abs().max().item()
         assert (ours[mine] - ref[theirs_name]).abs().max().item() <= 1e-5 * scale
 
 
 def test_network_is_truncated_at_the_deepest_tap_and_frozen(stylizer):
-    assert stylizer.net.order[-1] == "relu5_1"
-    assert "conv5_2" not in stylizer.net.convs
-    assert not any(p.requires_grad for p in stylizer.net.parameters())
+    assert stylizer.network.net.order[-1] == "relu5_1"
+    assert "conv5_2" not in stylizer.network.net.convs
+    assert not any(p.requires_grad for p in stylizer.network.net.parameters())
     assert LAYER_NAMES[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1")
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from pipeline.core.dispatch import Dispatcher, PairTensors
 from pipeline.core.engine import StylizeError, Stylizer
+from pipeline.core.optimize import Objective
 from pipeline.core.params import ParamError
 
 from ..conftest import make_content, make_style, tiny
@@ -50,15 +53,16 @@ def test_a_stream_computes_no_finished_pair(stylizer, monkeypatch):
     """The device's iterations: through 2 slots each slot takes the next pair the iteration after
     its pair stops, so the stream runs exactly as many iterations as that schedule of its pairs'
     own counts (only the last pairs leave a slot idle), and never more than stacks of 2, each
-    running until its slower pair stops."""
+    running until its slower pair stops. (An iteration is an evaluation with a gradient; a
+    pair's final losses are read once without one as it leaves.)"""
     calls = {"n": 0}
-    losses = Stylizer._losses
+    objective = Objective.__call__
 
     def counted(self, *args, **kwargs):
-        calls["n"] += 1
-        return losses(self, *args, **kwargs)
+        calls["n"] += torch.is_grad_enabled()
+        return objective(self, *args, **kwargs)
 
-    monkeypatch.setattr(Stylizer, "_losses", counted)
+    monkeypatch.setattr(Objective, "__call__", counted)
     got, _ = _stream(stylizer, 2)
     ran = [got[i].iterations for i in range(6)]
     free = [0, 0]  # the iteration at which each slot is free again
@@ -68,12 +72,18 @@ def test_a_stream_computes_no_finished_pair(stylizer, monkeypatch):
     assert calls["n"] <= sum(max(ran[i], ran[i + 1]) for i in range(0, 6, 2))
 
 
-def test_what_cannot_stream_runs_as_stacks_and_bad_input_is_refused(stylizer):
-    """Two levels (a pair's shape would change under its slot-mates) run as consecutive stacks;
-    every pair still comes out once. Contents of different working sizes are refused."""
+def test_what_cannot_stream_is_refused_and_the_dispatcher_runs_it_as_stacks(stylizer):
+    """Two levels (a pair's shape would change under its slot-mates) cannot stream:
+    `stylize_stream` says why, and the dispatcher, which every front end calls, runs such pairs
+    as consecutive stacks; every pair comes out once. Contents of different working sizes are
+    refused."""
     params = tiny(schedule=((32, 4), (48, 4)), precision="fp32", converge=0.01)
-    got, order = _stream(stylizer, 2, params=params, contents=CONTENTS[:3], styles=STYLES[:3])
-    assert order == [0, 1, 2] and all(r.iterations == 8 for r in got.values())
+    with pytest.raises(ParamError, match="one level"):
+        _stream(stylizer, 2, params=params, contents=CONTENTS[:3], styles=STYLES[:3])
+    got: dict[int, object] = {}
+    pairs = [PairTensors(c, s, params) for c, s in zip(CONTENTS[:3], STYLES[:3], strict=True)]
+    Dispatcher(stylizer, 2).run(pairs, lambda i, outcome, share: got.setdefault(i, outcome))
+    assert sorted(got) == [0, 1, 2] and all(r.iterations == 8 for r in got.values())
     with pytest.raises(ParamError, match="equal working sizes"):
         _stream(stylizer, 2, contents=[make_content(), make_content(h=64)], styles=STYLES[:2])
 

@@ -10,9 +10,9 @@ import torch
 from pipeline.core import losses, tiling
 from pipeline.core.network import STYLE_LAYERS
 from pipeline.core.params import ParamError, StyleParams
+from pipeline.job.load import load_spec, parse_spec
 from pipeline.job.plan import make_plan
 from pipeline.job.presets import load_preset
-from pipeline.job.spec import load_spec, parse_spec
 
 from ..conftest import make_content, make_style
 
@@ -47,7 +47,7 @@ def test_the_grid_covers_the_image_once_in_aligned_bounded_tiles(shape, tile):
 def test_tiled_features_and_grams_are_the_whole_images(stylizer):
     """With the full 64 px halo, the tiles' relu4_2 and Gram targets are the untiled ones."""
     image = make_style(256, 224)[None]
-    features = functools.partial(stylizer.features, pooling="max", precision="fp32")
+    features = functools.partial(stylizer.network.features, pooling="max", precision="fp32")
     with torch.no_grad():
         whole = features(image)
     fmap = tiling.feature_map(features, image, 128, "relu4_2")
@@ -80,18 +80,18 @@ def _tiled(
     params = StyleParams(
         schedule=((SIZE, iterations),), tile=tile, precision="fp32", optimizer="adam"
     )
-    forward = stylizer.net.forward
+    forward = stylizer.network.net.forward
 
     def spy(x, pooling="max"):
         if seen is not None:
             seen.append(x.shape[-2] * x.shape[-1])
         return forward(x, pooling=pooling)
 
-    stylizer.net.forward = spy
+    stylizer.network.net.forward = spy
     try:
         return stylizer.stylize(content, [style], params=params)
     finally:
-        del stylizer.net.forward
+        del stylizer.network.net.forward
 
 
 @pytest.fixture(scope="module")

@@ -250,9 +250,10 @@ DRIVER = """
 import dataclasses, json, sys
 import ray
 from ray.util.state import get_actor
-from pipeline.job.spec import parse_spec
+from pipeline.job.load import parse_spec
 from pipeline.job.plan import make_plan
-from pipeline.fanout.runner import RunOptions, run_plan
+from pipeline.fanout.runner import run_plan
+from pipeline.job.options import RunOptions
 
 spec, options = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 # On the node whose temp dir is given: of several nodes on one machine Ray picks the head.

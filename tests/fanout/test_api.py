@@ -1,5 +1,5 @@
-"""The Python API (pipeline/fanout/api.py): the README's examples as written, and a spec that means
-the same from Python as from `nst run`."""
+"""The Python API (`pipeline.run_job`, `plan_job`, `load_spec`): the README's examples as
+written, and a spec that means the same from Python as from `nst run`."""
 
 from __future__ import annotations
 

@@ -14,16 +14,18 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.fanout.runner import RunOptions, run_plan
-from pipeline.fanout.worker import JobContext, PairWorker
+from pipeline.fanout.rows import JobContext
+from pipeline.fanout.runner import run_plan
+from pipeline.fanout.worker import PairWorker
 from pipeline.io import images
 from pipeline.io.lock import LOCK
 from pipeline.io.results import ResultStore, new_run_id
 from pipeline.io.storage import StorageError
+from pipeline.job.load import parse_spec
+from pipeline.job.options import RunOptions
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import parse_spec
 
-from ..conftest import make_content, make_style, run_nst
+from ..conftest import make_content, make_style, run_nst, small_card
 
 pytestmark = pytest.mark.usefixtures("ray_module")
 
@@ -239,22 +241,14 @@ def test_bad_specs_exit_2_with_one_line_and_no_compute(tmp_path):
     assert "file/sub" in proc.stderr and "cannot write" in proc.stderr
 
 
-def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch):
-    """Fault injection (no GPU here): the engine raises CUDA's out-of-memory error for any batch
-    of more than one pair, as a card too small for the batch would. The worker halves the
-    batch down to single pairs and every pair is done; a single pair that does not fit becomes
+def test_a_stack_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch):
+    """Fault injection (no GPU here): the engine raises CUDA's out-of-memory error for any stack
+    of more than one pair, as a card too small for the stack would. The worker halves the
+    stack down to single pairs and every pair is done; a single pair that does not fit becomes
     a retriable failed row."""
-    worker, pairs = _worker_on_files(tmp_path, "oom", 4, batch=4)
-    real = worker.stylizer.stylize_stack
-    sizes = []
-
-    def small_card(contents, styles, **kw):
-        sizes.append(len(contents))
-        if len(contents) > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(contents, styles, **kw)
-
-    monkeypatch.setattr(worker.stylizer, "stylize_stack", small_card)
+    worker, pairs = _worker_on_files(tmp_path, "oom", 4, stack=4)
+    sizes: list[int] = []
+    small_card(worker.stylizer, monkeypatch, sizes)
     rows = worker.run_pairs(pairs)
     assert [r["status"] for r in rows] == ["done"] * 4
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
@@ -268,7 +262,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_until_it_fits(tmp_path, monkeypatch
     assert all(r["error_type"] == "OutOfMemoryError" for r in rows)
 
 
-def _worker_on_files(tmp_path, job: str, contents: int, batch: int, params: dict | None = None):
+def _worker_on_files(tmp_path, job: str, contents: int, stack: int, params: dict | None = None):
     """A CPU PairWorker and the pairs of `contents` generated photos (plus any files already in
     tmp_path/c) crossed with one style, under `params` (default: 32 px x 2)."""
     for i in range(contents):
@@ -284,13 +278,13 @@ def _worker_on_files(tmp_path, job: str, contents: int, batch: int, params: dict
         }
     )
     ctx = JobContext(job, new_run_id(), spec.output, "fast", spec.params)
-    return PairWorker(ctx, device="cpu", batch=batch), make_plan(spec).pairs
+    return PairWorker(ctx, device="cpu", stack=stack), make_plan(spec).pairs
 
 
 def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatch):
     """Fault injection: the store refuses the result image after the pair was stylized. The
-    pair becomes a retriable failed row; its batch-mate, written fine, is done."""
-    worker, pairs = _worker_on_files(tmp_path, "wfail", 2, batch=2)
+    pair becomes a retriable failed row; its stack-mate, written fine, is done."""
+    worker, pairs = _worker_on_files(tmp_path, "wfail", 2, stack=2)
     real = worker.store.write_image
 
     def flaky(pair_id, data):
@@ -310,11 +304,11 @@ def test_an_image_that_cannot_be_written_is_a_retriable_row(tmp_path, monkeypatc
 
 def test_a_bug_is_not_bad_input(tmp_path, monkeypatch, caplog):
     """Fault injection: the engine raises a ValueError as a bug would (not the input's fault).
-    The batch is retried pair by pair, then each pair is a retriable row that keeps the
+    The stack is retried pair by pair, then each pair is a retriable row that keeps the
     traceback, and the error is logged with it; a truly bad image stays a final row."""
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "empty.png").write_bytes(b"")
-    worker, pairs = _worker_on_files(tmp_path, "bug", 2, batch=2)
+    worker, pairs = _worker_on_files(tmp_path, "bug", 2, stack=2)
     calls = []
 
     def buggy(contents, styles, **kw):
@@ -322,9 +316,9 @@ def test_a_bug_is_not_bad_input(tmp_path, monkeypatch, caplog):
         raise ValueError("operands could not be broadcast together (injected)")
 
     monkeypatch.setattr(worker.stylizer, "stylize_stack", buggy)
-    with caplog.at_level("ERROR", logger="pipeline.fanout.worker"):
+    with caplog.at_level("ERROR", logger="pipeline.fanout.rows"):
         rows = worker.run_pairs(pairs)
-    assert calls == [2, 1, 1]  # the batch, then each pair once on its own
+    assert calls == [2, 1, 1]  # the stack, then each pair once on its own
     for row in rows[:2]:
         assert (row["status"], row["retriable"], row["error_type"]) == (
             "failed",
@@ -370,11 +364,11 @@ def test_a_truncated_part_is_named_set_aside_and_its_pairs_redone(tmp_path, capl
 
 
 def test_a_stream_that_fails_midway_leaves_its_remaining_pairs_to_stacks(tmp_path, monkeypatch):
-    """Continuous batching in a worker (converge on, more pairs than one batch): the pairs the
+    """Continuous batching in a worker (converge on, more pairs than one stack): the pairs the
     stream handed out keep their results; when the stream fails (injected after two pairs), the
-    rest run as stacks of the batch, and every row is done."""
+    rest run as stacks, and every row is done."""
     params = {"schedule": [[32, 30]], "converge": 0.01}
-    worker, pairs = _worker_on_files(tmp_path, "stream", 5, batch=2, params=params)
+    worker, pairs = _worker_on_files(tmp_path, "stream", 5, stack=2, params=params)
     real = worker.stylizer.stylize_stream
     stacks = []
 

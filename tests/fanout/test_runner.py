@@ -18,12 +18,13 @@ import torch
 import yaml
 
 from pipeline.fanout.pool import ResourceError
-from pipeline.fanout.runner import RunOptions, run_plan
+from pipeline.fanout.runner import run_plan
 from pipeline.io import images
 from pipeline.io.results import ResultStore
 from pipeline.io.schema import QUALITY_COLUMNS, RESULT_SCHEMA
+from pipeline.job.load import parse_spec
+from pipeline.job.options import RunOptions
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import parse_spec
 
 from ..conftest import local_ray, make_content, make_style
 

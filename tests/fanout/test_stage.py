@@ -14,7 +14,7 @@ import pipeline
 from pipeline.io import images
 from pipeline.io.schema import RESULT_COLUMNS
 
-from ..conftest import make_content, make_style
+from ..conftest import make_content, make_style, small_card
 
 pytestmark = pytest.mark.usefixtures("ray_module")
 
@@ -73,7 +73,7 @@ def test_a_bad_row_fails_alone(ray_module):
     out = (
         ray.data.from_items(rows)
         .map_batches(
-            pipeline.StyleTransfer,
+            pipeline.RayDataStylizer,
             fn_constructor_kwargs={"params": {"schedule": [[32, 2]]}, "device": "cpu"},
             batch_size=2,
             compute=ray.data.ActorPoolStrategy(size=1),
@@ -83,14 +83,14 @@ def test_a_bad_row_fails_alone(ray_module):
     )
     assert [r["status"] for r in out] == ["done", "failed"]
     assert "too small" in out[1]["error"] and out[1]["error_type"] == "ImageError"
-    # every column of the results table that result_columns fills, and filled
+    # every column of the results table that a result fills (RESULT_COLUMNS), and filled
     assert all(out[0][c] is not None for c in RESULT_COLUMNS)
     assert out[0]["loss_total"] > 0 and out[0]["stylized"].shape == (26, 32, 3)  # long side 32
 
 
-def test_with_convergence_the_rows_stream_through_the_slots(monkeypatch):
-    """`converge` on and more rows of one size than slots: the rows run as a stream (a pair that
-    stops leaves its slot to the next), each coming out about as it does alone."""
+def test_with_convergence_the_rows_stream_through_one_stacks_slots(monkeypatch):
+    """`converge` on and more rows of one size than a stack: the rows run as a stream (a pair
+    that stops leaves its slot to the next), each coming out about as it does alone."""
     from pipeline.core.engine import Stylizer
 
     slots_used = []
@@ -102,7 +102,7 @@ def test_with_convergence_the_rows_stream_through_the_slots(monkeypatch):
 
     monkeypatch.setattr(Stylizer, "stylize_stream", spy)
     params = {"schedule": [[32, 60]], "converge": 0.02, "converge_window": 5, "precision": "fp32"}
-    stage = pipeline.StyleTransfer(params=params, device="cpu", slots=2)
+    stage = pipeline.RayDataStylizer(params=params, device="cpu", stack=2)
     photos = [make_content(32, 32, seed=s) for s in range(5)]
     style = make_style(32, 32)
     pixels = [(p.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for p in photos]
@@ -122,5 +122,26 @@ def test_with_convergence_the_rows_stream_through_the_slots(monkeypatch):
         assert out["loss_total"][i] == pytest.approx(alone.losses.total, rel=0.05)
     assert min(out["iterations"]) < 60  # some stopped early and left their slot
 
-    with pytest.raises(ValueError, match="slots"):
-        pipeline.StyleTransfer(params=params, device="cpu", slots=0)
+    with pytest.raises(ValueError, match="stack"):
+        pipeline.RayDataStylizer(params=params, device="cpu", stack=0)
+
+
+def test_a_stack_out_of_gpu_memory_is_halved_and_every_row_is_done(monkeypatch):
+    """Fault injection (no GPU here), as the worker's test does it: the engine raises CUDA's
+    out-of-memory error for any stack of more than one pair. A Ray Data batch of 4 rows with a
+    stack of 4 is halved down to single pairs and every row is done, not the batch failed."""
+    stage = pipeline.RayDataStylizer(params={"schedule": [[32, 2]]}, device="cpu", stack=4)
+    sizes: list[int] = []
+    small_card(stage.stylizer, monkeypatch, sizes)
+    photos = [make_content(32, 40, seed=s) for s in range(4)]
+    pixels = [(p.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for p in photos]
+    style = (make_style(32, 32).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    out = stage({"image": pixels, "style": [style] * 4})
+    assert out["status"] == ["done"] * 4
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    assert all(s.shape == (26, 32, 3) for s in out["stylized"])
+
+
+def test_the_old_name_still_answers_until_its_release():
+    with pytest.warns(DeprecationWarning, match="RayDataStylizer.*0.3.0"):
+        assert pipeline.StyleTransfer is pipeline.RayDataStylizer

@@ -9,13 +9,14 @@ import typing
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.fanout.worker import JobContext, PairWorker
+from pipeline.fanout.rows import JobContext
+from pipeline.fanout.worker import PairWorker
 from pipeline.io import compaction, images
 from pipeline.io.dedupe import dedupe
 from pipeline.io.results import ResultStore, new_run_id
 from pipeline.io.schema import RESULT_SCHEMA, TRACE_TYPE, ResultRow, TraceRow
+from pipeline.job.load import parse_spec
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import parse_spec
 
 from ..conftest import make_content, make_style
 
@@ -147,7 +148,7 @@ def test_the_typed_row_is_the_schema_and_the_rows_a_worker_writes(tmp_path):
         }
     )
     ctx = JobContext("typed", new_run_id(), spec.output, "fast", spec.params)
-    rows = PairWorker(ctx, device="cpu", batch=2).run_pairs(make_plan(spec).pairs)
+    rows = PairWorker(ctx, device="cpu", stack=2).run_pairs(make_plan(spec).pairs)
     store = ResultStore(spec.output, "typed")
     store.write_part(rows, ctx.run_id, 0)
     read = store.read().to_pylist()

@@ -18,14 +18,15 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from pipeline.fanout.runner import RunOptions, run_plan
+from pipeline.fanout.runner import run_plan
 from pipeline.io import images
 from pipeline.io import s3 as s3_api
 from pipeline.io.lock import LOCK, OutputLocked
 from pipeline.io.results import ResultStore, image_key
 from pipeline.io.storage import S3Settings, Storage, StorageError
+from pipeline.job.load import parse_spec
+from pipeline.job.options import RunOptions
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import parse_spec
 
 from ..conftest import CATALOG_CSV, free_port, local_ray, make_content, make_style, run_nst
 

@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.fanout.runner import RunOptions, run_plan
+from pipeline.fanout.runner import run_plan
 from pipeline.io import images
 from pipeline.job.dataset_mode import DatasetSpec, UnsafePath, dest_path
+from pipeline.job.load import parse_spec
+from pipeline.job.options import RunOptions
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import SpecError, parse_spec
+from pipeline.job.spec import SpecError
 
 from ..conftest import make_content, make_style, run_nst
 

@@ -12,8 +12,9 @@ import yaml
 from pipeline.core.device import pick_precision
 from pipeline.io import images
 from pipeline.job.dataset_mode import dest_path
+from pipeline.job.load import load_spec, parse_spec
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import SpecError, load_spec, parse_spec
+from pipeline.job.spec import SpecError
 
 from ..cli.test_cli import nst
 from ..conftest import make_content

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core.params import ParamError
+from pipeline.job.load import parse_spec
 from pipeline.job.options import RunOptions, for_run
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import parse_spec
 
 SPEC = {
     "name": "x",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core.params import ParamError
+from pipeline.job.load import parse_spec
 from pipeline.job.presets import load_preset, resolve
-from pipeline.job.spec import SpecError, parse_spec
+from pipeline.job.spec import SpecError
 
 
 def test_overrides_then_size_then_iterations():

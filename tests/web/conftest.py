@@ -16,11 +16,12 @@ import pytest
 import requests
 import uvicorn
 
-from pipeline.fanout.runner import RunOptions, run_plan
+from pipeline.fanout.runner import run_plan
 from pipeline.io import images
 from pipeline.io.storage import S3Settings
+from pipeline.job.load import parse_spec
+from pipeline.job.options import RunOptions
 from pipeline.job.plan import make_plan
-from pipeline.job.spec import parse_spec
 from pipeline.web.app import Settings, create_app
 
 from ..conftest import SilentEndpoint, free_port, local_ray, make_content, make_style
