@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 
+import requests
 from PIL import Image
 
 from pipeline.io import images
@@ -92,6 +93,39 @@ def test_page_stylizes_with_drop_and_catalogue_and_downloads(
     page.wait_for_function("() => document.getElementById('error').textContent.length > 0")
     assert "content: not an image" in page.inner_text("#error")
     page.close()
+
+
+# Each control's top and its label's, and the slider's parts' vertical centres.
+CONTROL_ROWS = """() => {
+    const box = (s) => document.querySelector(s).getBoundingClientRect();
+    const mid = (r) => Math.round(r.top + r.height / 2);
+    const label = (s) => document.querySelector(s).closest('label').getBoundingClientRect();
+    return {
+        tops: ['#preset', '.slider', '#size', '#color'].map((s) => Math.round(box(s).top)),
+        labels: ['#preset', '.slider', '#size'].map((s) => Math.round(label(s).top)),
+        parts: ['.slider .caption', '#strength', '.slider .caption ~ .caption', '#strength-value']
+            .map((s) => mid(box(s))),
+    };
+}"""
+
+
+def test_the_strength_slider_is_laid_out_as_the_other_controls(server, browser):
+    """The slider and its "photo" and "painting" ends on one line, its box and its label level
+    with the other controls' (they stacked above and below it before), at a desktop's width and a
+    phone's; it starts at the default strength the server reports."""
+    default = requests.get(f"{server}/api/config", timeout=30).json()["strength"]
+    for width in (1280, 390):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(server)
+        page.wait_for_function("() => document.getElementById('strength-value').textContent")
+        rows = page.evaluate(CONTROL_ROWS)
+        assert max(rows["parts"]) - min(rows["parts"]) <= 2, rows  # one line
+        if width > 800:  # one row of controls
+            assert max(rows["tops"]) - min(rows["tops"]) <= 1, rows
+            assert max(rows["labels"]) - min(rows["labels"]) <= 1, rows
+        assert float(page.input_value("#strength")) == default
+        assert page.inner_text("#strength-value") == str(default)
+        page.close()
 
 
 def test_page_is_usable_by_keyboard(server, browser):

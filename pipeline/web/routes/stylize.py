@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...core.params import COLOR_MODES, ParamError, StyleParams
-from ...job.presets import preset_names, resolve
+from ...job.presets import load_preset, preset_names, resolve
 from ..admission import STYLIZE_PATH, client_address
 from ..settings import Settings
 from ..state import State
@@ -27,6 +27,7 @@ def config(state: State) -> dict[str, Any]:
         "presets": preset_names(),
         "preset": WEB_PRESET,
         "colors": list(COLOR_MODES),
+        "strength": load_preset(WEB_PRESET).strength,  # the slider starts at the default
         "max_size": s.max_size,
         "max_iterations": s.max_iterations,
         "max_styles": s.max_styles,

@@ -349,6 +349,7 @@ async function init() {
   for (const c of config.colors) $("color").add(new Option(c, c));
   $("size").max = config.max_size;
   $("size").value = Math.min(256, config.max_size);
+  $("strength").value = $("strength-value").textContent = config.strength;
   $("catalog").hidden = !config.catalog;
   $("catalog-off").hidden = config.catalog;
   for (const node of document.querySelectorAll(".if-catalog")) node.hidden = !config.catalog;
