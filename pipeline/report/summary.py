@@ -24,6 +24,8 @@ from ..job.scope import IMAGE_COLUMNS, OUTSIDE, JobScope
 from .plots import loss_png
 
 THUMB = 160
+GAP = 8  # px between thumbnails, and around the sheet
+LINE = 14  # px a caption line takes (PIL's default font)
 
 
 def split_job_uri(job_uri: str) -> tuple[str, str]:
@@ -66,28 +68,45 @@ QUALITY_LIST = 10
 def contact_sheet(
     rows: list[dict[str, Any]], s3: S3Settings | None = None, scope: JobScope | None = None
 ) -> Image.Image:
-    """One line per pair: content | style | result, with the artist and the final loss."""
+    """One line per pair: content | style | result, with the artist and the final loss right
+    under the content, wrapped to its column, so that a tall painting beside it leaves no gap
+    between a photo and its caption. A line is as tall as its tallest part."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     lines = []
     for row in rows:
         tiles = [thumbnail(_uri(row, which, scope), s3, THUMB, scope) for which in IMAGE_COLUMNS]
         for t in tiles:
             t.thumbnail((THUMB, THUMB))
         worst = worst_gram_error(row)
-        label = f"{row.get('artist') or row['style_id']}  loss {row['loss_total']:.3g}"
+        words = [row.get("artist") or row["style_id"], f"loss {row['loss_total']:.3g}"]
         if worst is not None:
-            label += f"  worst Gram error {worst:.3g}" + (
-                "  POOR TRANSFER" if poor_transfer(row) else ""
-            )
-        lines.append((tiles, label))
-    width = 3 * (THUMB + 8) + 8
-    sheet = Image.new("RGB", (width, max(1, len(lines)) * (THUMB + 24) + 8), "white")
+            words.append(f"worst Gram error {worst:.3g}")
+            words += ["POOR TRANSFER"] if poor_transfer(row) else []
+        caption = _wrap(draw, words, THUMB)
+        height = tiles[0].height + 4 + len(caption) * LINE
+        lines.append((tiles, caption, max(height, *(t.height for t in tiles))))
+    width = 3 * (THUMB + GAP) + GAP
+    sheet = Image.new("RGB", (width, GAP + sum(h + GAP for _, _, h in lines)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (tiles, label) in enumerate(lines):
-        y = 8 + i * (THUMB + 24)
+    y = GAP
+    for tiles, caption, height in lines:
         for j, tile in enumerate(tiles):
-            sheet.paste(tile, (8 + j * (THUMB + 8), y))
-        draw.text((8, y + THUMB + 4), label, fill=(40, 40, 40))
+            sheet.paste(tile, (GAP + j * (THUMB + GAP), y))
+        for k, text in enumerate(caption):
+            draw.text((GAP, y + tiles[0].height + 4 + k * LINE), text, fill=(40, 40, 40))
+        y += height + GAP
     return sheet
+
+
+def _wrap(draw: ImageDraw.ImageDraw, words: list[str], width: int) -> list[str]:
+    """The caption's parts on lines at most `width` px wide (a part longer than that alone)."""
+    out: list[str] = []
+    for word in words:
+        if out and draw.textlength(f"{out[-1]}  {word}") <= width:
+            out[-1] += f"  {word}"
+        else:
+            out.append(word)
+    return out
 
 
 def summary_html(

@@ -98,3 +98,42 @@ def test_pairs_whose_palette_did_not_transfer_are_flagged():
     worst = page[page.index("<h2>Quality</h2>") : page.index("<h2>By artist</h2>")]
     assert worst.index("b" * 20) < worst.index("a" * 20) and "c" * 20 not in worst
     assert f"{POOR_TRANSFER * 2:.3g} (poor transfer)" in page
+
+
+def test_contact_sheet_captions_sit_under_their_photo(tmp_path):
+    """Every caption starts within a few pixels of its line's photo, also where a tall painting
+    beside it makes the line taller (it floated a whole thumbnail below short lines before), and
+    a line is no taller than its tallest part."""
+    import numpy
+    import torch
+
+    from pipeline.io import images
+    from pipeline.report.summary import GAP, THUMB, contact_sheet
+
+    def solid(name: str, h: int, w: int, rgb: tuple[float, float, float]) -> str:
+        path = tmp_path / f"{name}.png"
+        images.save_png(torch.tensor(rgb).view(3, 1, 1).expand(3, h, w), path)
+        return str(path)
+
+    wide = solid("wide", 60, 90, (0.9, 0.2, 0.2))  # a thumbnail as it is
+    tall = solid("tall", 200, 80, (0.2, 0.3, 0.9))  # a thumbnail 64 x 160
+    uris = {"content_uri": wide, "output_uri": wide}
+    rows = [
+        row("a" * 20, style_uri=tall, **uris),
+        row("b" * 20, style_uri=wide, **uris),
+        row("c" * 20, style_uri=tall, **uris),
+    ]
+    sheet = contact_sheet(rows).convert("RGB")
+    pixels = torch.from_numpy(numpy.asarray(sheet).astype("int32"))  # (H, W, 3)
+    photo = pixels[:, GAP : GAP + THUMB]  # the content column: photos and captions
+    grey = (photo - photo[..., :1]).abs().sum(-1) < 10
+    text = (grey & (photo[..., 0] < 160)).any(1)  # lines holding caption ink
+    colour = ~grey.all(1)  # lines holding a photo
+    captions = [y for y in range(1, sheet.height) if text[y] and not text[y - 1]]
+    captions = [y for y in captions if not text[y - 4 : y].any()]  # a caption's first line
+    bottoms = [y for y in range(sheet.height - 1) if colour[y] and not colour[y + 1]]
+    tops = [y for y in range(1, sheet.height) if colour[y] and not colour[y - 1]]
+    assert len(captions) == len(bottoms) == 3
+    assert all(0 < c - b <= GAP for b, c in zip(bottoms, captions, strict=True))
+    assert tops[1] - tops[0] == THUMB + GAP  # after the tall painting's line
+    assert tops[2] - tops[1] < THUMB  # the short line is no taller than its parts
