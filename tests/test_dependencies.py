@@ -30,7 +30,7 @@ FIXED = {
         "1.3.1",
         "Range header DoS (CVE-2025-62727), form limits ignored (CVE-2026-54283)",
     ),
-    "fastapi": ("0.133", "the first FastAPI whose Starlette range admits 1.3.1"),
+    "fastapi": ("0.133", "a FastAPI whose Starlette range admits 1.3.1 (>=0.40, no cap)"),
     "python-multipart": ("0.0.31", "multipart and querystring parser DoS (fixed up to 0.0.31)"),
 }
 
