@@ -37,7 +37,9 @@ S3_READ_TIMEOUT_S = 30.0
 # refused or dropped connections still uses every attempt (their backoffs add up to about a
 # minute); a store that hangs fails the request, naming the object, instead of holding it.
 S3_DEADLINE_S = 120.0
-BACKOFF_CAP_S = 20.0  # botocore standard mode's cap on one retry's delay
+# botocore standard mode's longest delay before a retry: 20 s, and up to 5 s more when the store
+# asks for it (x-amz-retry-after).
+BACKOFF_CAP_S = 25.0
 # A failed probe is remembered this long: meanwhile every use of that bucket fails at once with
 # the same reason, instead of waiting again on an endpoint that does not answer (for each gallery
 # request); after it the next use probes again, so a store that came back is used.
