@@ -6,6 +6,7 @@ sudo, locked-down pods, and a network policy around the KubeRay cluster."""
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import re
 import shlex
 from pathlib import Path
@@ -93,16 +94,126 @@ def test_kuberay_raycluster():
     _check_least_privilege(doc["spec"])
 
 
-def test_kuberay_network_policy_admits_only_the_clusters_own_pods():
+def _policies() -> list[dict]:
+    docs = list(yaml.safe_load_all((INFRA / "kuberay/networkpolicy.yaml").read_text()))
+    assert docs and all(d["kind"] == "NetworkPolicy" for d in docs)
+    # Plain label matches only, so that the check below reads them exactly.
+    assert all(set(d["spec"]["podSelector"]) == {"matchLabels"} for d in docs)
+    return docs
+
+
+def _pods(cluster: dict, name: str) -> dict[str, dict[str, str]]:
+    """The labels KubeRay gives a head and a worker pod of `cluster` (a RayCluster spec) named
+    `name`: those of its template, then its own, which the template cannot change."""
+
+    def labels(kind: str, group: str, template: dict) -> dict[str, str]:
+        defaults = {"app.kubernetes.io/name": "kuberay", "ray.io/is-ray-node": "yes"}
+        given = template.get("metadata", {}).get("labels", {})
+        own = {"ray.io/cluster": name, "ray.io/node-type": kind, "ray.io/group": group}
+        return {**defaults, **given, **own}
+
+    worker = cluster["workerGroupSpecs"][0]
+    return {
+        "head": labels("head", "headgroup", cluster["headGroupSpec"]["template"]),
+        "worker": labels("worker", worker["groupName"], worker["template"]),
+    }
+
+
+def _selecting(pod: dict[str, str], kind: str) -> list[dict]:
+    """The policies of `kind` (Ingress, Egress) that apply to a pod with these labels."""
+    return [
+        p["spec"]
+        for p in _policies()
+        if p["spec"]["podSelector"]["matchLabels"].items() <= pod.items()
+        and kind in p["spec"]["policyTypes"]
+    ]
+
+
+def _reaches(rules: list[dict], address: str, port: int = 443) -> bool:
+    """Whether egress `rules` let a pod reach `address` (an address outside every pod)."""
+    for rule in rules:
+        if "to" not in rule:
+            return True  # a rule without `to` allows every destination
+        if rule.get("ports") and port not in {p["port"] for p in rule["ports"]}:
+            continue
+        for peer in rule["to"]:
+            block = peer.get("ipBlock")
+            if block and ipaddress.ip_address(address) in ipaddress.ip_network(block["cidr"]):
+                if not any(
+                    ipaddress.ip_address(address) in ipaddress.ip_network(e)
+                    for e in block.get("except", [])
+                ):
+                    return True
+    return False
+
+
+METADATA = "169.254.169.254"  # instance metadata: the node's IAM role
+# Where the Kubernetes API answers in-cluster: its Service (EKS 10.100.0.1 or 172.20.0.1, kubeadm
+# 10.96.0.1) and its endpoints (private addresses).
+KUBERNETES_API = ("10.100.0.1", "172.20.0.1", "10.96.0.1", "192.168.0.10", "100.64.0.1")
+
+
+def _check_network_policies(cluster: dict, name: str, submitter: str | None = None) -> None:
+    """In: the cluster's own pods, on any port, and nobody else (for a RayJob also its submitter
+    and the KubeRay operator, on the Jobs API's port); out: no pod reaches instance metadata, no
+    worker the Kubernetes API, the head reaches it (its autoscaler); DNS and the object store's
+    public addresses stay open."""
+    pods = _pods(cluster, name)
+    for kind, pod in pods.items():
+        ingress = [r for p in _selecting(pod, "Ingress") for r in p.get("ingress", [])]
+        assert ingress, f"{kind}: no ingress policy"
+        for rule in ingress:
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer
+                labels = peer["podSelector"]["matchLabels"]
+                if "namespaceSelector" not in peer and all(
+                    labels.items() <= p.items() for p in pods.values()
+                ):
+                    continue  # the cluster's own pods, whatever their kind
+                # Anyone else: a RayJob's submitter or the operator, on the head's Jobs API only.
+                assert submitter and kind == "head", (kind, peer)
+                assert rule["ports"] == [{"port": 8265, "protocol": "TCP"}]
+                assert labels in (
+                    {"batch.kubernetes.io/job-name": submitter},
+                    {"app.kubernetes.io/name": "kuberay-operator"},
+                ), labels
+        egress = [r for p in _selecting(pod, "Egress") for r in p.get("egress", [])]
+        assert egress, f"{kind}: no egress policy, so every destination is open"
+        assert not _reaches(egress, METADATA, 80), f"{kind} reaches instance metadata"
+        api = [
+            _reaches(egress, address, port) for address in KUBERNETES_API for port in (443, 6443)
+        ]
+        assert all(api) if kind == "head" else not any(api), (kind, api)
+        assert _reaches(egress, "52.216.0.1")  # a public S3 address
+        dns = [r for r in egress if {"port": 53, "protocol": "UDP"} in r.get("ports", [])]
+        assert any(
+            peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+            for r in dns
+            for peer in r["to"]
+        )
+        for rule in egress:  # pods: only the cluster's own, and DNS
+            for peer in rule["to"]:
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    assert peer["podSelector"]["matchLabels"].items() <= pod.items()
+
+
+def test_kuberay_network_policies_cover_both_clusters_in_and_out():
     cluster = _load("kuberay/raycluster.yaml")
-    policy = _load("kuberay/networkpolicy.yaml")
-    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
-    own = {"ray.io/cluster": cluster["metadata"]["name"]}
-    assert policy["spec"]["podSelector"] == {"matchLabels": own}
-    # One rule: from the cluster's pods, on any port; no address range, no other namespace.
-    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": own}}]}]
+    _check_network_policies(cluster["spec"], cluster["metadata"]["name"])
     head = _containers(cluster["spec"]["headGroupSpec"]["template"])[0]
     assert {p["containerPort"] for p in head["ports"]} == {6379, 8265, 10001}
+    # The RayJob's cluster: KubeRay names it after the RayJob with a random suffix, and its
+    # submitter is a Kubernetes Job named after the RayJob.
+    job = _load("kuberay/rayjob.yaml")
+    name = job["metadata"]["name"]
+    _check_network_policies(job["spec"]["rayClusterSpec"], f"{name}-x7k2q", submitter=name)
+    _check_network_policies(job["spec"]["rayClusterSpec"], f"{name}-b4mzd", submitter=name)
+    # Neither cluster's policies select the other's pods.
+    ours = _pods(cluster["spec"], "nst")["worker"]
+    theirs = _pods(job["spec"]["rayClusterSpec"], f"{name}-x7k2q")["worker"]
+    for policy in _policies():
+        selects = policy["spec"]["podSelector"]["matchLabels"].items()
+        assert not (selects <= ours.items() and selects <= theirs.items())
 
 
 def test_kuberay_rayjob():
@@ -206,3 +317,61 @@ def test_dockerfile_installs_the_project_and_its_weights():
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and re.fullmatch(r"[1-9]\d*:\d+", users[-1]), users
     assert "apt-get purge -y sudo" in text.split(f"USER {users[-1]}")[0]
+
+
+def test_aws_instances_take_imdsv2_only_one_hop_away():
+    """Instance metadata hands out credentials only with a session token (IMDSv2), which a
+    forwarded request cannot get; one hop reaches the containers, which Ray's cluster launcher
+    runs on the host's network."""
+    from ray.autoscaler._private.docker import docker_start_cmds
+
+    doc = _load("aws/cluster.yaml")
+    for name, node_type in doc["available_node_types"].items():
+        options = node_type["node_config"]["MetadataOptions"]
+        assert options == {
+            "HttpTokens": "required",
+            "HttpPutResponseHopLimit": 1,
+            "HttpEndpoint": "enabled",
+        }, name
+    docker = doc["docker"]
+    run = docker_start_cmds(
+        "ubuntu", docker["image"], {}, docker["container_name"], docker["run_options"],
+        doc["cluster_name"], "/home/ray", "docker",
+    )  # fmt: skip
+    assert "--net=host" in run.split()
+
+
+def test_aws_head_launches_only_the_clusters_workers():
+    """What the head's role (and so whoever runs code on the head) may launch: instances tagged
+    for this cluster, of the workers' types, from the cluster's image, with the workers' profile,
+    IMDSv2 only; not another head, not any type or image."""
+    access, cluster = _load("aws/access.yaml"), _load("aws/cluster.yaml")
+    launches = [
+        s for s in _statements(access["Resources"]["HeadRole"]) if "ec2:RunInstances" in _actions(s)
+    ]
+    resources = [
+        r
+        for s in launches
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    instances = [s for s in launches if "instance/*" in str(s["Resource"])]
+    assert len(instances) == 1
+    condition = instances[0]["Condition"]
+    assert condition["StringEquals"] == {
+        "aws:RequestTag/ray-cluster-name": {"Ref": "ClusterName"},
+        "ec2:InstanceType": {"Ref": "WorkerInstanceTypes"},
+        "ec2:InstanceProfile": {"Fn::GetAtt": ["WorkerProfile", "Arn"]},
+        "ec2:MetadataHttpTokens": "required",
+    }
+    assert condition["NumericLessThanEquals"] == {"ec2:MetadataHttpPutResponseHopLimit": 1}
+    images = [r for r in resources if "image/" in str(r)]
+    assert images == [{"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}::image/${ImageId}"}]
+    parameters = access["Parameters"]
+    assert parameters["ImageId"]["Type"] == "AWS::EC2::Image::Id"
+    assert "Default" not in parameters["ImageId"]
+    # cluster.yaml's workers are what the head may launch; its head is not.
+    allowed = parameters["WorkerInstanceTypes"]["Default"].split(",")
+    types = cluster["available_node_types"]
+    head = types.pop(cluster["head_node_type"])
+    assert all(t["node_config"]["InstanceType"] in allowed for t in types.values())
+    assert head["node_config"]["InstanceType"] not in allowed

@@ -29,17 +29,23 @@ def ensure_ray(address: str | None) -> None:
     else start a local Ray."""
     import ray
 
-    from .submit import SubmitError, auth_advice, use_given_token
+    from .submit import SubmitError, auth_advice, private_token_file, use_given_token
 
     if ray.is_initialized():
         return
-    # address None: ray.init() joins RAY_ADDRESS when set, else starts a local Ray for this run,
-    # with Ray's own default authentication (Ray 2.60: token, kept in ~/.ray/auth_token).
     joining = joins_cluster(address)
     token_sent = use_given_token() if joining else False
+    if not joining:
+        # Ray's own default authentication (Ray 2.60: token, in ~/.ray/auth_token), with the
+        # token file private; RAY_AUTH_MODE=disabled (the user's choice) needs none.
+        private_token_file(create=os.environ.get("RAY_AUTH_MODE", "token").lower() == "token")
     try:
         ray.init(
-            address=address,
+            # "local": a Ray of this process's own. Without an address ray.init() would join the
+            # cluster that Ray's pointer file in the shared temp folder names (the last `ray
+            # start` on this machine, any user's), run this process's work there and unpickle
+            # its results here.
+            address=joining or "local",
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=True,

@@ -13,8 +13,10 @@ sends the token the user has given, and a refusal says what to set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -72,6 +74,38 @@ def jobs_client(address: str, **kwargs: Any) -> Any:
     return Client(address, **kwargs)
 
 
+def private_token_file(create: bool) -> Path | None:
+    """Ray's default token file, ~/.ray/auth_token, readable by its owner alone, where this
+    process relies on it (no RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH given): a looser one is made
+    0600, and with `create` a missing one is written 0600 (in a 0700 ~/.ray), before a local Ray
+    would write it with the umask's mode, world-readable by default (Ray 2.60). The token is
+    Ray's kind, 32 random bytes in hex. A file named by RAY_AUTH_TOKEN_PATH is the user's: a
+    warning if others may read it, never a change. Returns the default file when it is used."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    given = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if given:
+        with contextlib.suppress(OSError):
+            if os.stat(given).st_mode & 0o077:
+                log.warning("%s (RAY_AUTH_TOKEN_PATH) can be read by other users", given)
+        return None
+    path = Path.home() / ".ray" / "auth_token"
+    if create and not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a file owned by someone else: say so, do not stop
+        log.warning("cannot make %s private (%s)", path, exc)
+    return path
+
+
 def use_given_token() -> bool:
     """Turn on Ray's token authentication in this process when the user has given a token.
 
@@ -82,14 +116,12 @@ def use_given_token() -> bool:
     the token. A cluster without authentication ignores the token. An explicit RAY_AUTH_MODE
     (`disabled` included) is left as the user set it. True when token authentication is on.
     """
+    default_file = private_token_file(create=False)
     mode = os.environ.get("RAY_AUTH_MODE")
     if mode is not None:
         return mode.lower() == "token"
-    given = (
-        os.environ.get("RAY_AUTH_TOKEN")
-        or os.environ.get("RAY_AUTH_TOKEN_PATH")
-        or (Path.home() / ".ray" / "auth_token").is_file()
-    )
+    given = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    given = given or default_file
     if not given:
         return False
     os.environ["RAY_AUTH_MODE"] = "token"

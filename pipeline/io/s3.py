@@ -26,6 +26,20 @@ from ..core.errors import NSTError
 # retried with full-jitter backoff capped at 20 s). Eleven retries ride out an outage of about a
 # minute, a restarting MinIO, before an operation fails; past that the store is down, not blinking.
 S3_ATTEMPTS = 12
+# One attempt waits this long to connect, and this long for each piece of the answer (botocore's
+# default, 60 s each, let an endpoint that accepts and never answers hold one request for
+# attempts x 60 s). Objects are read and written whole, so a healthy store never goes quiet that
+# long mid-answer.
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_READ_TIMEOUT_S = 30.0
+# Every request, its retries included, ends within this: a retry starts only if it can end before
+# it, after botocore's longest backoff (BACKOFF_CAP_S) and one attempt's timeouts. An outage of
+# refused or dropped connections still uses every attempt (their backoffs add up to about a
+# minute); a store that hangs fails the request, naming the object, instead of holding it.
+S3_DEADLINE_S = 120.0
+# botocore standard mode's longest delay before a retry: 20 s, and up to 5 s more when the store
+# asks for it (x-amz-retry-after).
+BACKOFF_CAP_S = 25.0
 # A failed probe is remembered this long: meanwhile every use of that bucket fails at once with
 # the same reason, instead of waiting again on an endpoint that does not answer (for each gallery
 # request); after it the next use probes again, so a store that came back is used.
@@ -65,11 +79,18 @@ class S3Settings:
 def client(s3: S3Settings) -> Any:
     """The process's boto3 client for `s3` (clients are thread-safe; one per process saves
     loading the service model per request). Each retry is logged as a warning."""
-    key = (s3.endpoint_url, s3.region, S3_ATTEMPTS)
+    key = (s3.endpoint_url, s3.region, S3_ATTEMPTS, S3_CONNECT_TIMEOUT_S, S3_READ_TIMEOUT_S)
     with _CLIENTS_LOCK:
         if key not in _CLIENTS:
-            retries = {"mode": "standard", "total_max_attempts": S3_ATTEMPTS}
-            made = _new_client(s3, Config(retries=retries))
+            config = Config(
+                retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
+                connect_timeout=S3_CONNECT_TIMEOUT_S,
+                read_timeout=S3_READ_TIMEOUT_S,
+            )
+            made = _new_client(s3, config)
+            # First: botocore retries when the first handler with an answer says so, and False
+            # (no retry) from this one overrules its standard retry handler.
+            made.meta.events.register_first("needs-retry.s3", _within_deadline)
             made.meta.events.register("needs-retry.s3", _note_failure)
             made.meta.events.register("request-created.s3", _warn_retry)
             _CLIENTS[key] = made
@@ -92,6 +113,35 @@ def _new_client(s3: S3Settings, config: Config) -> Any:
     return session.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=config)
 
 
+def _within_deadline(
+    request_dict: dict[str, Any],
+    response: Any = None,
+    caught_exception: BaseException | None = None,
+    operation: Any = None,
+    **_: Any,
+) -> bool | None:
+    """needs-retry: False (no retry) when a failed attempt's retry could not end within
+    S3_DEADLINE_S of the request's first attempt; None leaves the decision to botocore."""
+    status = response[0].status_code if response is not None else 0
+    started = request_dict["context"].get("nst_started")
+    if (caught_exception is None and status < 500 and status != 429) or started is None:
+        return None
+    elapsed = time.monotonic() - started
+    if elapsed + BACKOFF_CAP_S + S3_CONNECT_TIMEOUT_S + S3_READ_TIMEOUT_S <= S3_DEADLINE_S:
+        return None
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "S3 %s %s failed (%s) after %.0f s; not retried: a retry could not end within %.0f s",
+        getattr(operation, "name", "request"),
+        request_dict.get("url", ""),
+        describe(caught_exception) if caught_exception else f"HTTP {status}",
+        elapsed,
+        S3_DEADLINE_S,
+    )
+    return False
+
+
 def _note_failure(
     request_dict: dict[str, Any],
     response: Any = None,
@@ -112,6 +162,7 @@ def _warn_retry(request: Any, operation_name: str, **_: Any) -> None:
     import logging
 
     attempt = request.context.get("retries", {}).get("attempt", 1)
+    request.context.setdefault("nst_started", time.monotonic())  # the first attempt's start
     if attempt > 1:
         logging.getLogger(__name__).warning(
             "S3 %s %s failed (%s); retry %d of %d",

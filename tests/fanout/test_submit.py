@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import stat
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ class Head:
     gcs: str  # what ray.init(address=...) joins
     token: str
     home: Path  # its ~/.ray/auth_token holds the token
+    tmp: Path  # its temp folder: Ray's pointer file is tmp/ray/ray_current_cluster
 
     def client(self):
         """A Jobs API client of the test's own, holding the token whatever this process's Ray
@@ -49,7 +51,11 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
     # (the job agent's 52365, the client server's 10001) may be held by another Ray on the machine,
     # and a job agent that cannot bind leaves the Jobs API answering "No available agent" for good.
     flags, (port, dashboard) = node_ports(2)
-    temp = tmp_path_factory.mktemp("ray")
+    # As a plain `ray start --head` does, in the temp folder's `ray/` (here RAY_TMPDIR's), where it
+    # writes the pointer file that a plain ray.init() on this machine reads.
+    tmp = tmp_path_factory.mktemp("t")
+    temp = tmp / "ray"
+    temp.mkdir()
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -79,7 +85,7 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
                 temp / "ray-start.log"
             ).read_text()
             time.sleep(1)
-        yield Head(address, f"127.0.0.1:{port}", token, home)
+        yield Head(address, f"127.0.0.1:{port}", token, home, tmp)
     finally:
         proc.terminate()
         try:
@@ -284,6 +290,45 @@ def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
     assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
 
 
+def test_nst_run_without_an_address_runs_on_a_ray_of_its_own(head, tmp_path):
+    """A head started on this machine wrote Ray's pointer file in the temp folder (on a shared
+    host, any user's `ray start`); `nst run` without an address must not join that cluster, which
+    would run its work and hand it results to unpickle, but start a Ray of its own. The token file
+    it relies on (here `ray get-auth-token --generate`'s, as Ray writes it) is made private."""
+    pointer = (head.tmp / "ray" / "ray_current_cluster").read_text().strip()
+    assert pointer.rpartition(":")[2] == head.gcs.rpartition(":")[2]  # the head, by its node's IP
+    token_file = head.home / ".ray" / "auth_token"
+    token_file.chmod(0o644)
+    spec = _spec(tmp_path, name="own")
+    env = user_env(head.home, RAY_TMPDIR=str(head.tmp))
+    # What a plain ray.init() does in this environment: it joins the head.
+    plain = subprocess.run(
+        [sys.executable, "-c", "import os, ray; ray.init(); print(os.getpid())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0, plain.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(spec)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert (tmp_path / "out" / "own" / "_SUCCESS").is_file()
+    # Every process that joins a cluster is one of its jobs (a DRIVER, with its pid).
+    jobs = head.client().list_jobs()
+    drivers = {j.driver_info.pid for j in jobs if j.type == "DRIVER" and j.driver_info}
+    assert plain.stdout.split()[-1] in drivers
+    assert str(proc.pid) not in drivers
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
 def test_nst_run_stops_on_a_node_without_cpus(tmp_path_factory, tmp_path):
     """A head started with no CPUs, as in infra/, where Ray's Jobs API puts the driver of a job
     that asks for no CPU: the driver stops before it touches the output."""
@@ -306,3 +351,29 @@ def test_bad_spec_or_address_is_refused_before_submitting(tmp_path):
     address = f"http://127.0.0.1:{free_port()}"
     proc = run_nst("submit", str(spec), "--address", address, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "cannot reach the Ray Jobs API" in proc.stderr
+
+
+def test_the_token_file_nst_relies_on_is_private(tmp_path, monkeypatch, caplog):
+    """A local Ray would write ~/.ray/auth_token with the umask's mode (world-readable by
+    default): nst writes it first, 0600 in a 0700 ~/.ray, and tightens one that is looser."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    path = submit.private_token_file(create=True)
+    assert path == tmp_path / ".ray" / "auth_token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    token = path.read_text()
+    assert len(token) == 64 and int(token, 16) >= 0
+    path.chmod(0o644)
+    assert submit.private_token_file(create=True) == path and path.read_text() == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    # A file the user names is theirs: a warning, never a change.
+    given = tmp_path / "shared-token"
+    given.write_text(token)
+    given.chmod(0o644)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(given))
+    assert submit.private_token_file(create=True) is None
+    assert stat.S_IMODE(given.stat().st_mode) == 0o644
+    assert "can be read by other users" in caplog.text

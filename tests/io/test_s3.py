@@ -3,11 +3,16 @@ authentication switched on, so that bad credentials are refused as a real S3 wou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -15,6 +20,7 @@ import moto.settings
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import requests
 import yaml
 from moto.server import ThreadedMotoServer
 
@@ -366,3 +372,76 @@ def test_a_truncated_part_on_s3_is_set_aside_and_its_pairs_redone(s3, caplog):
     assert f"s3://{BUCKET}/{part} is corrupt or truncated" in caplog.text
     assert f"t/runs/s3job/corrupt/{name}" in _all_keys(client, "t/runs/s3job/corrupt/")
     assert run_plan(plan, RunOptions(actors=1)).skipped == 2
+
+
+@contextlib.contextmanager
+def _moto_process() -> Iterator[tuple[subprocess.Popen, str]]:
+    """A moto S3 server in a process of its own (so that it can be frozen), on 127.0.0.1."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.2)
+        yield proc, url
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_store_that_hangs_fails_each_request_within_the_deadline_naming_the_object(
+    monkeypatch, caplog
+):
+    """A store that accepts connections and never answers (a frozen MinIO: here the moto
+    server's process stopped with SIGSTOP, its socket still listening) fails a read and a write
+    within S3_DEADLINE_S, naming the object, instead of holding them 12 attempts x 60 s."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    # Short timeouts for a short test: time for one retry, not for a second one.
+    monkeypatch.setattr(s3_api, "S3_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(s3_api, "S3_READ_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(s3_api, "S3_DEADLINE_S", s3_api.BACKOFF_CAP_S + 3 * (1.0 + 2.0))
+    with _moto_process() as (proc, url):
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="frozen")
+        store = Storage("s3://frozen/hang", S3Settings(url, "us-east-1"))
+        store.write_bytes("x", b"x")
+        assert store.read_bytes("x") == b"x"  # the store answered: what fails now is transient
+        os.kill(proc.pid, signal.SIGSTOP)
+        reads_and_writes = (
+            ("read", "x", lambda: store.read_bytes("x")),
+            ("write", "y", lambda: store.write_bytes("y", b"y")),
+        )
+        for what, key, call in reads_and_writes:
+            outcome: list[BaseException] = []
+
+            def attempt(call=call, outcome=outcome) -> None:
+                try:
+                    call()
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            started = time.monotonic()
+            worker = threading.Thread(target=attempt, daemon=True)
+            worker.start()
+            worker.join(timeout=s3_api.S3_DEADLINE_S + 10)
+            seconds = time.monotonic() - started
+            assert not worker.is_alive(), f"{what} still waiting after {seconds:.0f} s"
+            assert seconds < s3_api.S3_DEADLINE_S, seconds
+            assert isinstance(outcome[0], StorageError), outcome
+            assert str(outcome[0]).startswith(f"s3://frozen/hang/{key}: cannot {what}")
+    gave_up = [r.getMessage() for r in caplog.records if "not retried" in r.getMessage()]
+    assert len(gave_up) == 2 and all("Read timeout" in m for m in gave_up), gave_up
+    retried = [r for r in caplog.records if "retry 1 of" in r.getMessage()]
+    assert len(retried) == 2  # one retry each: the deadline, not the attempts, ended them
