@@ -200,6 +200,7 @@ def _serve(sub: Subparsers) -> None:
         ("max_pending", "pictures queued or in work at once; more are refused with 429"),
         ("max_pending_per_client", "of those, what one client (address) may have"),
         ("max_uploads", "uploads received at once; more are refused with 429"),
+        ("max_uploads_per_client", "of those, what one client (address) may send"),
     ):
         p.add_argument(
             "--" + limit.replace("_", "-"),

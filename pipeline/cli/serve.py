@@ -31,6 +31,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
         max_pending=args.max_pending,
         max_pending_per_client=args.max_pending_per_client,
         max_uploads=args.max_uploads,
+        max_uploads_per_client=args.max_uploads_per_client,
         port=args.port,
         host=args.host,
         allowed_hosts=tuple(args.allowed_host or ()),

@@ -73,10 +73,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app, settings)
     # The last added runs first: the Host, Origin and token checks, then admission (the queue,
-    # the client's share, uploads in flight), then the body limit.
+    # the client's share, uploads in flight and their pace), then the body limit.
     app.add_middleware(PageHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(Admission, tasks=state.tasks, max_uploads=settings.max_uploads)
+    app.add_middleware(
+        Admission,
+        tasks=state.tasks,
+        max_uploads=settings.max_uploads,
+        max_uploads_per_client=settings.max_uploads_per_client,
+        upload_min_rate=settings.upload_min_rate,
+        upload_grace=settings.upload_grace,
+    )
     app.add_middleware(AccessGuard, settings=settings)
     return app
 

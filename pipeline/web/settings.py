@@ -37,6 +37,12 @@ class Settings:
     # Uploads being received and checked at once, all clients together: each may hold up to
     # max_body_bytes while its form is parsed.
     max_uploads: int = 4
+    # One client's share of them: two clients can always be sending.
+    max_uploads_per_client: int = 2
+    # An upload must keep to this average rate (bytes a second) once its first seconds are over,
+    # or it is cut off (408): 128 kbit/s, below what a phone on a poor line sends.
+    upload_min_rate: float = 16 * 1024
+    upload_grace: float = 10.0
     # The page polls twice a second: a task nobody asked about for this long was abandoned
     # (tab closed) and is cancelled.
     idle_timeout: float = 60.0
