@@ -61,16 +61,20 @@ class Settings:
         return self.max_upload_bytes * (1 + self.max_styles) + FORM_OVERHEAD_BYTES
 
 
-def needs_token(host: str) -> bool:
-    """Bound beyond loopback, anyone on the network can reach the server: a token is required."""
-    return host not in LOOPBACK
+def needs_token(host: str, allowed_hosts: tuple[str, ...] = ()) -> bool:
+    """Bound beyond loopback, anyone on the network can reach the server; answering to names
+    given with --allowed-host, it sits behind a reverse proxy that passes the network's requests
+    on: either way a token is required."""
+    return host not in LOOPBACK or bool(allowed_hosts)
 
 
-def token_for(host: str, given: str | None, field: str = "token") -> str | None:
-    """The token to require: the one given (`field` says where from), else a fresh one when
-    bound beyond loopback."""
+def token_for(
+    host: str, given: str | None, field: str = "token", allowed_hosts: tuple[str, ...] = ()
+) -> str | None:
+    """The token to require: the one given (`field` says where from), else a fresh one when the
+    network can reach the server (`needs_token`)."""
     if given:
         if len(given) < MIN_TOKEN_CHARS:
             raise ParamError(field, f"at least {MIN_TOKEN_CHARS} characters")
         return given
-    return secrets.token_urlsafe(24) if needs_token(host) else None
+    return secrets.token_urlsafe(24) if needs_token(host, allowed_hosts) else None
