@@ -4,9 +4,10 @@
   whose name resolves to 127.0.0.1 sends `Host: evil.example`); an Origin header, when present,
   must be this server's own origin (any page the user visits can POST to 127.0.0.1, and the
   browser says from where); and, when the server has a token, the request must carry it (header
-  or cookie; `?token=` only when opening a page, which moves it into the cookie). Bound beyond loopback a token is always required, and it is the guard:
-  any Host name is then accepted, as Jupyter does, since the names a network gives the machine
-  are not known in advance and a rebound page never holds the token.
+  or cookie; `?token=` only when opening a page, which moves it into the cookie). Bound beyond
+  loopback a token is always required, and it is the guard: any Host name is then accepted, as
+  Jupyter does, since the names a network gives the machine are not known in advance and a
+  rebound page never holds the token.
 - `BodyLimit`: a declared Content-Length over the cap is refused at once; a chunked or lying body
   is counted while it streams and refused when it passes the cap.
 - `PageHeaders`: a Content-Security-Policy that lets the page run only its own scripts.
