@@ -22,6 +22,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
     return Settings(
         jobs=args.jobs,
         catalog=args.catalog,
+        allow_sources=tuple(args.allow_source or ()),
         actors=args.actors,
         weights=args.weights,
         device=args.device,

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..io.part_limits import ResultsTooLarge
 from ..io.storage import StorageError
 from .admission import Admission, busy_response
 from .catalog_index import CatalogUnavailable, UnknownPainting
@@ -123,6 +124,17 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(UnknownPainting)
     async def unknown_painting(_request: Request, exc: UnknownPainting) -> JSONResponse:
         return refuse(404, str(exc))
+
+    @app.exception_handler(ResultsTooLarge)
+    async def too_large(_request: Request, exc: ResultsTooLarge) -> JSONResponse:
+        log.warning("gallery: %s", exc)
+        return refuse(
+            422,
+            str(exc)
+            if settings.debug
+            else "this job's results are too large for the gallery "
+            "(nst report, or pandas, reads them whole)",
+        )
 
     @app.exception_handler(StorageError)
     async def storage_error(_request: Request, exc: StorageError) -> JSONResponse:

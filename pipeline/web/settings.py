@@ -21,6 +21,9 @@ FORM_OVERHEAD_BYTES = 2**20
 class Settings:
     jobs: str | None = None  # a folder or s3:// prefix holding job outputs
     catalog: str | None = None  # artists.csv + images, for picking paintings
+    # Folders and s3:// prefixes whose images the gallery may show besides the jobs' own folders,
+    # the catalogue and the shipped demo: a job's rows and manifest widen nothing.
+    allow_sources: tuple[str, ...] = ()
     actors: int = 1
     weights: str = DEFAULT_WEIGHTS
     device: str = "auto"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from pathlib import Path
 
 import pytest
 import ray
@@ -15,7 +14,7 @@ from PIL import Image
 from pipeline.web.app import Settings
 
 from ..conftest import make_content, make_style
-from .conftest import free_port, main_settings, png, serving, wait
+from .conftest import free_port, main_settings, peak, png, reset_peak, serving, wait
 
 # A request's decoding may raise a process's peak memory by this much: the mask below costs each
 # process ~3 GB decoded in full as float32, tens of MB shrunk in its own mode first.
@@ -34,19 +33,6 @@ def defaults(finished_job, artworks):
     )
     with serving(settings) as served:
         yield served
-
-
-def _reset_peak(pid: int | str) -> int:
-    """Set the process's peak RSS (VmHWM) back to its current RSS; returns it in bytes."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _peak(pid)
-
-
-def _peak(pid: int | str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/PID/status")
 
 
 def _keyed_mask(side: int) -> bytes:
@@ -71,12 +57,12 @@ def test_a_huge_mask_costs_the_server_and_the_actor_little_memory(defaults):
     ]
     data = {"preset": "preview", "size": "32", "iterations": "2"}
     data["mask_regions"] = "#ff0000=1,#000000=none"
-    server_before, actor_before = _reset_peak("self"), _reset_peak(actor_pid)
+    server_before, actor_before = reset_peak("self"), reset_peak(actor_pid)
     response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
     assert response.status_code == 200, response.text
     assert wait(defaults.url, response.json()["task_id"])["status"] == "done"
-    server_growth = _peak("self") - server_before
-    actor_growth = _peak(actor_pid) - actor_before
+    server_growth = peak("self") - server_before
+    actor_growth = peak(actor_pid) - actor_before
     assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
     assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"
 
@@ -122,9 +108,9 @@ def test_a_mapping_of_thousands_of_keys_is_refused_for_the_cost_of_its_text(defa
         ("mask", ("m.png", _banded_mask(256, 1), "image/png")),
     ]
     data = {"preset": "preview", "size": "32", "iterations": "2", "mask_regions": _mapping(2000)}
-    before = _reset_peak("self")
+    before = reset_peak("self")
     response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
-    growth = _peak("self") - before
+    growth = peak("self") - before
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith("mask_regions: at most ")
     assert growth < 50 * 2**20, f"server: +{growth / 2**20:.0f} MB"
@@ -142,11 +128,11 @@ def test_the_largest_mapping_costs_memory_for_the_colours_present(defaults):
             ("mask", ("m.png", _banded_mask(160, colours), "image/png")),
         ]
         data = {"preset": "preview", "size": "64", "iterations": "2", "mask_regions": _mapping(16)}
-        server_before, actor_before = _reset_peak("self"), _reset_peak(actor_pid)
+        server_before, actor_before = reset_peak("self"), reset_peak(actor_pid)
         response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
         assert response.status_code == 200, response.text
         assert wait(defaults.url, response.json()["task_id"])["status"] == "done"
-        server_growth = _peak("self") - server_before
-        actor_growth = _peak(actor_pid) - actor_before
+        server_growth = peak("self") - server_before
+        actor_growth = peak(actor_pid) - actor_before
         assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
         assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"
