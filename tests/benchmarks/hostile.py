@@ -114,17 +114,18 @@ def hostile_job(root: Path, rows: int, text_mb: int) -> int:
 
 def main() -> None:
     print(machine())
+    print("| request | answer | server MB | actor MB | s |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, local_ray():
         jobs = Path(tmp) / "jobs"
         size = hostile_job(jobs, rows=300, text_mb=1)
-        settings = Settings(jobs=str(jobs), actors=1, port=free_port())
-        with serving(settings) as served:
-            actor = served.state.tasks.actors[0]
-            pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
-            print("| request | answer | server MB | actor MB | s |\n|---|---|---|---|---|")
-            print(mask_request(served.url, pid, 256, 1, 2000))
-            print(mask_request(served.url, pid, 512, 16, 16))
-            print(mask_request(served.url, pid, 512, 1, 16))
+        # Each request on a fresh server and actor: memory an earlier request freed would hide
+        # a later one's growth.
+        for side, colours, keys in ((256, 1, 2000), (512, 16, 16), (512, 1, 16)):
+            with serving(Settings(jobs=str(jobs), actors=1, port=free_port())) as served:
+                actor = served.state.tasks.actors[0]
+                pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+                print(mask_request(served.url, pid, side, colours, keys), flush=True)
+        with serving(Settings(jobs=str(jobs), actors=1, port=free_port())) as served:
             before = _reset("self")
             answer = requests.get(f"{served.url}/api/jobs/hostile/pairs", timeout=600)
             detail = answer.json().get("unreadable_parts") if answer.ok else answer.text[:80]
