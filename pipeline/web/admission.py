@@ -116,7 +116,7 @@ class Admission:
 
         async def paced() -> Message:
             nonlocal received, complete
-            if complete:  # the body is in: what follows (a disconnect) has no deadline
+            if complete or self.min_rate <= 0:  # the body is in (what follows has no deadline)
                 return await receive()
             due = start + self.grace + received / self.min_rate
             try:

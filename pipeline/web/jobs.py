@@ -238,7 +238,7 @@ class JobTables:
             "total": len(view),
             "page": page,
             "per_page": per_page,
-            "artists": sorted(set(artists)),
+            "artists": sorted(set(artists.dropna().astype(str))),  # a forged row may have none
             "pairs": [self.public(r) for r in rows.to_dict("records")],
             "unreadable_parts": read.unreadable,  # skipped: the next run sets them aside
         }

@@ -252,10 +252,13 @@ def _bomb(path, rows: int = 300) -> None:
 @pytest.fixture(scope="module")
 def hostile(forged, finished_job):
     """Jobs beside the forged one: a part that decodes to 300 MB, a FIFO for a manifest and one
-    for a part, and two links under results/ to their own folder."""
+    for a part, two links under results/ to their own folder, and a row with nothing but its
+    pair id and status."""
     jobs = forged[0]
-    for name in ("bomb", "fifo", "loops"):
+    for name in ("bomb", "fifo", "loops", "bare"):
         shutil.copytree(finished_job / "gallery", jobs / name)
+    bare = pa.Table.from_pylist([{"pair_id": "e" * 20, "status": "done"}], schema=RESULT_SCHEMA)
+    pq.write_table(bare, jobs / "bare" / "results" / "part-bare.parquet")
     _bomb(jobs / "bomb" / "results" / "part-bomb.parquet")
     assert (jobs / "bomb" / "results" / "part-bomb.parquet").stat().st_size < 30_000
     (jobs / "fifo" / "manifest.json").unlink()
@@ -277,13 +280,13 @@ def test_a_part_that_decodes_to_hundreds_of_mb_is_skipped_from_its_footer(galler
     assert growth < 100 * 2**20, f"+{growth / 2**20:.0f} MB"
 
 
-def test_fifos_and_looping_links_in_a_job_folder_hold_up_nothing(gallery, hostile):
+def test_fifos_looping_links_and_empty_rows_in_a_job_folder_hold_up_nothing(gallery, hostile):
     url, _ = gallery
-    for job in ("fifo", "loops"):  # neither a FIFO nor a link is a part
+    for job, total in (("fifo", 8), ("loops", 8), ("bare", 9)):  # a FIFO, a link: not parts
         started = time.time()
         page = requests.get(f"{url}/api/jobs/{job}/pairs", timeout=60)
         assert page.status_code == 200, page.text
-        assert page.json()["total"] == 8 and page.json()["unreadable_parts"] == []
+        assert page.json()["total"] == total and page.json()["unreadable_parts"] == []
         assert time.time() - started < 20, job
     assert requests.get(f"{url}/api/config", timeout=10).ok
 
