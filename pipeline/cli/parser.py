@@ -178,7 +178,22 @@ def _report(sub: Subparsers) -> None:
         default=None,
         help="add the MMD to the paintings (default: on for dataset jobs)",
     )
+    p.add_argument(
+        "--catalog",
+        help="the artists.csv catalogue whose paintings the job's rows name (demo: shipped)",
+    )
+    _allow_source(p, "shows")
     p.set_defaults(func=cmd_report)
+
+
+def _allow_source(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--allow-source",
+        action="append",
+        metavar="PATH_OR_S3_PREFIX",
+        help=f"a folder or s3:// prefix whose images it {verb} besides the job's own folder, the "
+        "demo and --catalog (a job's rows and manifest widen nothing); repeatable",
+    )
 
 
 def _serve(sub: Subparsers) -> None:
@@ -192,6 +207,7 @@ def _serve(sub: Subparsers) -> None:
         "--catalog",
         help="artists.csv catalogue to pick paintings from (demo: the shipped mini catalogue)",
     )
+    _allow_source(p, "shows in the gallery")
     p.add_argument("--actors", type=int, default=1, help="warm stylizer actors (default: 1)")
     for limit, what in (
         ("max_size", "largest output side in px"),
@@ -200,6 +216,7 @@ def _serve(sub: Subparsers) -> None:
         ("max_pending", "pictures queued or in work at once; more are refused with 429"),
         ("max_pending_per_client", "of those, what one client (address) may have"),
         ("max_uploads", "uploads received at once; more are refused with 429"),
+        ("max_uploads_per_client", "of those, what one client (address) may send"),
     ):
         p.add_argument(
             "--" + limit.replace("_", "-"),

@@ -18,10 +18,11 @@ def serve_settings(args: argparse.Namespace) -> Any:
     from ..web.settings import Settings, token_for
 
     token, token_field = _given_token(args)
-
+    allowed_hosts = tuple(args.allowed_host or ())
     return Settings(
         jobs=args.jobs,
         catalog=args.catalog,
+        allow_sources=tuple(args.allow_source or ()),
         actors=args.actors,
         weights=args.weights,
         device=args.device,
@@ -31,10 +32,11 @@ def serve_settings(args: argparse.Namespace) -> Any:
         max_pending=args.max_pending,
         max_pending_per_client=args.max_pending_per_client,
         max_uploads=args.max_uploads,
+        max_uploads_per_client=args.max_uploads_per_client,
         port=args.port,
         host=args.host,
-        allowed_hosts=tuple(args.allowed_host or ()),
-        token=token_for(args.host, token, token_field),
+        allowed_hosts=allowed_hosts,
+        token=token_for(args.host, token, token_field, allowed_hosts),
         debug=args.debug,
     )
 
@@ -79,6 +81,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     if needs_token(args.host):
         print(f"nst: serving on {args.host}: reachable from other machines", file=sys.stderr)
-    print(f"nst: open {serve_url(args.host, args.port, settings.token)}", file=sys.stderr)
+    elif settings.allowed_hosts:
+        print("nst: answering to --allowed-host names: a token is required", file=sys.stderr)
+    # A token given (a file, $NST_TOKEN, --token) is the user's: never printed, where a terminal
+    # log or a shared screen would keep it. One made here has nowhere else to be read.
+    given = bool(_given_token(args)[0])
+    url = serve_url(args.host, args.port, None if given else settings.token)
+    hint = " and add ?token= with the token given, once (the page keeps it)" if given else ""
+    print(f"nst: open {url}{hint}", file=sys.stderr)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -53,6 +53,14 @@ STRAY_SHARE = 0.01
 GREY_SPREAD = 0.1
 # Aspect ratios (H/W) of the mask and the content may differ by this much (rounding of sizes).
 ASPECT_TOLERANCE = 0.02
+# Colours a mapping may name. Each styled region present costs the optimization a guided Gram
+# matrix per style layer (and its gradient), so the cap bounds what one request asks of an actor;
+# 16 is more than any hand-drawn mask uses. The text is bounded before it is split.
+MAX_REGIONS = 16
+MAX_REGIONS_CHARS = 32 * MAX_REGIONS
+# Distances from a mask's distinct colours to the key colours are taken this many colours at a
+# time: memory bounded by it times MAX_REGIONS, whatever the mask holds.
+_COLOUR_CHUNK = 4096
 
 _COLOR_RE = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -71,9 +79,16 @@ class RegionKey:
 
 
 def parse_regions(text: str, field: str = "mask_regions") -> tuple[RegionKey, ...]:
-    """'#ff0000=1,#0000ff=2,#000000=none' -> RegionKeys (styles numbered from 1, as given)."""
+    """'#ff0000=1,#0000ff=2,#000000=none' -> RegionKeys (styles numbered from 1, as given); at
+    most MAX_REGIONS of them, in at most MAX_REGIONS_CHARS characters."""
+    text = str(text)
+    if len(text) > MAX_REGIONS_CHARS:
+        raise ParamError(field, f"at most {MAX_REGIONS_CHARS} characters; got {len(text)}")
+    if text.count(",") >= MAX_REGIONS:
+        raise ParamError(field, f"at most {MAX_REGIONS} colours; got {text.count(',') + 1}")
     keys: list[RegionKey] = []
-    for part in (p.strip() for p in str(text).split(",")):
+    seen: set[tuple[int, ...]] = set()
+    for part in (p.strip() for p in text.split(",")):
         color, sep, style = (s.strip() for s in part.partition("="))
         match = _COLOR_RE.match(color)
         if not sep or not match:
@@ -87,8 +102,9 @@ def parse_regions(text: str, field: str = "mask_regions") -> tuple[RegionKey, ..
             number = int(style) - 1
         else:
             raise ParamError(field, f"{part!r}: a style number from 1, or none")
-        if any(k.color == rgb for k in keys):
+        if rgb in seen:
             raise ParamError(field, f"colour {color} is given twice")
+        seen.add(rgb)
         keys.append(RegionKey(rgb, number))  # type: ignore[arg-type]
     return tuple(keys)
 
@@ -154,29 +170,51 @@ class SpatialMask:
     def from_colors(
         cls, rgb: torch.Tensor, keys: Sequence[RegionKey], field: str = "mask"
     ) -> SpatialMask:
-        """A colour-keyed mask (3, H, W) in [0,1]: each pixel to the nearest key colour; refuses a
-        mask with more than STRAY_SHARE of its pixels far from every key colour."""
+        """A colour-keyed mask (3, H, W) in [0,1], read in 8 bits a channel: each pixel to the
+        nearest key colour; refuses a mask with more than STRAY_SHARE of its pixels far from every
+        key colour. Only the keys whose colour is present become regions.
+
+        The mask's distinct colours are mapped to keys, then the pixels through them: memory and
+        time grow with the pixels plus the distinct colours times the keys, never their product."""
         if not keys:
             raise ParamError("mask_regions", "a colour-keyed mask needs at least one colour")
+        if len(keys) > MAX_REGIONS:
+            raise ParamError("mask_regions", f"at most {MAX_REGIONS} colours; got {len(keys)}")
+        h, w = rgb.shape[-2:]
+        levels = (rgb.float().clamp(0, 1) * 255).round().to(torch.int32).flatten(1)  # (3, H*W)
+        packed = (levels[0] << 16) | (levels[1] << 8) | levels[2]  # (H*W,)
+        del levels
+        colours, pixel_colour, counts = torch.unique(
+            packed, return_inverse=True, return_counts=True
+        )  # (U,), (H*W,), (U,)
+        del packed
+        channels = torch.stack([colours >> 16, (colours >> 8) & 255, colours & 255], 1)  # (U, 3)
         palette = torch.tensor([k.color for k in keys], dtype=torch.float32) / 255  # (K, 3)
-        pixels = rgb.float().flatten(1).T  # (H*W, 3)
-        distance = torch.cdist(pixels, palette)  # (H*W, K)
-        nearest, index = distance.min(1)
-        stray = nearest > COLOR_TOLERANCE
-        if stray.float().mean() > STRAY_SHARE:
-            common = torch.round(pixels[stray] * 255).to(torch.int64)
-            values, counts = common.unique(dim=0, return_counts=True)
-            top = values[counts.argmax()].tolist()
+        nearest = torch.empty(len(colours))
+        key_of = torch.empty(len(colours), dtype=torch.int64)  # each colour's nearest key
+        for start in range(0, len(colours), _COLOUR_CHUNK):
+            part = slice(start, start + _COLOUR_CHUNK)
+            distance = torch.cdist(channels[part].float() / 255, palette)  # (chunk, K)
+            nearest[part], key_of[part] = distance.min(1)
+        stray = nearest > COLOR_TOLERANCE  # (U,)
+        stray_share = float(counts[stray].sum()) / (h * w)
+        if stray_share > STRAY_SHARE:
+            top = channels[stray][counts[stray].argmax()].tolist()
             raise ParamError(
                 field,
-                f"{100 * float(stray.float().mean()):.1f}% of its pixels match no colour of "
+                f"{100 * stray_share:.1f}% of its pixels match no colour of "
                 "the region mapping (e.g. #{:02x}{:02x}{:02x}); mapped: {}".format(
                     *top, format_regions(keys)
                 ),
             )
-        h, w = rgb.shape[-2:]
-        onehot = F.one_hot(index, len(keys)).T.reshape(len(keys), h, w).float()  # (K, H, W)
-        return cls(onehot, tuple(k.style for k in keys))
+        present = key_of.unique()  # (P,) the keys some pixel maps to, in the mapping's order
+        region_of_key = torch.full((len(keys),), -1, dtype=torch.int64)
+        region_of_key[present] = torch.arange(len(present))
+        region = region_of_key[key_of][pixel_colour]  # (H*W,)
+        weights = torch.zeros(len(present), h * w)
+        weights.scatter_(0, region[None], 1.0)  # one-hot over the present regions
+        targets = tuple(keys[int(k)].style for k in present)
+        return cls(weights.reshape(len(present), h, w), targets)
 
     def check(self, content_shape: Sequence[int], styles: int, field: str = "mask") -> None:
         """Refuses a mask of another aspect than its content, or naming a style it lacks."""

@@ -17,6 +17,10 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "TIFF": (".tif", ".tiff"),
 }
 IMAGE_SUFFIXES = tuple(suffix for suffixes in FORMATS.values() for suffix in suffixes)
+# What `PIL.Image.open(..., formats=OPEN_FORMATS)` tries: only these parsers ever see a file's
+# bytes, not the dozens of others Pillow has (a file that is none of these is not an image).
+# Pillow opens MPO files with its JPEG parser, which has no MPO entry of its own.
+OPEN_FORMATS = tuple(name for name in FORMATS if name != "MPO")
 # For messages: "JPEG, PNG, WEBP, GIF, BMP, TIFF".
 NAMES = ", ".join(name for name, suffixes in FORMATS.items() if suffixes)
 

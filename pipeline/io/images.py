@@ -53,7 +53,7 @@ def decode(
     name = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=formats.OPEN_FORMATS) as img:
             # Between MAX_IMAGE_PIXELS and twice it PIL only warns; we refuse from the limit on, by
             # the header's size: not by turning the warning into an error, since
             # `warnings.catch_warnings` is process-wide and an actor decodes two calls at
@@ -70,8 +70,6 @@ def decode(
                     f"exceeds this worker's limit of {max_pixels / 1e6:.1f} MP "
                     "(resources.max_pixels)",
                 )
-            if img.format not in formats.FORMATS:
-                raise ImageError(name, f"{img.format} is not accepted ({formats.NAMES})")
             _check_side(img.size, name)
             if max_side and img.format == "JPEG" and not keep_colors:
                 img.draft("RGB", (max_side, max_side))

@@ -21,6 +21,7 @@ compaction in compaction.py and the output lock in lock.py.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,9 +33,12 @@ import pyarrow.compute as pc
 from . import compaction
 from .dedupe import KEY_COLUMNS, dedupe
 from .lock import OutputLock
+from .part_limits import PartLimits, ResultsTooLarge
 from .parts import ResultParts
 from .schema import RESULT_SCHEMA, conform
-from .storage import S3Settings, Storage
+from .storage import ObjectRefused, S3Settings, Storage
+
+log = logging.getLogger(__name__)
 
 MAPPING_COLUMNS = [
     "dataset_path",
@@ -54,6 +58,8 @@ MAPPING_COLUMNS = [
 
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
+# What a viewer reads of a manifest: the resolved spec, versions and counts take a few kB.
+MANIFEST_BYTES = 2**20
 MAPPING = "mapping.parquet"
 
 
@@ -90,20 +96,57 @@ class ResultStore:
     def part_keys(self) -> list[str]:
         return self.parts.keys()
 
-    def read(self, columns: list[str] | None = None) -> pa.Table:
+    def read(
+        self,
+        columns: list[str] | None = None,
+        limits: PartLimits | None = None,
+        where: list[str] | None = None,
+    ) -> pa.Table:
         """Every committed row, one per pair: a finished row beats a failed one, then the newest.
-        Name the `columns` you need: a row's loss trace is most of its bytes."""
+        Name the `columns` you need: a row's loss trace is most of its bytes. A viewer passes
+        `limits` (pipeline/io/part_limits.py). `where`: a list that gets the keys of the parts
+        read, and the table two more columns, `_part` (an index into it) and `_row` (the row in
+        that part), so that a viewer can read a row's other columns later (`read_row`)."""
         wanted = None if columns is None else list(dict.fromkeys([*columns, *KEY_COLUMNS]))
         self.parts.unreadable = []
-        tables = [
-            conform(t, wanted)
-            for k in self.parts.keys()
-            if (t := self.parts.read(k, wanted)) is not None
-        ]
+        tables = []
+        total = 0
+        for key in self.parts.keys():
+            table = self.parts.read(key, wanted, limits)
+            if table is None:
+                continue
+            table = conform(table, wanted)
+            total += table.nbytes
+            if limits and limits.total_bytes is not None and total > limits.total_bytes:
+                raise ResultsTooLarge(
+                    self.uri, f"its rows take over {limits.total_bytes / 2**20:.0f} MB"
+                )
+            if where is not None:
+                rows = pa.array(range(table.num_rows), pa.int64())
+                table = table.append_column("_part", pa.array([len(where)] * table.num_rows))
+                table = table.append_column("_row", rows)
+                where.append(key)
+            tables.append(table)
         if not tables:
-            return RESULT_SCHEMA.empty_table().select(columns or RESULT_SCHEMA.names)
+            empty = RESULT_SCHEMA.empty_table().select(columns or RESULT_SCHEMA.names)
+            if where is not None:
+                empty = empty.append_column("_part", pa.array([], pa.int64()))
+                empty = empty.append_column("_row", pa.array([], pa.int64()))
+            return empty
         table = dedupe(pa.concat_tables(tables))
-        return table if columns is None else table.select(columns)
+        if columns is None:
+            return table
+        return table.select([*columns, *(["_part", "_row"] if where is not None else [])])
+
+    def read_row(
+        self, key: str, row: int, columns: list[str] | None, limits: PartLimits | None = None
+    ) -> dict[str, Any] | None:
+        """The `row`-th row of part `key` (as `read(where=...)` found it); None when the part is
+        gone (compacted meanwhile) or no longer has it."""
+        table = self.parts.read(key, columns, limits, row=row)
+        if table is None or table.num_rows == 0:
+            return None
+        return conform(table, columns).to_pylist()[0]
 
     def committed(self) -> dict[str, tuple[str, bool]]:
         """pair_id -> (status, retriable) of what is already in results/."""
@@ -157,10 +200,19 @@ class ResultStore:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.write_bytes(MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
 
-    def read_manifest(self) -> dict[str, Any] | None:
+    def read_manifest(self, limit: int | None = None) -> dict[str, Any] | None:
+        """The manifest; a viewer passes a `limit` in bytes, and then gets None for one over it,
+        one that is not a regular file or not a JSON object."""
         if not self.root.exists(MANIFEST):
             return None
-        return json.loads(self.root.read_bytes(MANIFEST))
+        if limit is None:
+            return json.loads(self.root.read_bytes(MANIFEST))
+        try:
+            manifest = json.loads(self.root.read_bytes(MANIFEST, limit))
+        except (ObjectRefused, ValueError, RecursionError) as exc:
+            log.warning("%s not read (%s)", self.root.uri_of(MANIFEST), exc)
+            return None
+        return manifest if isinstance(manifest, dict) else None
 
     def complete(self) -> bool:
         return self.root.exists(MARKER)

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ import botocore.exceptions as bex
 from . import s3 as s3_api
 from .s3 import S3Settings, StorageError
 
-__all__ = ["S3Settings", "Storage", "StorageError", "is_remote"]
+__all__ = ["ObjectRefused", "S3Settings", "Storage", "StorageError", "is_remote"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +35,11 @@ os.umask(_UMASK)
 
 def is_remote(uri: str) -> bool:
     return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+class ObjectRefused(StorageError):
+    """An object that is there but is not read: not a regular file (a FIFO would block the
+    reader, a device never ends), or larger than the reader's limit."""
 
 
 class Storage:
@@ -94,12 +100,24 @@ class Storage:
 
     # -- reading and writing whole objects ---------------------------------------------------
 
-    def read_bytes(self, key: str = "") -> bytes:
+    def read_bytes(self, key: str = "", limit: int | None = None) -> bytes:
+        """The whole object; locally only a regular file. `limit`: an object of more bytes is
+        refused (ObjectRefused) by its size, before it is read."""
+        most = -1 if limit is None else limit + 1  # read no more than this: grown meanwhile
+
         def read() -> bytes:
-            if self.local:
-                with open(self.path(key), "rb") as f:
-                    return f.read()
-            return self._s3("get_object", key)["Body"].read()
+            if self.local:  # opened without waiting (a FIFO's open waits for a writer)
+                fd = os.open(self.path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    info = os.fstat(f.fileno())
+                    if not stat.S_ISREG(info.st_mode):
+                        raise ObjectRefused(self.uri_of(key), "not a regular file")
+                    _fits(self.uri_of(key), info.st_size, limit)
+                    return _fits(self.uri_of(key), f.read(most), limit)
+            response = self._s3("get_object", key)
+            _fits(self.uri_of(key), response.get("ContentLength"), limit)
+            with contextlib.closing(response["Body"]) as body:
+                return _fits(self.uri_of(key), body.read(most), limit)
 
         try:
             return self._do("read", key, read)
@@ -169,19 +187,20 @@ class Storage:
     def is_dir(self, key: str = "") -> bool:
         return self._kind(key) == "dir"
 
-    def list(self, key: str = "", recursive: bool = True) -> list[str]:
-        """Keys of the files below `key`, relative to this root, sorted."""
+    def list(self, key: str = "", recursive: bool = True, links: bool = True) -> list[str]:
+        """Keys of the files below `key`, relative to this root, sorted. `links=False`: locally,
+        no link is followed or listed (two links to their own folder make a listing endless)."""
         prefix = self.base.rstrip("/") + "/"
         if self.local:
             top = self.path(key)
+            if not links and os.path.islink(top):
+                return []
             if recursive:
-                found = [
-                    os.path.join(folder, name)
-                    for folder, _, names in os.walk(top, followlinks=True)
-                    for name in names
-                ]
+                walk = os.walk(top, followlinks=links)
+                found = [os.path.join(folder, name) for folder, _, names in walk for name in names]
+                found = [path for path in found if links or not os.path.islink(path)]
             else:
-                found = [e.path for e in _scandir(top) if e.is_file()]
+                found = [e.path for e in _scandir(top) if e.is_file(follow_symlinks=links)]
             return sorted(path.removeprefix(prefix) for path in found)
 
         def listing() -> list[str]:
@@ -361,6 +380,14 @@ class Storage:
         except (bex.ClientError, bex.BotoCoreError) as exc:
             reason = s3_api.problem(exc, writing=True) or s3_api.describe(exc)
             raise StorageError(self._where("output "), reason) from None
+
+
+def _fits(uri: str, data: T, limit: int | None) -> T:
+    """`data` (bytes, or a size) when within `limit` bytes; else ObjectRefused."""
+    size = len(data) if isinstance(data, bytes) else data
+    if limit is not None and isinstance(size, int) and size > limit:
+        raise ObjectRefused(uri, f"{size:,} bytes, over the limit of {limit:,}")
+    return data
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:

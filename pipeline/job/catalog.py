@@ -17,13 +17,15 @@ import difflib
 import io
 import random
 import re
+import threading
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 
 from ..core.errors import NSTError
+from ..io.demo import catalog_location
 from ..io.formats import is_image_name
-from ..io.storage import Storage
+from ..io.storage import S3Settings, Storage
 
 REQUIRED_COLUMNS = ("name", "years", "genre", "nationality", "paintings")
 
@@ -206,3 +208,28 @@ class Catalog:
                 "styles", f"no painting files found for {names} under {self.root.uri}"
             )
         return out
+
+
+class PaintingLookup:
+    """A catalogue's paintings by identity (`Painting.identity`), each tree listed on first use,
+    for a viewer that finds a row's painting in its own catalogue rather than at the path the row
+    recorded (another install's path, or anyone's). Thread-safe; blocks on storage."""
+
+    def __init__(self, location: str, s3: S3Settings | None = None):
+        self.location = location
+        self.s3 = s3
+        self._lock = threading.Lock()
+        self._trees: dict[str, dict[str, str]] = {}
+
+    def uri(self, identity: str) -> str | None:
+        """Where the painting of `identity` is in this catalogue; None when it has none."""
+        kind, _, rest = identity.partition(":")
+        tree = rest.partition(":")[0]
+        if kind != "artworks" or tree not in ("resized", "images"):
+            return None
+        with self._lock:
+            if tree not in self._trees:
+                catalog = Catalog.open(Storage(catalog_location(self.location), self.s3))
+                paintings = catalog.paintings(use_resized=tree == "resized")
+                self._trees[tree] = {p.identity: p.uri for ps in paintings.values() for p in ps}
+            return self._trees[tree].get(identity)

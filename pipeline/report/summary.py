@@ -1,10 +1,15 @@
 """`nst report`: pictures of a job without a server: a contact sheet (content | style | result),
-a loss-curve plot and an HTML summary, written to `<output>/<job>/report/`."""
+a loss-curve plot and an HTML summary, written to `<output>/<job>/report/`.
+
+Its images are read within the scope it is given (pipeline/job/scope.py: the job's folder, the
+demo, `--catalog`, `--allow-source`), never one the job folder describes: the report is written
+back into the job folder, where whoever forged a row would read it."""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import posixpath
 from collections import Counter
 from typing import Any
@@ -12,16 +17,18 @@ from typing import Any
 import jinja2
 from PIL import Image, ImageDraw
 
+from ..core.errors import NSTError
 from ..core.params import DEFAULT_WEIGHTS
 from ..io import images
-from ..io.images import ImageError
-from ..io.inputs import ImageRef, read_image
+from ..io.part_limits import PartLimits
 from ..io.quality import POOR_TRANSFER, poor_transfer, worst_gram_error
-from ..io.results import ResultStore
+from ..io.results import MANIFEST_BYTES, ResultStore
 from ..io.schema import QUALITY_COLUMNS
 from ..io.storage import S3Settings, StorageError
-from ..job.scope import IMAGE_COLUMNS, OUTSIDE, JobScope
+from ..job.scope import IMAGE_COLUMNS, NOT_SHOWN, JobScope
 from .plots import loss_png
+
+log = logging.getLogger(__name__)
 
 THUMB = 160
 GAP = 8  # px between thumbnails, and around the sheet
@@ -35,20 +42,16 @@ def split_job_uri(job_uri: str) -> tuple[str, str]:
 
 
 def thumbnail(
-    uri: str | None,
-    s3: S3Settings | None = None,
-    side: int = THUMB,
-    scope: JobScope | None = None,
+    uri: str | None, scope: JobScope, side: int = THUMB, reason: bool = False
 ) -> Image.Image:
-    """A thumbnail of an input or output image; a gray tile with the reason if unreadable, and
-    one saying only OUTSIDE, never read, if it lies outside `scope`."""
-    if scope is not None and not scope.allows(uri):
-        return _tile(OUTSIDE, side)
+    """A thumbnail of an input or output image read within `scope`; a gray tile saying only
+    NOT_SHOWN when it is outside or cannot be read (`reason`: why, for --debug), so that a tile
+    tells nothing of what exists where."""
     try:
-        tensor = read_image(ImageRef(uri=uri, identity=uri), max_side=side, s3=s3)
-        return images.to_pil(tensor)
-    except (ImageError, StorageError) as exc:
-        return _tile(exc.reason, side)
+        return images.to_pil(scope.read(uri, max_side=side))
+    except NSTError as exc:  # NotShown, ImageError, StorageError
+        log.info("not shown: %s", exc)
+        return _tile(exc.reason if reason else NOT_SHOWN, side)
 
 
 def _tile(text: str, side: int) -> Image.Image:
@@ -57,24 +60,18 @@ def _tile(text: str, side: int) -> Image.Image:
     return tile
 
 
-def _uri(row: dict[str, Any], which: str, scope: JobScope | None) -> str | None:
-    return scope.image_uri(row, which) if scope else row[IMAGE_COLUMNS[which]]
-
-
 # The report lists this many pairs of the job with the largest Gram errors.
 QUALITY_LIST = 10
 
 
-def contact_sheet(
-    rows: list[dict[str, Any]], s3: S3Settings | None = None, scope: JobScope | None = None
-) -> Image.Image:
+def contact_sheet(rows: list[dict[str, Any]], scope: JobScope) -> Image.Image:
     """One line per pair: content | style | result, with the artist and the final loss right
     under the content, wrapped to its column, so that a tall painting beside it leaves no gap
     between a photo and its caption. A line is as tall as its tallest part."""
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     lines = []
     for row in rows:
-        tiles = [thumbnail(_uri(row, which, scope), s3, THUMB, scope) for which in IMAGE_COLUMNS]
+        tiles = [thumbnail(scope.image_uri(row, which), scope) for which in IMAGE_COLUMNS]
         for t in tiles:
             t.thumbnail((THUMB, THUMB))
         worst = worst_gram_error(row)
@@ -156,22 +153,33 @@ def _template() -> jinja2.Template:
 
 def domain_figures(
     rows: list[dict[str, Any]],
-    s3: S3Settings | None = None,
+    scope: JobScope,
     sample: int = 64,
     weights: str = DEFAULT_WEIGHTS,
-    scope: JobScope | None = None,
 ) -> dict[str, Any]:
     """MMD of the outputs and of the original contents to the job's paintings (lower: closer
-    to the art domain), on up to `sample` pairs (those with an image outside `scope` left out)."""
+    to the art domain), on up to `sample` pairs (those with an image not shown left out)."""
     from ..core.mmd import features, mmd2
     from ..core.warm import WarmNetwork
 
-    done = [
-        {which: _uri(r, which, scope) for which in IMAGE_COLUMNS}
-        for r in rows
-        if r["status"] == "done"
-        and (scope is None or scope.all_allowed(_uri(r, w, scope) for w in IMAGE_COLUMNS))
-    ][:sample]
+    loaded: dict[str, Any] = {}
+
+    def read(uri: str | None) -> Any:
+        if uri not in loaded:
+            try:
+                loaded[uri] = scope.read(uri, max_side=512)
+            except NSTError as exc:
+                log.info("not in the domain figures: %s", exc)
+                loaded[uri] = None
+        return loaded[uri]
+
+    done = []
+    for r in rows:
+        if r["status"] != "done" or len(done) == sample:
+            continue
+        uris = {which: scope.image_uri(r, which) for which in IMAGE_COLUMNS}
+        if all(read(u) is not None for u in uris.values()):
+            done.append(uris)
     contents = sorted({r["content"] for r in done})
     paintings = sorted({r["style"] for r in done})
     if len(done) < 2 or len(contents) < 2 or len(paintings) < 2:
@@ -179,7 +187,7 @@ def domain_figures(
     network = WarmNetwork(weights)
 
     def load(uris: list[str]) -> list[Any]:
-        return [read_image(ImageRef(uri=u, identity=u), max_side=512, s3=s3) for u in uris]
+        return [loaded[u] for u in uris]
 
     outputs = load([r["result"] for r in done])
     side = max(max(o.shape[-2:]) for o in outputs)  # everything at the outputs' scale
@@ -197,27 +205,40 @@ def domain_figures(
 
 
 def write_report(
-    job_uri: str, s3: S3Settings | None = None, limit: int = 24, mmd: bool | None = None
+    job_uri: str,
+    s3: S3Settings | None = None,
+    limit: int = 24,
+    mmd: bool | None = None,
+    catalog: str | None = None,
+    sources: tuple[str, ...] = (),
 ) -> str:
     """Write the report files; returns the report folder's URI. `mmd` (default: on for dataset
-    jobs) adds the domain figures."""
+    jobs) adds the domain figures. Images are shown from the job's folder, the demo, `catalog`
+    and the allowed `sources` only."""
     output, job = split_job_uri(job_uri)
     store = ResultStore(output, job, s3)
-    table = store.read()
+    table = store.read(limits=PartLimits())
     if table.num_rows == 0:
         raise StorageError(store.uri, "no results to report on")
     rows = sorted(table.to_pylist(), key=lambda r: (r["content_id"], r["style_id"]))
-    manifest = store.read_manifest() or {}
-    scope = JobScope.of(store.root.uri, manifest)
+    manifest = store.read_manifest(MANIFEST_BYTES) or {}
+    scope = JobScope.of(output, job, catalog=catalog, sources=sources, s3=s3)
+    unlisted = scope.unlisted(manifest)
+    if unlisted:
+        log.warning(
+            "the images from %s are not shown (nst report --allow-source shows a source's)",
+            ", ".join(unlisted),
+        )
     sheet = [r for r in rows if r["status"] == "done"][:limit]
-    picture = contact_sheet(sheet, s3, scope)
+    picture = contact_sheet(sheet, scope)
     store.root.write_bytes("report/contact_sheet.png", images.encode_png(picture))
     # The curves summarize every finished pair; only the contact sheet stops at `limit`.
     traces = [r["trace"] for r in rows if r["status"] == "done" and r.get("trace")]
     store.root.write_bytes("report/losses.png", loss_png(traces))
     if mmd is None:
-        mmd = bool((manifest.get("spec") or {}).get("dataset"))
-    figures = domain_figures(rows, s3, scope=scope) if mmd else None
+        spec = manifest.get("spec")
+        mmd = isinstance(spec, dict) and bool(spec.get("dataset"))
+    figures = domain_figures(rows, scope) if mmd else None
     if figures is not None:
         store.root.write_bytes("report/domain.json", json.dumps(figures, indent=2).encode())
     unreadable = [posixpath.basename(key) for key in store.unreadable]

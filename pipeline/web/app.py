@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..io.part_limits import ResultsTooLarge
 from ..io.storage import StorageError
 from .admission import Admission, busy_response
 from .catalog_index import CatalogUnavailable, UnknownPainting
@@ -73,10 +74,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app, settings)
     # The last added runs first: the Host, Origin and token checks, then admission (the queue,
-    # the client's share, uploads in flight), then the body limit.
+    # the client's share, uploads in flight and their pace), then the body limit.
     app.add_middleware(PageHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(Admission, tasks=state.tasks, max_uploads=settings.max_uploads)
+    app.add_middleware(
+        Admission,
+        tasks=state.tasks,
+        max_uploads=settings.max_uploads,
+        max_uploads_per_client=settings.max_uploads_per_client,
+        upload_min_rate=settings.upload_min_rate,
+        upload_grace=settings.upload_grace,
+    )
     app.add_middleware(AccessGuard, settings=settings)
     return app
 
@@ -116,6 +124,17 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(UnknownPainting)
     async def unknown_painting(_request: Request, exc: UnknownPainting) -> JSONResponse:
         return refuse(404, str(exc))
+
+    @app.exception_handler(ResultsTooLarge)
+    async def too_large(_request: Request, exc: ResultsTooLarge) -> JSONResponse:
+        log.warning("gallery: %s", exc)
+        return refuse(
+            422,
+            str(exc)
+            if settings.debug
+            else "this job's results are too large for the gallery "
+            "(nst report, or pandas, reads them whole)",
+        )
 
     @app.exception_handler(StorageError)
     async def storage_error(_request: Request, exc: StorageError) -> JSONResponse:

@@ -3,10 +3,11 @@
 - `AccessGuard`: the Host header must name this server (DNS rebinding: a page on evil.example
   whose name resolves to 127.0.0.1 sends `Host: evil.example`); an Origin header, when present,
   must be this server's own origin (any page the user visits can POST to 127.0.0.1, and the
-  browser says from where); and, when the server has a token, the request must carry it (header,
-  cookie or `?token=`). Bound beyond loopback a token is always required, and it is the guard:
-  any Host name is then accepted, as Jupyter does, since the names a network gives the machine
-  are not known in advance and a rebound page never holds the token.
+  browser says from where); and, when the server has a token, the request must carry it (header
+  or cookie; `?token=` only when opening a page, which moves it into the cookie). Bound beyond
+  loopback a token is always required, and it is the guard: any Host name is then accepted, as
+  Jupyter does, since the names a network gives the machine are not known in advance and a
+  rebound page never holds the token.
 - `BodyLimit`: a declared Content-Length over the cap is refused at once; a chunked or lying body
   is counted while it streams and refused when it passes the cap.
 - `PageHeaders`: a Content-Security-Policy that lets the page run only its own scripts.
@@ -28,6 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .settings import LOOPBACK, Settings, needs_token
 
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
+# Paths that only programs call: a token in their query is not taken.
+API_PATHS = ("/api/", "/openapi.json")
 
 
 def _split_host(value: str) -> tuple[str, str | None]:
@@ -129,14 +132,16 @@ class AccessGuard:
             return None
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
         given = dict(query).get("token")
-        if given is not None and self._valid(given):
-            if scope["method"] == "GET":  # first visit: keep it in a cookie, drop it from the URL
-                rest = urlencode([(k, v) for k, v in query if k != "token"])
-                target = _local_path(scope["path"]) + (f"?{rest}" if rest else "")
-                redirect = RedirectResponse(target, status_code=303)
-                redirect.set_cookie(self.cookie, given, httponly=True, samesite="strict")
-                return redirect
-            return None
+        # Opening a page with ?token= (the printed URL): kept in a cookie, dropped from the URL.
+        # An API call must send a header or the cookie: a URL's query ends up in access logs,
+        # proxies' logs and histories.
+        opening = scope["method"] == "GET" and not scope["path"].startswith(API_PATHS)
+        if opening and given is not None and self._valid(given):
+            rest = urlencode([(k, v) for k, v in query if k != "token"])
+            target = _local_path(scope["path"]) + (f"?{rest}" if rest else "")
+            redirect = RedirectResponse(target, status_code=303)
+            redirect.set_cookie(self.cookie, given, httponly=True, samesite="strict")
+            return redirect
         if self._valid(self._bearer(headers)) or self._valid(self._cookie(headers)):
             return None
         return _refuse(

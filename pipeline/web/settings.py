@@ -21,6 +21,9 @@ FORM_OVERHEAD_BYTES = 2**20
 class Settings:
     jobs: str | None = None  # a folder or s3:// prefix holding job outputs
     catalog: str | None = None  # artists.csv + images, for picking paintings
+    # Folders and s3:// prefixes whose images the gallery may show besides the jobs' own folders,
+    # the catalogue and the shipped demo: a job's rows and manifest widen nothing.
+    allow_sources: tuple[str, ...] = ()
     actors: int = 1
     weights: str = DEFAULT_WEIGHTS
     device: str = "auto"
@@ -37,6 +40,12 @@ class Settings:
     # Uploads being received and checked at once, all clients together: each may hold up to
     # max_body_bytes while its form is parsed.
     max_uploads: int = 4
+    # One client's share of them: two clients can always be sending.
+    max_uploads_per_client: int = 2
+    # An upload must keep to this average rate (bytes a second) once its first seconds are over,
+    # or it is cut off (408): 128 kbit/s, below what a phone on a poor line sends.
+    upload_min_rate: float = 16 * 1024
+    upload_grace: float = 10.0
     # The page polls twice a second: a task nobody asked about for this long was abandoned
     # (tab closed) and is cancelled.
     idle_timeout: float = 60.0
@@ -55,16 +64,20 @@ class Settings:
         return self.max_upload_bytes * (1 + self.max_styles) + FORM_OVERHEAD_BYTES
 
 
-def needs_token(host: str) -> bool:
-    """Bound beyond loopback, anyone on the network can reach the server: a token is required."""
-    return host not in LOOPBACK
+def needs_token(host: str, allowed_hosts: tuple[str, ...] = ()) -> bool:
+    """Bound beyond loopback, anyone on the network can reach the server; answering to names
+    given with --allowed-host, it sits behind a reverse proxy that passes the network's requests
+    on: either way a token is required."""
+    return host not in LOOPBACK or bool(allowed_hosts)
 
 
-def token_for(host: str, given: str | None, field: str = "token") -> str | None:
-    """The token to require: the one given (`field` says where from), else a fresh one when
-    bound beyond loopback."""
+def token_for(
+    host: str, given: str | None, field: str = "token", allowed_hosts: tuple[str, ...] = ()
+) -> str | None:
+    """The token to require: the one given (`field` says where from), else a fresh one when the
+    network can reach the server (`needs_token`)."""
     if given:
         if len(given) < MIN_TOKEN_CHARS:
             raise ParamError(field, f"at least {MIN_TOKEN_CHARS} characters")
         return given
-    return secrets.token_urlsafe(24) if needs_token(host) else None
+    return secrets.token_urlsafe(24) if needs_token(host, allowed_hosts) else None

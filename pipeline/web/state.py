@@ -53,7 +53,13 @@ class WebState:
                 debug=settings.debug,
             ),
             catalog_index=CatalogIndex(settings.catalog, settings.s3) if settings.catalog else None,
-            job_tables=JobTables(settings.jobs, settings.s3, settings.debug, settings.catalog)
+            job_tables=JobTables(
+                settings.jobs,
+                settings.s3,
+                settings.debug,
+                settings.catalog,
+                settings.allow_sources,
+            )
             if settings.jobs
             else None,
         )

@@ -161,6 +161,41 @@ def test_colour_keyed_masks_refuse_unknown_colours_and_tolerate_edge_noise():
     assert info.value.field == "masks/cat.png"
 
 
+def test_a_mapping_is_capped_and_only_the_colours_present_become_regions():
+    """A mapping has at most MAX_REGIONS colours in a bounded text; a region is made only for a
+    key whose colour the mask holds, so a long mapping over a one-colour mask costs one region."""
+    many = ",".join(f"#{i:06x}={'1' if i == 0 else 'none'}" for i in range(masks.MAX_REGIONS + 1))
+    for text, reason in (
+        (many, f"at most {masks.MAX_REGIONS} colours; got {masks.MAX_REGIONS + 1}"),
+        ("#ff0000=1" + " " * masks.MAX_REGIONS_CHARS, f"at most {masks.MAX_REGIONS_CHARS} char"),
+    ):
+        with pytest.raises(ParamError, match=reason) as info:
+            masks.parse_regions(text)
+        assert info.value.field == "mask_regions"
+    keys = masks.parse_regions(many.rpartition(",")[0])
+    assert len(keys) == masks.MAX_REGIONS
+    black = torch.zeros(3, 64, 48)
+    mask = SpatialMask.from_colors(black, keys)
+    assert mask.targets == (0,) and mask.weights.shape == (1, 64, 48)
+    assert torch.equal(mask.weights, torch.ones(1, 64, 48))
+
+
+def test_colours_map_to_keys_as_each_pixel_to_its_nearest_key():
+    """Mapping the mask's distinct colours gives what the nearest key of every pixel gives."""
+    keys = masks.parse_regions("#ff0000=1,#0000ff=2,#000000=none,#ffffff=1,#00ff00=none")
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randint(0, 4, (40, 56), generator=g)  # four of the five colours: no green
+    palette = torch.tensor([k.color for k in keys], dtype=torch.float32) / 255
+    rgb = palette[pick].permute(2, 0, 1)  # (3, 40, 56)
+    noise = torch.randint(-20, 21, rgb.shape, generator=g) / 255  # JPEG-like, within tolerance
+    rgb = (torch.round((rgb + noise).clamp(0, 1) * 255) / 255).contiguous()
+    mask = SpatialMask.from_colors(rgb, keys)
+    nearest = torch.cdist(rgb.flatten(1).T, palette).argmin(1).reshape(40, 56)
+    assert mask.targets == (0, 1, None, 0)  # the green key's colour is absent: no region
+    for region, key in enumerate((0, 1, 2, 3)):
+        assert torch.equal(mask.weights[region], (nearest == key).float())
+
+
 def test_grey_masks_refuse_colours_and_masks_refuse_another_aspect(stylizer):
     rgb = torch.zeros(3, 40, 40)
     rgb[0, :, 20:] = 1

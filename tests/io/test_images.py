@@ -129,14 +129,17 @@ def test_unreadable_file_names_the_reason(tmp_path, monkeypatch):
         images.load(path)
 
 
-def test_a_format_outside_the_one_list_is_refused_by_name(tmp_path):
+def test_a_format_outside_the_one_list_is_not_parsed(tmp_path):
+    """Only the parsers of the accepted formats see a file's bytes: an icon or a PPM, which
+    Pillow could read, is not an image here."""
     from pipeline.io import formats
 
-    path = tmp_path / "icon.ico"
-    Image.new("RGB", (32, 32), (10, 20, 30)).save(path, "ICO")
-    with pytest.raises(images.ImageError) as info:
-        images.load(path)
-    assert info.value.field == str(path)
-    assert info.value.reason == f"ICO is not accepted ({formats.NAMES})"
+    for name, kind in (("icon.ico", "ICO"), ("frame.png", "PPM")):
+        path = tmp_path / name
+        Image.new("RGB", (32, 32), (10, 20, 30)).save(path, kind)
+        with pytest.raises(images.ImageError) as info:
+            images.load(path)
+        assert info.value.field == str(path)
+        assert info.value.reason == "not an image (unrecognized or empty file)"
     assert not formats.is_image_name("icon.ico")
     assert formats.is_image_name("a/B.JPEG") and not formats.is_image_name("a/._b.jpg")

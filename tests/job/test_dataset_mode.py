@@ -193,7 +193,7 @@ def test_report_mmd_of_outputs_is_lower_than_of_the_contents(tmp_path):
     }
     summary = run_plan(make_plan(parse_spec(spec)), RunOptions(actors=1))
     assert summary.done == 8
-    proc = run_nst("report", str(tmp_path / "out" / "art"))
+    proc = run_nst("report", str(tmp_path / "out" / "art"), "--allow-source", str(photos))
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "out" / "art" / "report" / "domain.json").read_text())
     assert figures["outputs"] == 8 and figures["paintings"] == 2

@@ -275,6 +275,10 @@ def test_masks_are_found_by_content_path_and_enter_the_pair_ids(artworks, photos
     [
         ({"source": "m", "regions": "#ff0000=2"}, r"content.masks.regions: #ff0000=2: a job's"),
         ({"source": "m", "regions": "red"}, r"content.masks.regions: expected #RRGGBB=N"),
+        (
+            {"source": "m", "regions": ",".join(f"#{i:06x}=1" for i in range(17))},
+            r"content.masks.regions: at most 16 colours; got 17",
+        ),
         ({"source": "m", "regions": "#ffffff=1", "invert": True}, r"content.masks.invert: "),
         ({"source": "m", "missing": "drop"}, r"content.masks.missing: must be 'fail', 'skip'"),
         ({"source": "m", "regoins": "x"}, r"content.masks.regoins: unknown key; allowed: source"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from html.parser import HTMLParser
+from pathlib import Path
 
 from pipeline.io.quality import POOR_TRANSFER
 from pipeline.io.schema import QUALITY_COLUMNS
@@ -108,6 +109,7 @@ def test_contact_sheet_captions_sit_under_their_photo(tmp_path):
     import torch
 
     from pipeline.io import images
+    from pipeline.job.scope import JobScope
     from pipeline.report.summary import GAP, THUMB, contact_sheet
 
     def solid(name: str, h: int, w: int, rgb: tuple[float, float, float]) -> str:
@@ -123,7 +125,11 @@ def test_contact_sheet_captions_sit_under_their_photo(tmp_path):
         row("b" * 20, style_uri=wide, **uris),
         row("c" * 20, style_uri=tall, **uris),
     ]
-    sheet = contact_sheet(rows).convert("RGB")
+    for r in rows:  # a result is read where its run wrote it, the job's own images/
+        (tmp_path / "job" / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "job" / "images" / f"{r['pair_id']}.png").write_bytes(Path(wide).read_bytes())
+    scope = JobScope.of(str(tmp_path), "job", sources=(str(tmp_path),))
+    sheet = contact_sheet(rows, scope).convert("RGB")
     pixels = torch.from_numpy(numpy.asarray(sheet).astype("int32"))  # (H, W, 3)
     photo = pixels[:, GAP : GAP + THUMB]  # the content column: photos and captions
     grey = (photo - photo[..., :1]).abs().sum(-1) < 10

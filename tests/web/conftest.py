@@ -36,6 +36,20 @@ def png(image) -> bytes:
     return images.png_bytes(image)
 
 
+def reset_peak(pid: int | str) -> int:
+    """Set the process's peak RSS (VmHWM) back to its current RSS; returns it in bytes."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return peak(pid)
+
+
+def peak(pid: int | str) -> int:
+    """The process's peak RSS (VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
 @dataclasses.dataclass
 class Served:
     url: str
@@ -129,6 +143,8 @@ def main_settings(finished_job: Path, artworks: Path) -> Settings:
     return Settings(
         jobs=str(finished_job),
         catalog=str(artworks),
+        # The folders the jobs' contents and styles came from: the gallery shows nothing else.
+        allow_sources=(str(finished_job.parent / "c"), str(finished_job.parent / "s")),
         actors=1,
         max_size=160,
         max_iterations=500,

@@ -143,3 +143,116 @@ def test_requests_waiting_on_storage_leave_the_server_threads_for_the_rest(hangi
     for thread in browsing:
         thread.join(timeout=120)
     assert answers == [502] * 48
+
+
+@pytest.fixture(scope="module")
+def paced(finished_job, artworks):
+    """The default upload slots (4, 2 a client), with a body due at 1 kB/s after 3 s."""
+    settings = dataclasses.replace(
+        main_settings(finished_job, artworks),
+        upload_min_rate=1024,
+        upload_grace=3.0,
+        port=free_port(),
+    )
+    with serving(settings) as served:
+        yield served.url
+
+
+# The start of a well-formed form: what follows is the content file's bytes.
+_FILE_PART = (
+    b'--x\r\nContent-Disposition: form-data; name="content"; filename="a.png"\r\n'
+    b"Content-Type: image/png\r\n\r\n"
+)
+
+
+def _trickle(url: str, address: str, answers: dict, stop: threading.Event) -> None:
+    """An upload that sends one byte of its file a second until the server answers (or
+    `stop`)."""
+    with _connect(url, address) as sock:
+        sock.sendall(_head(url, 100_000) + _FILE_PART)
+        sock.settimeout(1.0)
+        answer = b""
+        while not stop.is_set():
+            try:
+                sock.sendall(b"\0")
+                if data := sock.recv(65536):
+                    answer += data
+                    while data := sock.recv(65536):  # the server closes once it has answered
+                        answer += data
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        answers[address] = answer.decode("latin-1")
+
+
+def test_uploads_that_trickle_are_cut_off_and_free_their_slots(paced):
+    """Issue 44: four posts trickling a byte at a time kept every other client at 429."""
+    answers: dict[str, str] = {}
+    stop = threading.Event()
+    addresses = [f"127.0.0.{n}" for n in (31, 32, 33, 34)]
+    trickles = [
+        threading.Thread(target=_trickle, args=(paced, a, answers, stop)) for a in addresses
+    ]
+    for thread in trickles:
+        thread.start()
+    time.sleep(1.0)
+    try:
+        assert submit(paced, session=_client("127.0.0.35")).status_code == 429  # all four held
+        deadline = time.time() + 15
+        while (answer := submit(paced, session=_client("127.0.0.35"))).status_code == 429:
+            assert time.time() < deadline, "the trickling uploads kept every slot"
+            time.sleep(0.5)
+        assert answer.status_code == 200, answer.text
+    finally:
+        stop.set()
+        for thread in trickles:
+            thread.join(timeout=30)
+    for address in addresses:
+        assert answers[address].startswith("HTTP/1.1 408"), answers[address]
+        assert "upload too slow" in answers[address]
+    assert wait(paced, answer.json()["task_id"])["status"] == "done"
+
+
+def _steady(url: str, address: str, stop: threading.Event) -> None:
+    """An upload that keeps pace (4 kB/s) until `stop`."""
+    with _connect(url, address) as sock:
+        sock.sendall(_head(url, 2**20) + _FILE_PART)
+        while not stop.wait(0.25):
+            sock.sendall(b"\0" * 1024)
+
+
+def test_one_client_gets_its_share_of_the_upload_slots(paced):
+    stop = threading.Event()
+    holds = [threading.Thread(target=_steady, args=(paced, "127.0.0.41", stop)) for _ in range(2)]
+    for thread in holds:
+        thread.start()
+    time.sleep(1.0)
+    try:
+        mine = submit(paced, session=_client("127.0.0.41"))
+        assert mine.status_code == 429, mine.text
+        assert "you are sending 2 uploads already" in mine.json()["detail"]
+        other = submit(paced, session=_client("127.0.0.42"))  # two slots are still free
+        assert other.status_code == 200, other.text
+    finally:
+        stop.set()
+        for thread in holds:
+            thread.join(timeout=30)
+    assert wait(paced, other.json()["task_id"])["status"] == "done"
+
+
+def test_uploads_of_normal_size_from_several_clients_at_once_are_all_taken(paced):
+    answers: dict[str, requests.Response] = {}
+
+    def post(address: str) -> None:
+        answers[address] = submit(paced, session=_client(address))
+
+    posts = [threading.Thread(target=post, args=(f"127.0.0.{n}",)) for n in (51, 52, 53, 54)]
+    for thread in posts:
+        thread.start()
+    for thread in posts:
+        thread.join(timeout=120)
+    assert [answers[a].status_code for a in sorted(answers)] == [200] * 4
+    for answer in answers.values():
+        assert wait(paced, answer.json()["task_id"])["status"] == "done"

@@ -63,6 +63,13 @@ def test_an_image_wider_than_four_to_one_is_stylized(server):
     assert Image.open(io.BytesIO(result.content)).size == (160, 32)
 
 
+def _ppm() -> bytes:
+    """An image Pillow reads, in a format the server does not accept (its parser never runs)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (56, 40), (10, 20, 30)).save(buffer, "PPM")
+    return buffer.getvalue()
+
+
 _CONTENT = ("c.png", png(make_content(40, 56)), "image/png")
 _STYLE = ("s.png", png(make_style(48, 48)), "image/png")
 
@@ -71,6 +78,7 @@ _STYLE = ("s.png", png(make_style(48, 48)), "image/png")
     ("files", "form", "status", "message"),
     [
         ([("content", ("c.jpg", b"hello" * 10, "image/jpeg"))], {}, 400, "content: not an image"),
+        ([("content", ("c.png", _ppm(), "image/png"))], {}, 400, "content: not an image (JPEG"),
         ([("content", ("c.png", os.urandom(400_000), "image/png"))], {}, 413, "too large"),
         (
             [("content", ("c.png", png(torch.full((3, 1000, 1100), 0.5)), "image/png"))],

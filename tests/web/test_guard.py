@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -287,3 +292,79 @@ def test_the_token_comes_from_a_file_or_the_environment_and_has_a_minimum_length
         assert info.value.field == "--token-file" and str(bad) in info.value.reason
     proc = run_nst("serve", "--token", "hunter2", timeout=120)
     assert proc.returncode == 2 and "nst: error: --token: at least 16 characters" in proc.stderr
+
+
+@contextlib.contextmanager
+def _nst_serve(*args: str, env: dict | None = None):
+    """`nst serve ARGS` as a user starts it, in a child process; yields the lines it prints
+    (a list that grows), and interrupts it (Ctrl-C) at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        yield lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _printed_url(lines: list[str], timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    while not any(line.startswith("nst: open ") for line in lines):
+        assert time.time() < deadline, f"nst serve printed no URL: {lines}"
+        time.sleep(0.2)
+    return next(line for line in lines if line.startswith("nst: open "))
+
+
+def _without_token() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "NST_TOKEN"}
+
+
+def test_behind_a_proxy_a_token_is_required_and_taken_in_the_url_only_to_open_the_page():
+    """`--allowed-host` is a reverse proxy passing the network's requests on: `nst serve` makes a
+    token; `?token=` opens the page (and becomes a cookie), never an API call."""
+    port = free_port()
+    args = ("--port", str(port), "--allowed-host", "proxy.example", "--max-size", "32")
+    with _nst_serve(*args, env=_without_token()) as lines:
+        line = _printed_url(lines)
+        assert "a token is required" in "".join(lines)
+        url, _, token = line.split()[2].partition("?token=")
+        assert url == f"http://127.0.0.1:{port}/" and len(token) >= 32, line
+        deadline = time.time() + 180
+        while True:
+            try:
+                answer = requests.get(f"{url}api/config", timeout=10)
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline, f"nst serve did not start: {lines}"
+                time.sleep(0.5)
+        assert answer.status_code == 401
+        assert requests.get(f"{url}api/config?token={token}", timeout=10).status_code == 401
+        posted = requests.post(f"{url}api/stylize?token={token}", timeout=10)
+        assert posted.status_code == 401, posted.text
+        opened = requests.get(f"{url}?token={token}", allow_redirects=False, timeout=10)
+        assert opened.status_code == 303 and opened.cookies.get(f"nst-token-{port}") == token
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{url}api/config", headers=bearer, timeout=10).ok
+
+
+def test_a_token_given_in_a_file_is_not_printed(tmp_path):
+    token = "kq3V-7pXw2LmZ9rT4bYc-given"
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    port = str(free_port())
+    with _nst_serve("--port", port, "--token-file", str(path), env=_without_token()) as lines:
+        line = _printed_url(lines)
+    assert line.startswith(f"nst: open http://127.0.0.1:{port}/ and add ?token=")
+    assert token not in "".join(lines)

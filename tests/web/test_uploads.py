@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from pathlib import Path
 
 import pytest
 import ray
@@ -15,7 +14,7 @@ from PIL import Image
 from pipeline.web.app import Settings
 
 from ..conftest import make_content, make_style
-from .conftest import free_port, main_settings, png, serving, wait
+from .conftest import free_port, main_settings, peak, png, reset_peak, serving, wait
 
 # A request's decoding may raise a process's peak memory by this much: the mask below costs each
 # process ~3 GB decoded in full as float32, tens of MB shrunk in its own mode first.
@@ -34,19 +33,6 @@ def defaults(finished_job, artworks):
     )
     with serving(settings) as served:
         yield served
-
-
-def _reset_peak(pid: int | str) -> int:
-    """Set the process's peak RSS (VmHWM) back to its current RSS; returns it in bytes."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _peak(pid)
-
-
-def _peak(pid: int | str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/PID/status")
 
 
 def _keyed_mask(side: int) -> bytes:
@@ -71,12 +57,12 @@ def test_a_huge_mask_costs_the_server_and_the_actor_little_memory(defaults):
     ]
     data = {"preset": "preview", "size": "32", "iterations": "2"}
     data["mask_regions"] = "#ff0000=1,#000000=none"
-    server_before, actor_before = _reset_peak("self"), _reset_peak(actor_pid)
+    server_before, actor_before = reset_peak("self"), reset_peak(actor_pid)
     response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
     assert response.status_code == 200, response.text
     assert wait(defaults.url, response.json()["task_id"])["status"] == "done"
-    server_growth = _peak("self") - server_before
-    actor_growth = _peak(actor_pid) - actor_before
+    server_growth = peak("self") - server_before
+    actor_growth = peak(actor_pid) - actor_before
     assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
     assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"
 
@@ -95,3 +81,58 @@ def test_an_image_past_pils_bomb_limit_is_a_400_naming_the_field(defaults):
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith("mask: ")
     assert "decompression bomb" in response.json()["detail"]
+
+
+def _banded_mask(side: int, colours: int) -> bytes:
+    """A palette PNG of `colours` vertical bands, colour i = #0000ii (i from 0: black first)."""
+    mask = Image.new("P", (side, side), 0)
+    mask.putpalette([c for i in range(colours) for c in (0, 0, i)])
+    for i in range(colours):
+        mask.paste(i, (i * side // colours, 0, (i + 1) * side // colours, side))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _mapping(keys: int) -> str:
+    """#000000=1 (the style), then #000001=none, #000002=none, ..."""
+    return ",".join(f"#{i:06x}={'1' if i == 0 else 'none'}" for i in range(keys))
+
+
+def test_a_mapping_of_thousands_of_keys_is_refused_for_the_cost_of_its_text(defaults):
+    """Issue 44: 2,000 keys over a one-colour mask asked the server (and then the actor) for a
+    (H W) x K distance matrix and one-hot, +2 GB each at 256 px (tests/benchmarks/RESULTS.md)."""
+    files = [
+        ("content", ("photo.png", png(make_content(256, 256)), "image/png")),
+        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+        ("mask", ("m.png", _banded_mask(256, 1), "image/png")),
+    ]
+    data = {"preset": "preview", "size": "32", "iterations": "2", "mask_regions": _mapping(2000)}
+    before = reset_peak("self")
+    response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
+    growth = peak("self") - before
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("mask_regions: at most ")
+    assert growth < 50 * 2**20, f"server: +{growth / 2**20:.0f} MB"
+
+
+def test_the_largest_mapping_costs_memory_for_the_colours_present(defaults):
+    """16 keys (the most a mapping takes) over a mask holding 16 colours, and over one holding
+    one: each is stylized, and the one-colour mask makes one region, not sixteen."""
+    actor = defaults.state.tasks.actors[0]
+    actor_pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+    for colours in (16, 1):
+        files = [
+            ("content", ("photo.png", png(make_content(160, 160)), "image/png")),
+            ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+            ("mask", ("m.png", _banded_mask(160, colours), "image/png")),
+        ]
+        data = {"preset": "preview", "size": "64", "iterations": "2", "mask_regions": _mapping(16)}
+        server_before, actor_before = reset_peak("self"), reset_peak(actor_pid)
+        response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
+        assert response.status_code == 200, response.text
+        assert wait(defaults.url, response.json()["task_id"])["status"] == "done"
+        server_growth = peak("self") - server_before
+        actor_growth = peak(actor_pid) - actor_before
+        assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
+        assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"

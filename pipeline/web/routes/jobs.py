@@ -68,8 +68,11 @@ async def pair_image(
 
 
 def _pair_thumbnail(state: State, job: str, pair_id: str, which: str, side: int) -> bytes:
+    """The image within the job's scope (the server's configuration), or a tile that says only
+    NOT_SHOWN whatever kept it from being shown (--debug: why)."""
     tables = state.jobs()
     uri = tables.image_uri(job, pair_id, which)
     if uri is None:
         raise HTTPException(404, "no image")
-    return images.encode_png(thumbnail(uri, state.settings.s3, side, tables.scope(job)))
+    picture = thumbnail(uri, tables.scope(job), side, reason=state.settings.debug)
+    return images.encode_png(picture)

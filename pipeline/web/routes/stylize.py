@@ -18,6 +18,15 @@ from ..uploads import check_fits, check_mask, inspect_image, read_upload
 
 router = APIRouter(tags=["stylize"])
 WEB_PRESET = "preview"  # the CPU-friendly preset: a first picture in under a minute
+# A preset or colour name, a painting's identity: far shorter than this. The form parser takes
+# text fields of up to 1 MB, which an error message would echo; mask_regions has its own cap.
+TEXT_FIELD_CHARS = 200
+
+
+def check_text(field: str, values: list[str]) -> None:
+    """A 400 naming the field for a text longer than TEXT_FIELD_CHARS."""
+    if any(len(v) > TEXT_FIELD_CHARS for v in values):
+        raise HTTPException(400, f"{field}: at most {TEXT_FIELD_CHARS} characters")
 
 
 @router.get("/api/config")
@@ -97,6 +106,9 @@ async def stylize(
     mask_invert: Annotated[bool, Form(description="greyscale mask: black = styled")] = False,
 ) -> dict[str, str]:
     s = state.settings
+    check_text("preset", [preset])
+    check_text("color", [color])
+    check_text("paintings", paintings or [])
     params = resolve_params(
         s,
         preset=preset,
