@@ -17,10 +17,11 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from ..io.progress import read_progress
 from ..io.quality import poor_transfer, worst_gram_error
 from ..io.results import MANIFEST, ResultStore
 from ..io.schema import QUALITY_COLUMNS
-from ..io.storage import S3Settings, Storage
+from ..io.storage import S3Settings, Storage, StorageError
 from ..job.plan import PAIR_ID_RE
 from ..job.scope import JobScope
 from ..job.spec import NAME_RE
@@ -88,6 +89,7 @@ class JobTables:
         self._lock = threading.Lock()
         self._names: tuple[float, list[str]] | None = None
         self._tables: dict[str, JobRead] = {}
+        self._progress: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def names(self) -> list[str]:
         """Folders under the root that hold a job's manifest."""
@@ -98,6 +100,28 @@ class JobTables:
         names = [d for d in root.dirs() if NAME_RE.match(d) and root.exists(f"{d}/{MANIFEST}")]
         self._names = (time.monotonic(), names)
         return names
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """Job name -> progress (pipeline/io/progress.py) of each job whose manifest says it is
+        running; a finished job's rows are not read for it."""
+        cached = self._progress
+        if cached and time.monotonic() - cached[0] < REREAD_AFTER:
+            return cached[1]
+        running = {}
+        for name in self.names():
+            store = ResultStore(self.root, name, self.s3)
+            try:
+                manifest = store.read_manifest()
+                if manifest is None or manifest.get("status") != "running":
+                    continue
+                found = read_progress(store, manifest=manifest)
+            except (StorageError, ValueError) as exc:  # a manifest that is not JSON: no line
+                log.warning("job %s: progress unreadable (%s)", name, exc)
+                continue
+            if found is not None:
+                running[name] = found.to_json()
+        self._progress = (time.monotonic(), running)
+        return running
 
     def table(self, job: str) -> pd.DataFrame:
         return self._read(job).table
