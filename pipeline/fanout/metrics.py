@@ -108,6 +108,9 @@ METRICS = {
 _made: dict[str, Any] = {}  # name -> Ray's metric object: created once per process
 _made_lock = threading.Lock()
 _warned = False
+_last_record = 0.0  # time.monotonic() of this process's last record
+# Ray's default report interval (RAY_metrics_report_interval_ms), when its config cannot be read.
+REPORT_SECONDS = 10.0
 
 
 def _ray_metric(name: str) -> Any:
@@ -129,7 +132,9 @@ def _ray_metric(name: str) -> Any:
 def record(name: str, value: float, job: str, **tags: str) -> None:
     """One record of metric `name` for `job`; an error is logged (once per process), never
     raised."""
+    global _last_record
     try:
+        _last_record = time.monotonic()
         metric = _ray_metric(name)
         everything = {JOB_TAG: job, **tags}
         kind = METRICS[name].kind
@@ -156,6 +161,27 @@ def never_raises(method: Callable[P, None]) -> Callable[P, None]:
             failed(method.__name__, exc)
 
     return guarded
+
+
+def report_seconds() -> float:
+    """How often Ray exports this process's metrics (at least a second, as Ray does)."""
+    try:
+        import ray
+
+        return max(1.0, ray._config.metrics_report_interval_ms() / 1000)
+    except Exception:  # noqa: BLE001 - Ray's config is not public API: its default then
+        return REPORT_SECONDS
+
+
+def settle(margin: float = 2.0) -> None:
+    """Wait until Ray's periodic export has sent the last records: one report interval after
+    this process's last, and `margin` for the export itself. A run on a cluster calls it before
+    the pool kills its actors, whose records of their last interval would go with them (a
+    killed process exports nothing more; a driver that exits exports what it has)."""
+    left = _last_record + report_seconds() + margin - time.monotonic()
+    if left > 0:
+        log.info("waiting %.0f s for Ray to export the run's last metrics", left)
+        time.sleep(left)
 
 
 class RunMetrics:
