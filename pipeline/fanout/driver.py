@@ -140,13 +140,15 @@ class Driver:
             self.gauges(now=True)
 
     def gauges(self, now: bool = False) -> None:
-        """The pool's and the queue's state to the run's metrics (at most once a second)."""
+        """The pool's and the queue's state to the run's metrics: when due (once a second), or
+        `now`."""
+        if not (now or self.metrics.gauges_due()):
+            return
         self.metrics.state(
             alive=len(self.pool.ready),
             queued=len(self.queue) + len(self.suspects),
             in_flight=sum(len(chunk) for chunk, *_ in self.in_flight.values()),
             lost=self.pool.lost,
-            now=now,
         )
 
     def feed(self, member: Member, calls: int | None = None) -> None:

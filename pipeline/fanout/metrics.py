@@ -217,15 +217,18 @@ class RunMetrics:
         record("nst_pairs_committed", rows, self.job)
         record("nst_last_commit_timestamp_seconds", self.last_commit, self.job)
 
-    @never_raises
-    def state(
-        self, *, alive: int, queued: int, in_flight: int, lost: int, now: bool = False
-    ) -> None:
-        """The pool and the queue, sent at most every GAUGE_SECONDS (`now`: at once)."""
+    def gauges_due(self) -> bool:
+        """Whether GAUGE_SECONDS have passed since the gauges were last sent (then they are
+        due, and the clock restarts)."""
         t = time.monotonic()
-        if not now and t < self.next_gauges:
-            return
+        if t < self.next_gauges:
+            return False
         self.next_gauges = t + GAUGE_SECONDS
+        return True
+
+    @never_raises
+    def state(self, *, alive: int, queued: int, in_flight: int, lost: int) -> None:
+        """The pool and the queue (the driver sends them when `gauges_due`, and at its end)."""
         record("nst_pairs_planned", self.planned, self.job)
         record("nst_pairs_queued", queued, self.job)
         record("nst_pairs_in_flight", in_flight, self.job)

@@ -89,7 +89,7 @@ def test_a_metric_that_cannot_be_recorded_is_logged_once_and_fails_nothing(caplo
         for _ in range(3):
             run.finished(row)  # type: ignore[arg-type]
         run.committed(2)
-        run.state(alive=1, queued=0, in_flight=2, lost=0, now=True)
+        run.state(alive=1, queued=0, in_flight=2, lost=0)
     failures = [r for r in caplog.records if "the run goes on" in r.getMessage()]
     assert len(failures) == 1, caplog.text
     assert run.last_commit > 0
