@@ -56,18 +56,21 @@ class PairTensors:
 class Dispatcher:
     """Runs pairs on a warm Stylizer, `stack` at most optimized together; `device` (a lock) is
     held for each optimization, so that a caller taking two calls at once decodes and writes
-    one while the other optimizes."""
+    one while the other optimizes. `on_retry(n)` hears of every n pairs run again after their
+    optimization failed (the job's metrics count them)."""
 
     def __init__(
         self,
         stylizer: Stylizer,
         stack: int,
         device: contextlib.AbstractContextManager[Any] | None = None,
+        on_retry: Callable[[int], None] | None = None,
     ) -> None:
         if isinstance(stack, bool) or not isinstance(stack, int) or stack < 1:
             raise ParamError("stack", f"must be an integer >= 1, got {stack!r}")
         self.stylizer, self.stack = stylizer, stack
         self.device = device if device is not None else contextlib.nullcontext()
+        self.on_retry = on_retry or (lambda pairs: None)
 
     def run(self, pairs: Sequence[PairTensors], on_outcome: OnOutcome) -> None:
         """Every pair's outcome handed to `on_outcome` once, as it comes."""
@@ -115,6 +118,7 @@ class Dispatcher:
             log.warning(
                 "stream of %d failed (%r); %d pairs as stacks", len(members), exc, len(rest)
             )
+            self.on_retry(len(rest))
             for k in range(0, len(rest), self.stack):
                 for outcome in self._optimize(pairs, rest[k : k + self.stack]):
                     on(*outcome)
@@ -139,6 +143,7 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - each pair's outcome, after a retry
             if retry and (len(chunk) > 1 or not isinstance(exc, NSTError)):
                 log.warning("stack of %d failed (%r); each pair alone", len(chunk), exc)
+                self.on_retry(len(chunk))
                 return [o for i in chunk for o in self._optimize(pairs, [i], retry=False)]
             return [(i, exc, 0.0) for i in chunk]
         share = (time.perf_counter() - started) / len(chunk)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..io.schema import ResultRow
+from .metrics import ActorMetrics
 from .rows import JobContext
 from .worker import PairWorker
 
@@ -70,7 +71,12 @@ class PairActor:
         self.failure: Exception | None = None
         try:
             self.worker = PairWorker(
-                ctx, device=device, actor_id=actor_id, max_pixels=max_pixels, stack=stack
+                ctx,
+                device=device,
+                actor_id=actor_id,
+                max_pixels=max_pixels,
+                stack=stack,
+                metrics=ActorMetrics(ctx.job),
             )
         except Exception as exc:  # noqa: BLE001 - handed to the pool by `ready`
             self.failure = exc

@@ -19,6 +19,7 @@ from ..job.options import RunOptions
 from ..job.plan import Pair
 from . import rows
 from .failures import infra_errors
+from .metrics import RunMetrics
 from .pool import ActorPool, Member, ResourceError
 from .rows import JobContext
 
@@ -103,6 +104,7 @@ class Driver:
         self.seq = 0
         self.last_flush = time.monotonic()
         self.alone_since: float | None = None  # when the pool last had no actor
+        self.metrics = RunMetrics(ctx.job, summary.total)
 
     def run(self) -> None:
         try:
@@ -130,10 +132,24 @@ class Driver:
                     self.flush()
                 elif since > LOCK_REFRESH_SECONDS:
                     self.flush()  # nothing to commit: refreshes the lock
+                self.gauges()
         finally:
             self.flush(final=True)  # also on Ctrl-C: what finished is committed
             self.summary.actors = dict(self.pool.started)
             self.summary.actors_lost = self.pool.lost
+            self.gauges(now=True)
+
+    def gauges(self, now: bool = False) -> None:
+        """The pool's and the queue's state to the run's metrics: when due (once a second), or
+        `now`."""
+        if not (now or self.metrics.gauges_due()):
+            return
+        self.metrics.state(
+            alive=len(self.pool.ready),
+            queued=len(self.queue) + len(self.suspects),
+            in_flight=sum(len(chunk) for chunk, *_ in self.in_flight.values()),
+            lost=self.pool.lost,
+        )
 
     def feed(self, member: Member, calls: int | None = None) -> None:
         """Keep `in_flight_per_actor` calls queued at an actor (send at most `calls`). A suspect
@@ -178,6 +194,7 @@ class Driver:
         self, chunk: list[Pair], member: Member, exc: BaseException, sent: float, alone: bool
     ) -> None:
         """A lost actor's pairs go back (AMBIGUOUS_LOSSES, INFRA_STRIKES)."""
+        before = self.summary.requeued
         for pair in reversed(chunk):  # to the front, in their order
             if alone:
                 struck = self.strikes.setdefault(pair.pair_id, set())
@@ -193,6 +210,7 @@ class Driver:
                 else:
                     self.queue.appendleft(pair)
             self.summary.requeued += 1
+        self.metrics.requeued(self.summary.requeued - before)
         for other in self.pool.ready:  # a waiting actor may take them now
             self.feed(other)
 
@@ -204,6 +222,7 @@ class Driver:
             self.summary.failed += 1
             failure = (row["pair_id"], row["error_type"] or "", row["error"] or "")
             self.summary.failures.append(failure)
+        self.metrics.finished(row)
         if self.on_row:
             self.on_row(row, self.summary)
 
@@ -253,5 +272,6 @@ class Driver:
             )
             return
         log.info("committed %d rows in %.3f s", len(self.buffer), time.perf_counter() - t)
+        self.metrics.committed(len(self.buffer))
         self.seq += 1
         self.buffer.clear()

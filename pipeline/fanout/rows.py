@@ -151,3 +151,12 @@ def failed(row: ResultRow, exc: BaseException, started: float, *, lost: bool = F
         }
     )
     return row
+
+
+def failure_class(row: ResultRow) -> str:
+    """A failed row's reason by class, as `failed` decided it: `input` (the input's fault:
+    final), `unexpected` (anything nobody foresaw: it keeps its traceback) or `infrastructure`
+    (storage, memory, a lost actor); the last two are retried by the next run."""
+    if not row["retriable"]:
+        return "input"
+    return "unexpected" if row["traceback"] else "infrastructure"

@@ -17,6 +17,7 @@ from ..io.schema import ResultRow
 from ..job.load import SpecLike, load_spec
 from ..job.options import RunOptions, for_run
 from ..job.plan import Plan, make_plan
+from . import metrics
 from .driver import Driver, RunSummary
 from .resources import start_pool
 from .rows import JobContext
@@ -159,6 +160,8 @@ def _run(
             on_start(summary)
         if pool is not None:
             Driver(todo, pool, ctx, options, store, summary, on_row).run()
+            if joins_cluster(options.address):  # the cluster's Prometheus gets the last records
+                metrics.settle()
     finally:
         if pool is not None:
             pool.close()

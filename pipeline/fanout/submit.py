@@ -22,11 +22,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import NSTError
+from ..io.storage import S3Settings
 from ..job.load import load_spec
 
 log = logging.getLogger(__name__)
@@ -187,11 +189,20 @@ def submit(
     run_args: list[str],
     submission_id: str | None = None,
     *,
+    output: str | None = None,
     agent_wait_s: float = AGENT_WAIT_S,
 ) -> str:
+    """Submit the spec with `run_args` (`output`: the --output among them, if given); returns the
+    submission id. The job's name and output travel in the submission's metadata, where
+    `details` finds them to read its progress."""
     spec_file = Path(spec_path)
     # Validated here, before anything reaches the cluster; a weights file is the cluster's to have.
     spec = load_spec(spec_file, local_files=False)
+    metadata = {"nst_job": spec.name, "nst_output": output or spec.output}
+    if spec.storage.endpoint_url:
+        metadata["nst_endpoint_url"] = spec.storage.endpoint_url
+    if spec.storage.region:
+        metadata["nst_region"] = spec.storage.region
     client = _client(address)
     deadline = time.monotonic() + agent_wait_s
     with tempfile.TemporaryDirectory(prefix="nst-submit-") as tmp:
@@ -204,7 +215,7 @@ def submit(
                     entrypoint=entrypoint(staged, run_args),
                     runtime_env=runtime_env,
                     submission_id=submission_id,
-                    metadata={"nst_job": spec.name},
+                    metadata=metadata,
                     # A CPU for the driver: on the infra/ clusters (heads with 0 CPUs) it runs on a
                     # worker, so only workers need the object store's credentials.
                     entrypoint_num_cpus=1,
@@ -227,16 +238,39 @@ def submit(
                 time.sleep(min(2.0, left))
 
 
-def status(address: str | None, submission_id: str) -> tuple[str, str]:
-    """(status, message) of a submitted job."""
+@dataclass(frozen=True)
+class Submitted:
+    """A submission as the cluster knows it: Ray's state and message, and where the job writes
+    (`output` None for a submission of an nst that did not record it)."""
+
+    state: str
+    message: str
+    job: str | None
+    output: str | None
+    s3: S3Settings
+
+
+def details(address: str | None, submission_id: str) -> Submitted:
     client = _client(address)
     try:
         info = client.get_job_info(submission_id)
     except Exception as exc:
         raise SubmitError(submission_id, f"no such job at the cluster ({_first(exc)})") from None
-    return str(info.status.value if hasattr(info.status, "value") else info.status), (
-        info.message or ""
+    meta = info.metadata or {}
+    env = S3Settings.from_env(meta.get("nst_endpoint_url"))
+    return Submitted(
+        str(info.status.value if hasattr(info.status, "value") else info.status),
+        info.message or "",
+        meta.get("nst_job"),
+        meta.get("nst_output"),
+        S3Settings(env.endpoint_url, meta.get("nst_region") or env.region),
     )
+
+
+def status(address: str | None, submission_id: str) -> tuple[str, str]:
+    """(status, message) of a submitted job."""
+    info = details(address, submission_id)
+    return info.state, info.message
 
 
 def logs(address: str | None, submission_id: str) -> str:

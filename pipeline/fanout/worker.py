@@ -3,7 +3,8 @@
 `PairWorker` holds a warm `Stylizer`, reads each pair's images, hands the decoded pairs to the
 dispatcher (pipeline/core/dispatch.py: stacks or a stream, halving, retries), writes each
 result's PNG and returns the rows (pipeline/fanout/rows.py). Every per-pair failure becomes a
-failed row with its reason; nothing here knows about Ray.
+failed row with its reason; nothing here knows about Ray (an actor hands in its metrics:
+pipeline/fanout/metrics.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..io.schema import ResultRow
 from ..job import dataset_mode
 from ..job.plan import Pair
 from . import rows
+from .metrics import ActorMetrics
 from .rows import JobContext
 
 
@@ -55,6 +57,7 @@ class PairWorker:
         actor_id: str = "local",
         max_pixels: int | None = None,
         stack: int = 1,
+        metrics: ActorMetrics | None = None,
     ):
         self.ctx = ctx
         self.stylizer = Stylizer(weights=ctx.weights, device=device)
@@ -66,7 +69,11 @@ class PairWorker:
         self.styles = StyleCache()
         # One optimization at a time holds the device: in an actor that takes two calls at
         # once, the next call decodes, and this call writes, while the device optimizes.
-        self.dispatcher = Dispatcher(self.stylizer, max(1, stack), device=threading.Lock())
+        turn: Any = threading.Lock()
+        on_retry = None
+        if metrics is not None:  # on a GPU each turn also records its peak memory
+            turn, on_retry = metrics.turns(turn, self.stylizer.device), metrics.retried
+        self.dispatcher = Dispatcher(self.stylizer, max(1, stack), turn, on_retry)
         # Results are encoded and written here while the next pairs optimize (in order).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nst-writer")
 

@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from ..core.errors import NSTError
 from ..io.part_limits import PartLimits
+from ..io.progress import read_progress
 from ..io.quality import poor_transfer, worst_gram_error
 from ..io.results import MANIFEST, MANIFEST_BYTES, ResultStore
 from ..io.schema import QUALITY_COLUMNS
@@ -129,6 +131,7 @@ class JobTables:
         self._names: tuple[float, list[str]] | None = None
         self._tables: OrderedDict[str, JobRead] = OrderedDict()
         self._hinted: set[str] = set()
+        self._progress: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def names(self) -> list[str]:
         """Folders under the root that hold a job's manifest."""
@@ -150,6 +153,30 @@ class JobTables:
             s3=self.s3,
             paintings=self.paintings,
         )
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """Job name -> progress (pipeline/io/progress.py) of each job whose manifest says it is
+        running; a finished job's rows are not read for it."""
+        cached = self._progress
+        if cached and time.monotonic() - cached[0] < REREAD_AFTER:
+            return cached[1]
+        running = {}
+        for name in self.names():
+            store = ResultStore(self.root, name, self.s3)
+            try:
+                # A job folder is data, not authority: its manifest and rows read within the
+                # viewer's bounds, as the listing reads them.
+                manifest = store.read_manifest(MANIFEST_BYTES)
+                if manifest is None or manifest.get("status") != "running":
+                    continue
+                found = read_progress(store, manifest=manifest, limits=LIST_LIMITS)
+            except (NSTError, ValueError) as exc:  # unreadable, too large, not JSON: no line
+                log.warning("job %s: progress unreadable (%s)", name, exc)
+                continue
+            if found is not None:
+                running[name] = found.to_json()
+        self._progress = (time.monotonic(), running)
+        return running
 
     def table(self, job: str) -> pd.DataFrame:
         return self._read(job).table

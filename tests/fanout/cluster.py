@@ -142,8 +142,15 @@ class LocalCluster:
 
     def client_env(self, **changes: str) -> dict[str, str]:
         """A client's (and a joining node's) environment: token mode and this cluster's token,
-        as `ray start --head` alone turns it on."""
-        return user_env(self.home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, **changes)
+        as `ray start --head` alone turns it on; Ray's metrics exported every second (a run on a
+        cluster waits one export interval at its end: pipeline/fanout/metrics.py, `settle`)."""
+        return user_env(
+            self.home,
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=self.token,
+            RAY_metrics_report_interval_ms="1000",
+            **changes,
+        )
 
     def add_node(self, name: str, cpus: int = 1) -> None:
         """A worker node joins, carrying the custom resource `name` (to find it by; it starts

@@ -1,10 +1,12 @@
 """Ray Jobs: submit to a real head started with `ray start --head` and Ray's default token
-authentication, follow it to the end, join it with `nst run --address`."""
+authentication, follow it to the end, join it with `nst run --address`; watch a job: `nst
+status` with its progress, its metrics on the head's Prometheus endpoint."""
 
 from __future__ import annotations
 
 import contextlib
 import http.server
+import re
 import stat
 import subprocess
 import sys
@@ -14,13 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.fanout import submit
+from pipeline.io import images
 
-from ..conftest import free_port, run_nst
+from ..conftest import free_port, make_content, run_nst
 from .cluster import BIN, generate_token, node_ports, user_env
 
 
@@ -31,6 +36,7 @@ class Head:
     token: str
     home: Path  # its ~/.ray/auth_token holds the token
     tmp: Path  # its temp folder: Ray's pointer file is tmp/ray/ray_current_cluster
+    metrics: str  # its Prometheus endpoint: Ray's per-node exporter (--metrics-export-port)
 
     def client(self):
         """A Jobs API client of the test's own, holding the token whatever this process's Ray
@@ -45,7 +51,10 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
     `--block` keeps `ray start` in the foreground, so that stopping it stops this head's processes
     only (`ray stop` would stop every Ray on the machine)."""
     home = tmp_path_factory.mktemp("home")
-    env = user_env(home)
+    # Ray exports metrics every 10 s by default: every 3 s here, so that tests read them soon.
+    # Not every second: each export must finish within its interval or its records are lost,
+    # and on a loaded 2-core machine a 1 s export of a job's driver now and then does not.
+    env = user_env(home, RAY_metrics_report_interval_ms="3000")
     token = generate_token(home)
     # Free ports for every server of the head (tests/fanout/cluster.py's list): Ray's fixed defaults
     # (the job agent's 52365, the client server's 10001) may be held by another Ray on the machine,
@@ -56,6 +65,7 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
     tmp = tmp_path_factory.mktemp("t")
     temp = tmp / "ray"
     temp.mkdir()
+    (exporter,) = [f.split("=")[1] for f in flags if f.startswith("--metrics-export-port=")]
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -85,7 +95,8 @@ def _started_head(tmp_path_factory, cpus: int) -> Iterator[Head]:
                 temp / "ray-start.log"
             ).read_text()
             time.sleep(1)
-        yield Head(address, f"127.0.0.1:{port}", token, home, tmp)
+        metrics = f"http://127.0.0.1:{exporter}/metrics"
+        yield Head(address, f"127.0.0.1:{port}", token, home, tmp, metrics)
     finally:
         proc.terminate()
         try:
@@ -150,6 +161,7 @@ def test_submitted_job_succeeds_and_writes_its_outputs(head, tmp_path):
     assert (out / "_SUCCESS").is_file() and len(list((out / "images").glob("*.png"))) == 4
     status = run_nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert status.returncode == 0 and f"{submission_id}: SUCCEEDED" in status.stdout
+    assert "progress: 4 of 4 done, 0 failed, " in status.stdout, status.stdout
     logs = run_nst("logs", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert "cluster: 4 done, 0 failed" in logs.stdout
 
@@ -171,6 +183,8 @@ def test_failing_job_reports_failed_with_its_log_tail(head, tmp_path):
     status = run_nst("status", submission_id, "--address", head.address, cwd=tmp_path, env=env)
     assert status.returncode == 1
     assert "FAILED" in status.stdout and "last log lines:" in status.stdout
+    out = tmp_path / "out" / "cluster"
+    assert f"progress: nothing at {out} yet" in status.stdout  # it never started computing
     assert "no-such-photos: no such folder or prefix" in status.stdout
 
 
@@ -283,7 +297,7 @@ def test_submit_retries_while_the_job_agent_is_not_ready(head, tmp_path):
 
 def test_nst_run_joins_the_authenticated_cluster(head, tmp_path):
     spec = _spec(tmp_path, name="joined")
-    env = user_env(head.home)
+    env = user_env(head.home, RAY_metrics_report_interval_ms="1000")  # a shorter `settle`
     proc = run_nst("run", str(spec), "--address", head.gcs, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out" / "joined"
@@ -377,3 +391,73 @@ def test_the_token_file_nst_relies_on_is_private(tmp_path, monkeypatch, caplog):
     assert submit.private_token_file(create=True) is None
     assert stat.S_IMODE(given.stat().st_mode) == 0o644
     assert "can be read by other users" in caplog.text
+
+
+def _series(head: Head, job: str) -> dict[tuple[str, str], float]:
+    """The job's nst_ series on the head's Prometheus endpoint, summed over Ray's own labels
+    (worker, node, session): (series name, status) -> value."""
+    text = requests.get(head.metrics, timeout=30).text
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("ray_nst_") and sample.labels.get("nst_job") == job:
+                key = (sample.name, sample.labels.get("status", ""))
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+def test_a_watched_job_shows_its_progress_running_and_finished_and_its_metrics(head, tmp_path):
+    """20 pairs on one actor, a pair a call, a commit a pair: while it runs, `nst status` says
+    how many of 20 are done, the rate, the time left and the last commit, and the head's
+    Prometheus endpoint has the job's planned pairs; once it succeeded, its progress says so,
+    and the job's counters equal the rows it committed."""
+    env = user_env(head.home)
+    for i in range(10):
+        images.save_png(make_content(40, 48, seed=i), tmp_path / "photos" / f"{i}.png")
+    spec = _spec(
+        tmp_path,
+        name="watched",
+        content={"source": str(tmp_path / "photos")},
+        params={"schedule": [[48, 30]]},
+    )
+    options = ["--actors", "1", "--batch", "1", "--commit-every", "1"]
+    proc = run_nst("submit", str(spec), "--address", head.address, *options, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    submission_id = proc.stdout.strip().splitlines()[-1]
+
+    running = re.compile(
+        r"progress: (\d+) of 20 done, 0 failed, [\d,]+ pairs/h, about [\d.,]+ (s|min|h) left; "
+        r"last commit \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ (s|min) ago\)"
+    )
+    seen, planned, deadline = None, False, time.time() + 300
+    while not (seen and planned):
+        assert time.time() < deadline, "the job was never seen running with a commit"
+        planned = planned or _series(head, "watched").get(("ray_nst_pairs_planned", "")) == 20
+        time.sleep(0.5)
+        if seen:
+            continue
+        status = run_nst("status", submission_id, "--address", head.address, env=env)
+        state = status.stdout.split()[1]  # "ID: STATE message"
+        assert state in ("PENDING", "RUNNING"), status.stdout  # not finished yet
+        match = running.search(status.stdout)
+        if state == "RUNNING" and match and 0 < int(match[1]) < 20:
+            seen = match[0]
+
+    assert _wait(head, submission_id) == "SUCCEEDED", head.client().get_job_logs(submission_id)
+    status = run_nst("status", submission_id, "--address", head.address, env=env)
+    assert f"{submission_id}: SUCCEEDED" in status.stdout
+    assert re.search(
+        r"progress: 20 of 20 done, 0 failed, [\d,]+ pairs/h, run complete; ", status.stdout
+    )
+
+    committed = pq.read_table(tmp_path / "out" / "watched" / "results").num_rows
+    assert committed == 20
+    deadline = time.time() + 60
+    while (series := _series(head, "watched")).get(("ray_nst_pairs_committed_total", "")) != 20:
+        assert time.time() < deadline, series
+        time.sleep(1)
+    assert series[("ray_nst_pairs_finished_total", "done")] == committed
+    assert ("ray_nst_pairs_finished_total", "failed") not in series
+    assert series[("ray_nst_pair_seconds_count", "")] == committed
+    assert series[("ray_nst_pair_iterations_per_second_count", "")] == committed
+    assert ("ray_nst_stack_peak_memory_bytes_count", "") not in series  # a CPU: no GPU memory

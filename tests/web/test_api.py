@@ -158,7 +158,8 @@ def test_openapi_schema_documents_the_api(server):
 
 
 def test_job_browsing_api_paginates_filters_and_guards_paths(server):
-    assert requests.get(f"{server}/api/jobs", timeout=30).json() == {"jobs": ["gallery", "shared"]}
+    listing = requests.get(f"{server}/api/jobs", timeout=30).json()
+    assert listing == {"jobs": ["gallery", "shared"], "progress": {}}  # both finished
     page = requests.get(
         f"{server}/api/jobs/gallery/pairs", params={"per_page": 4}, timeout=30
     ).json()

@@ -291,6 +291,32 @@ def test_fifos_looping_links_and_empty_rows_in_a_job_folder_hold_up_nothing(gall
     assert requests.get(f"{url}/api/config", timeout=10).ok
 
 
+def test_a_running_jobs_progress_is_read_within_the_same_bounds(gallery, hostile):
+    """A job folder whose manifest says "running" has its progress read for the jobs list
+    (status, run id and time of each row): within the listing's bounds too, so a part whose
+    `run_id` decodes to 300 MB costs the list nothing; the job's other parts still count."""
+    url, _ = gallery
+    busy = hostile / "busy"
+    shutil.copytree(hostile / "bare", busy)
+    manifest = json.loads((busy / "manifest.json").read_text())
+    (busy / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    text = "x" * 2**20
+    rows = [{"pair_id": f"{i:020x}", "status": "done", "run_id": text} for i in range(300)]
+    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    pq.write_table(table, busy / "results" / "part-bomb.parquet", compression="zstd")
+    before = reset_peak("self")
+    deadline = time.time() + 30  # the list is read again after REREAD_AFTER
+    while True:
+        listing = requests.get(f"{url}/api/jobs", timeout=60)
+        assert listing.status_code == 200, listing.text
+        if "busy" in listing.json()["progress"] or time.time() > deadline:
+            break
+        time.sleep(1)
+    progress = listing.json()["progress"]["busy"]
+    assert progress["done"] + progress["failed"] == 9  # the bare job's rows, not the bomb's
+    assert peak("self") - before < 100 * 2**20, f"+{(peak('self') - before) / 2**20:.0f} MB"
+
+
 def test_the_tables_kept_are_bounded(finished_job, tmp_path):
     """The gallery keeps the lists of the jobs most recently looked at, within a byte budget."""
     tables = JobTables(str(finished_job), S3Settings(), cache_bytes=1)

@@ -21,7 +21,11 @@ WEB_PLOT = (8.8, 2.8)  # inches: at 100 dpi the detail dialog's width (at most 9
 
 @router.get("/api/jobs")
 async def jobs(state: State) -> dict[str, Any]:
-    return {"jobs": await state.storage("jobs", state.jobs().names)}
+    """The jobs' names, and the progress of those running (`progress`: name -> counts, rate,
+    time left, last commit, and a line saying so)."""
+    tables = state.jobs()
+    names = await state.storage("jobs", tables.names)
+    return {"jobs": names, "progress": await state.storage("jobs", tables.progress)}
 
 
 @router.get("/api/jobs/{job}/pairs")

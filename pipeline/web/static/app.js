@@ -264,8 +264,12 @@ let page = 1;
 const perPage = 24;
 const jobBase = (job, id) => `/api/jobs/${encodeURIComponent(job)}/pairs/${encodeURIComponent(id)}`;
 
+let progress = {}; // job -> its progress, for the jobs that run (GET /api/jobs)
+
 async function loadJobs() {
-  const { jobs } = await api("/api/jobs");
+  const listing = await api("/api/jobs");
+  const jobs = listing.jobs;
+  progress = listing.progress || {};
   const current = $("job").value;
   $("job").replaceChildren(...jobs.map((j) => new Option(j, j, false, j === current)));
   $("gallery-empty").hidden = jobs.length > 0;
@@ -281,6 +285,9 @@ function thumb(job, pair, which, side) {
 async function loadPairs() {
   const job = $("job").value;
   if (!job) return;
+  const running = progress[job]; // what the job committed so far, as `nst status` says it
+  $("job-progress").hidden = !running;
+  $("job-progress").textContent = running ? `Running: ${running.text}` : "";
   const q = new URLSearchParams({ page, per_page: perPage });
   if ($("artist").value) q.set("artist", $("artist").value);
   if ($("status").value) q.set("status", $("status").value);
