@@ -177,11 +177,17 @@ def test_tile_off_keeps_the_pair_ids_of_jobs_planned_before_tiling():
         for tile in (0, 256)
     }
     assert [p.pair_id for p in make_plan(parse_spec(spec)).pairs] == ids[0]
-    # This spec's first pair id since relu4_1 counts 3x (issue 27): each change of the default
-    # objective changed every id once (the relative losses added `strength`, the layer weights
-    # entered the id), tiling never did. With equal weights, the id from before that default.
-    assert ids[0][0] == "c5856fb2fa25a26ee883"
-    equal = parse_spec({**spec, "params": {"style_layer_weights": [1] * 5}})
+    # This spec's first pair id since strength 0.6 and the halved schedule (issue 43): each change
+    # of the default objective changed every id once (the relative losses added `strength`, the
+    # layer weights entered the id, issue 43's defaults), tiling never did. A spec that states
+    # the parameters of before keeps the ids of before: the 3x relu4_1 default's, and with equal
+    # weights the one before it.
+    assert ids[0][0] == "74175a872feee7bcf337"
+    before = {"strength": 0.5, "schedule": [[256, 150], [512, 100]]}
+    assert make_plan(parse_spec({**spec, "params": before})).pairs[0].pair_id == (
+        "c5856fb2fa25a26ee883"
+    )
+    equal = parse_spec({**spec, "params": {**before, "style_layer_weights": [1] * 5}})
     assert make_plan(equal).pairs[0].pair_id == "b1f3e7792ca9a5d672ff"
     assert not set(ids[0]) & set(ids[256])
 

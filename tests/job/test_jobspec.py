@@ -80,10 +80,13 @@ def test_pair_ids_are_stable_and_depend_on_what_determines_the_result(
 def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
     """`demo:` and `coco-val2017:` identities enter every id: these are ids planned before the
     schemes moved into pipeline/io/identities.py, and a committed result keeps its id. They were
-    planned with equal style layer weights, the default then, which the specs here state."""
-    equal = {"style_layer_weights": [1] * 5}
+    planned with equal style layer weights, strength 0.5 and the presets' schedules of then,
+    which the specs here state."""
+    equal = {"style_layer_weights": [1] * 5, "strength": 0.5}
+    preview = {**equal, "schedule": [[128, 100], [256, 60]]}
+    fast = {**equal, "schedule": [[256, 150], [512, 100]]}
     document = yaml.safe_load((Path(__file__).parents[2] / "jobs" / "demo.yaml").read_text())
-    demo = make_plan(parse_spec({**document, "params": equal}))
+    demo = make_plan(parse_spec({**document, "params": preview}))
     assert [(p.content.uri, p.style.identity, p.pair_id) for p in demo.pairs] == [
         ("demo:astronaut", "demo:artworks:resized:edvard munch:1", "548be377bf3b1c95c915"),
         ("demo:astronaut", "demo:artworks:resized:vincent van gogh:1", "ef4efd1fd64b4fb67828"),
@@ -98,7 +101,7 @@ def test_pair_ids_of_the_named_sources_are_those_of_earlier_releases(tmp_path):
             **coco,
             "styles": {"catalog": "demo"},
             "dataset": {"styles_per_content": 2},
-            "params": equal,
+            "params": fast,
         }
     )
     plan = make_plan(spec)

@@ -37,3 +37,17 @@ def test_every_front_end_gets_the_same_field():
         parse_spec(spec)
     assert in_spec.value.field == f"params.{direct.value.field}"
     assert in_spec.value.reason == direct.value.reason
+
+
+# Issue 43: every preset's iterations, at most half of what it had before the default strength
+# reached the painting's look in fewer (fast had 250: 256 px x 150, 512 px x 100).
+BEFORE = {"preview": 160, "fast": 250, "quality": 700, "print": 540}
+
+
+def test_every_preset_runs_at_most_half_its_former_iterations():
+    for name, before in BEFORE.items():
+        params = load_preset(name)
+        assert params.iterations <= before // 2, (name, params.schedule)
+        assert params.size == {"preview": 256, "fast": 512, "quality": 1024, "print": 4096}[name]
+    assert load_preset("fast") == resolve("fast")  # the defaults themselves
+    assert load_preset("fast").strength == 0.6
