@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # docs/sky.jpg at every preset in one command, for a GPU machine that fetches nothing (on a lent
-# H200 a few minutes in all; on 2 CPU cores the print row alone takes about 3.5 hours). It needs
+# H200 a few minutes in all; on 2 CPU cores the print row alone takes under 2 hours by its former 3.5). It needs
 # torch, numpy, pillow and pyyaml there, and in .whl/ the wheels of tests/benchmarks/device_env.sh
 # and the photo, made beforehand with scikit-image:
 #   .venv/bin/python -c "import skimage.data, PIL.Image as I; \

@@ -1,6 +1,6 @@
 """Makes docs/sky.jpg: one photo with open sky crossed with the shipped paintings at each preset.
-From the repository root (on 2 CPU cores the fast preset takes ~4 min a pair, quality ~16, print
-about 1.75 h; on a GPU all four take minutes: `docs/sky.sh`):
+From the repository root (on 2 CPU cores the fast preset takes ~1 min a pair, quality ~13, print
+under an hour by its former 1.75 h; on a GPU all four take minutes: `docs/sky.sh`):
 
     for p in preview fast quality print; do .venv/bin/python tests/benchmarks/quality.py \
         --presets $p --photos rocket --out sky/$p; done

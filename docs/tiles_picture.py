@@ -4,7 +4,7 @@
 images.save_png(demo_image('astronaut'), 'astronaut.png')"
     .venv/bin/nst stylize astronaut.png \
         pipeline/io/demo_artworks/resized/resized/Vincent_van_Gogh_1.jpg -o tiles768.png \
-        --preset print --schedule 192:100,384:50,768:20 --tile 384 --device cpu
+        --preset print --schedule 192:50,384:25,768:10 --tile 384 --device cpu
     .venv/bin/python docs/tiles_picture.py tiles768.png docs/tiles.jpg
 
 The result at half size | a 1:1 crop centred where the unshifted grid's tile borders cross

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's masks picture (jobs/masks.jpg), from the repository's root:
-#   bash jobs/masks/make.sh        (~3 min on 2 CPU cores)
+#   bash jobs/masks/make.sh        (~30 s on 2 CPU cores)
 # The astronaut (scikit-image) with a hand-drawn colour-keyed mask: red = The Scream (style 1),
 # blue = The Starry Night (style 2), black = the photo (her face).
 set -euo pipefail
