@@ -124,7 +124,10 @@ def main() -> None:
     params = {"schedule": levels, "precision": args.precision}
     if args.objective == "pastiche":
         content_weight, layer_weights = pastiche_weights(pairs, args.size)
-        params.update(content_weight=content_weight, style_layer_weights=layer_weights)
+        # Strength 0.5 takes the weights as given: pastiche's ratio, not the default's lean.
+        params.update(
+            content_weight=content_weight, style_layer_weights=layer_weights, strength=0.5
+        )
     else:
         params.update(strength=args.strength)
     spec = {

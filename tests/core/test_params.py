@@ -8,7 +8,7 @@ from pipeline.job.presets import load_preset, preset_names
 
 def test_presets_load_and_override_only_what_differs():
     assert {"preview", "fast", "quality"} <= set(preset_names())
-    assert load_preset("quality").schedule == ((512, 500), (1024, 200))
+    assert load_preset("quality").schedule == ((512, 250), (1024, 100))
     preview = load_preset("preview")
     assert preview.size <= 256
     # A preset changes only what it names.
@@ -60,8 +60,10 @@ def test_schedule_helpers():
 
 
 def test_strength_scales_the_weights_around_the_given_ones():
-    params = StyleParams(content_weight=0.3, style_weight=1.0)
+    params = StyleParams(content_weight=0.3, style_weight=1.0, strength=0.5)
     assert params.loss_weights() == (0.3, 1.0)  # 0.5: the weights as given
+    # The default 0.6 leans to the painting: content x 0.64, style x 1.44.
+    assert StyleParams().loss_weights() == (pytest.approx(0.192), pytest.approx(1.44))
     assert params.replace(strength=0.0).loss_weights() == (pytest.approx(1.2), 0.0)
     assert params.replace(strength=1.0).loss_weights() == (0.0, pytest.approx(4.0))
     low, high = params.replace(strength=0.25), params.replace(strength=0.75)

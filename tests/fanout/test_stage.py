@@ -101,7 +101,8 @@ def test_with_convergence_the_rows_stream_through_one_stacks_slots(monkeypatch):
         return stream(self, *args, **kwargs)
 
     monkeypatch.setattr(Stylizer, "stylize_stream", spy)
-    params = {"schedule": [[32, 60]], "converge": 0.02, "converge_window": 5, "precision": "fp32"}
+    # At the default strength these pairs stop alone after 34-42 of the 60 iterations.
+    params = {"schedule": [[32, 60]], "converge": 0.05, "converge_window": 5, "precision": "fp32"}
     stage = pipeline.RayDataStylizer(params=params, device="cpu", stack=2)
     photos = [make_content(32, 32, seed=s) for s in range(5)]
     style = make_style(32, 32)
