@@ -45,18 +45,11 @@ def _keyed_mask(side: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_huge_mask_costs_the_server_and_the_actor_little_memory(defaults):
-    mask = _keyed_mask(6300)
-    assert len(mask) < 100_000 and 6300 * 6300 < defaults.state.settings.max_upload_pixels
+def _stylized_within_peak_growth(defaults, files: list, data: dict) -> None:
+    """Posts a stylization, waits for it to finish, and holds the server's and the first actor's
+    peak resident memory to PEAK_GROWTH_BYTES above where they were."""
     actor = defaults.state.tasks.actors[0]
     actor_pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
-    files = [
-        ("content", ("photo.png", png(make_content(640, 640)), "image/png")),
-        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
-        ("mask", ("m.png", mask, "image/png")),
-    ]
-    data = {"preset": "preview", "size": "32", "iterations": "2"}
-    data["mask_regions"] = "#ff0000=1,#000000=none"
     server_before, actor_before = reset_peak("self"), reset_peak(actor_pid)
     response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
     assert response.status_code == 200, response.text
@@ -65,6 +58,19 @@ def test_a_huge_mask_costs_the_server_and_the_actor_little_memory(defaults):
     actor_growth = peak(actor_pid) - actor_before
     assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
     assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"
+
+
+def test_a_huge_mask_costs_the_server_and_the_actor_little_memory(defaults):
+    mask = _keyed_mask(6300)
+    assert len(mask) < 100_000 and 6300 * 6300 < defaults.state.settings.max_upload_pixels
+    files = [
+        ("content", ("photo.png", png(make_content(640, 640)), "image/png")),
+        ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
+        ("mask", ("m.png", mask, "image/png")),
+    ]
+    data = {"preset": "preview", "size": "32", "iterations": "2"}
+    data["mask_regions"] = "#ff0000=1,#000000=none"
+    _stylized_within_peak_growth(defaults, files, data)
 
 
 def test_an_image_past_pils_bomb_limit_is_a_400_naming_the_field(defaults):
@@ -119,8 +125,6 @@ def test_a_mapping_of_thousands_of_keys_is_refused_for_the_cost_of_its_text(defa
 def test_the_largest_mapping_costs_memory_for_the_colours_present(defaults):
     """16 keys (the most a mapping takes) over a mask holding 16 colours, and over one holding
     one: each is stylized, and the one-colour mask makes one region, not sixteen."""
-    actor = defaults.state.tasks.actors[0]
-    actor_pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
     for colours in (16, 1):
         files = [
             ("content", ("photo.png", png(make_content(160, 160)), "image/png")),
@@ -128,11 +132,4 @@ def test_the_largest_mapping_costs_memory_for_the_colours_present(defaults):
             ("mask", ("m.png", _banded_mask(160, colours), "image/png")),
         ]
         data = {"preset": "preview", "size": "64", "iterations": "2", "mask_regions": _mapping(16)}
-        server_before, actor_before = reset_peak("self"), reset_peak(actor_pid)
-        response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
-        assert response.status_code == 200, response.text
-        assert wait(defaults.url, response.json()["task_id"])["status"] == "done"
-        server_growth = peak("self") - server_before
-        actor_growth = peak(actor_pid) - actor_before
-        assert server_growth < PEAK_GROWTH_BYTES, f"server: +{server_growth / 2**20:.0f} MB"
-        assert actor_growth < PEAK_GROWTH_BYTES, f"actor: +{actor_growth / 2**20:.0f} MB"
+        _stylized_within_peak_growth(defaults, files, data)
