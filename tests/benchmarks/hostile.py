@@ -14,7 +14,6 @@ one actor on a local Ray; the client's requests add a few MB at most.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -26,54 +25,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import requests
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.io.schema import RESULT_SCHEMA  # noqa: E402
 from pipeline.web.app import Settings  # noqa: E402
 from tests.benchmarks.common import machine  # noqa: E402
 from tests.conftest import free_port, local_ray, make_content, make_style  # noqa: E402
-from tests.web.conftest import png, serving  # noqa: E402
-
-
-def _reset(pid: int | str) -> int:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _peak(pid)
-
-
-def _peak(pid: int | str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise KeyError("VmHWM")
-
-
-def _mask(side: int, colours: int) -> bytes:
-    """A palette PNG: `colours` vertical bands (1: one colour)."""
-    mask = Image.new("P", (side, side), 0)
-    mask.putpalette([c for i in range(colours) for c in (i, 0, 0)])
-    for i in range(colours):
-        mask.paste(i, (i * side // colours, 0, (i + 1) * side // colours, side))
-    buffer = io.BytesIO()
-    mask.save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def _keys(count: int) -> str:
-    """`count` keys, #000000=1 first (the style), the rest =none."""
-    return ",".join(f"#{i:06x}={'1' if i == 0 else 'none'}" for i in range(count))
+from tests.web.conftest import (  # noqa: E402
+    banded_mask,
+    colour_mapping,
+    peak,
+    png,
+    reset_peak,
+    serving,
+)
 
 
 def mask_request(url: str, actor_pid: int, side: int, colours: int, keys: int) -> str:
-    mask = _mask(side, colours)
-    regions = _keys(keys)
+    mask = banded_mask(side, colours)
+    regions = colour_mapping(keys)
     files = [
         ("content", ("photo.png", png(make_content(side, side)), "image/png")),
         ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
         ("mask", ("m.png", mask, "image/png")),
     ]
     data = {"preset": "preview", "size": str(side), "iterations": "1", "mask_regions": regions}
-    server, actor = _reset("self"), _reset(actor_pid)
+    server, actor = reset_peak("self"), reset_peak(actor_pid)
     started = time.time()
     answer = requests.post(f"{url}/api/stylize", files=files, data=data, timeout=600)
     status = str(answer.status_code)
@@ -89,8 +66,8 @@ def mask_request(url: str, actor_pid: int, side: int, colours: int, keys: int) -
         status += " " + answer.json()["detail"][:60]
     return (
         f"| {side} px, {colours} colour(s), {keys:,} keys ({len(regions) / 1000:.0f} kB field, "
-        f"{len(mask)} B mask) | {status} | +{(_peak('self') - server) / 2**20:.0f} | "
-        f"+{(_peak(actor_pid) - actor) / 2**20:.0f} | {time.time() - started:.1f} |"
+        f"{len(mask)} B mask) | {status} | +{(peak('self') - server) / 2**20:.0f} | "
+        f"+{(peak(actor_pid) - actor) / 2**20:.0f} | {time.time() - started:.1f} |"
     )
 
 
@@ -126,12 +103,12 @@ def main() -> None:
                 pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
                 print(mask_request(served.url, pid, side, colours, keys), flush=True)
         with serving(Settings(jobs=str(jobs), actors=1, port=free_port())) as served:
-            before = _reset("self")
+            before = reset_peak("self")
             answer = requests.get(f"{served.url}/api/jobs/hostile/pairs", timeout=600)
             detail = answer.json().get("unreadable_parts") if answer.ok else answer.text[:80]
             print(
                 f"| gallery of a {size / 1000:.1f} kB part: 300 rows x a 1 MB string | "
-                f"{answer.status_code} {detail} | +{(_peak('self') - before) / 2**20:.0f} | | |"
+                f"{answer.status_code} {detail} | +{(peak('self') - before) / 2**20:.0f} | | |"
             )
 
 

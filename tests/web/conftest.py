@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import shutil
 import threading
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import uvicorn
+from PIL import Image
 
 from pipeline.fanout.runner import run_plan
 from pipeline.io import images
@@ -34,6 +36,22 @@ HOSTILE_TEXT = "<img src=x onerror=\"document.title='pwned'\">"
 
 def png(image) -> bytes:
     return images.png_bytes(image)
+
+
+def banded_mask(side: int, colours: int) -> bytes:
+    """A palette PNG of `colours` vertical bands, colour i = #0000ii (i from 0: black first)."""
+    mask = Image.new("P", (side, side), 0)
+    mask.putpalette([c for i in range(colours) for c in (0, 0, i)])
+    for i in range(colours):
+        mask.paste(i, (i * side // colours, 0, (i + 1) * side // colours, side))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def colour_mapping(keys: int) -> str:
+    """#000000=1 (the style), then #000001=none, #000002=none, ..."""
+    return ",".join(f"#{i:06x}={'1' if i == 0 else 'none'}" for i in range(keys))
 
 
 def reset_peak(pid: int | str) -> int:

@@ -14,7 +14,17 @@ from PIL import Image
 from pipeline.web.app import Settings
 
 from ..conftest import make_content, make_style
-from .conftest import free_port, main_settings, peak, png, reset_peak, serving, wait
+from .conftest import (
+    banded_mask,
+    colour_mapping,
+    free_port,
+    main_settings,
+    peak,
+    png,
+    reset_peak,
+    serving,
+    wait,
+)
 
 # A request's decoding may raise a process's peak memory by this much: the mask below costs each
 # process ~3 GB decoded in full as float32, tens of MB shrunk in its own mode first.
@@ -89,31 +99,20 @@ def test_an_image_past_pils_bomb_limit_is_a_400_naming_the_field(defaults):
     assert "decompression bomb" in response.json()["detail"]
 
 
-def _banded_mask(side: int, colours: int) -> bytes:
-    """A palette PNG of `colours` vertical bands, colour i = #0000ii (i from 0: black first)."""
-    mask = Image.new("P", (side, side), 0)
-    mask.putpalette([c for i in range(colours) for c in (0, 0, i)])
-    for i in range(colours):
-        mask.paste(i, (i * side // colours, 0, (i + 1) * side // colours, side))
-    buffer = io.BytesIO()
-    mask.save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def _mapping(keys: int) -> str:
-    """#000000=1 (the style), then #000001=none, #000002=none, ..."""
-    return ",".join(f"#{i:06x}={'1' if i == 0 else 'none'}" for i in range(keys))
-
-
 def test_a_mapping_of_thousands_of_keys_is_refused_for_the_cost_of_its_text(defaults):
     """Issue 44: 2,000 keys over a one-colour mask asked the server (and then the actor) for a
     (H W) x K distance matrix and one-hot, +2 GB each at 256 px (tests/benchmarks/RESULTS.md)."""
     files = [
         ("content", ("photo.png", png(make_content(256, 256)), "image/png")),
         ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
-        ("mask", ("m.png", _banded_mask(256, 1), "image/png")),
+        ("mask", ("m.png", banded_mask(256, 1), "image/png")),
     ]
-    data = {"preset": "preview", "size": "32", "iterations": "2", "mask_regions": _mapping(2000)}
+    data = {
+        "preset": "preview",
+        "size": "32",
+        "iterations": "2",
+        "mask_regions": colour_mapping(2000),
+    }
     before = reset_peak("self")
     response = requests.post(f"{defaults.url}/api/stylize", files=files, data=data, timeout=120)
     growth = peak("self") - before
@@ -129,7 +128,12 @@ def test_the_largest_mapping_costs_memory_for_the_colours_present(defaults):
         files = [
             ("content", ("photo.png", png(make_content(160, 160)), "image/png")),
             ("styles", ("s.png", png(make_style(48, 48)), "image/png")),
-            ("mask", ("m.png", _banded_mask(160, colours), "image/png")),
+            ("mask", ("m.png", banded_mask(160, colours), "image/png")),
         ]
-        data = {"preset": "preview", "size": "64", "iterations": "2", "mask_regions": _mapping(16)}
+        data = {
+            "preset": "preview",
+            "size": "64",
+            "iterations": "2",
+            "mask_regions": colour_mapping(16),
+        }
         _stylized_within_peak_growth(defaults, files, data)
